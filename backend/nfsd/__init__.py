@@ -1,0 +1,17 @@
+"""nfsd: texture a mesh from a text prompt with Noise-Free Score Distillation.
+
+Modules, one concept each:
+
+- ``mesh``      mesh input (OBJ/PLY/GLB/wire .npz), checks, UV unwrap, normalization
+- ``cameras``   random and fixed orbit cameras, view words (Blender axes: Z up, front is -Y)
+- ``renderer``  rasterize / interpolate / texture / antialias: nvdiffrast or pure PyTorch
+- ``texture``   texture parametrizations, PNG I/O, UV-island dilation
+- ``prior``     diffusion priors (diffusers Stable Diffusion, the built-in model), model cache
+- ``guidance``  the distillation rules (NFSD, SDS, CSD) as pure functions
+- ``engine``    the optimization loop: config, progress, cancellation, snapshots
+- ``outputs``   texture.png, textured.glb, views.png, report.json, offsets.npy
+- ``cli``       the ``nfsd`` console script (texture, demo, serve, bench)
+- ``server``    the HTTP API (FastAPI) and its job queue
+"""
+
+__version__ = "0.1.0"
