@@ -1,0 +1,153 @@
+"""Random-weight models with Stable Diffusion's layout: tiny ones for tests, full-size ones for benchmarks.
+
+Nothing here downloads anything. ``build_tiny_model`` writes a complete diffusers folder (unet/,
+vae/, text_encoder/, tokenizer/, scheduler/, model_index.json) that ``nfsd.prior.load_prior`` loads
+through the same code path as a real Stable Diffusion folder. ``build_random_model(arch="sd15")``
+builds the real shapes (same FLOPs) for speed benchmarks.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
+
+# Words the tiny tokenizer knows besides the prompt words a caller passes: view words, the NFSD
+# negative prompt, and a few common ones. Anything else maps to <unk>.
+BASE_WORDS = (
+    "front side back overhead view a an the of with and in on "
+    "unrealistic blurry low quality out focus ugly contrast dull dark resolution gloomy"
+).split()
+
+
+def build_word_tokenizer(words=(), model_max_length: int = 77):
+    """A word-level fast tokenizer (lower-cased, splits on whitespace and punctuation).
+
+    Args:
+        words: extra vocabulary besides ``BASE_WORDS``.
+        model_max_length: sequences are padded/truncated to this many tokens, <bos> and <eos>
+            included, like CLIP's 77.
+
+    Returns:
+        ``transformers.PreTrainedTokenizerFast``; ``save_pretrained`` + ``AutoTokenizer`` round-trip.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for word in list(BASE_WORDS) + [w for text in words for w in re.findall(r"[a-z0-9]+", text.lower())]:
+        vocab.setdefault(word, len(vocab))
+    for ch in ",.;:!?-'\"()":
+        vocab.setdefault(ch, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        model_max_length=model_max_length,
+    )
+
+
+def _text_encoder(vocab_size: int, hidden: int, layers: int, heads: int, max_positions: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    return CLIPTextModel(config)
+
+
+# UNet / VAE configs with the shapes of the real models (diffusers config names).
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+SD21_UNET = dict(SD15_UNET, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
+SD_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512,
+)
+TINY_UNET = dict(
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+    cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+)
+TINY_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
+    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16,
+)
+ARCHS = {
+    # arch: (unet config, vae config, text encoder (hidden, layers, heads), scheduler prediction type)
+    "tiny": (TINY_UNET, TINY_VAE, (32, 2, 4), "epsilon"),
+    "sd15": (SD15_UNET, SD_VAE, (768, 12, 12), "epsilon"),
+    "sd21": (SD21_UNET, SD_VAE, (1024, 23, 16), "v_prediction"),
+}
+
+
+def build_random_model(path, arch: str = "tiny", prediction_type: str | None = None, seed: int = 0,
+                       prompt_words=(), model_max_length: int = 77):
+    """Write a random-weight Stable-Diffusion-layout diffusers folder to ``path``.
+
+    Args:
+        path: output folder (created).
+        arch: ``"tiny"`` (a few MB, for tests), ``"sd15"`` or ``"sd21"`` (real shapes, ~1 B params).
+        prediction_type: ``"epsilon"`` or ``"v_prediction"``; default: the arch's own.
+        seed: weights are ``torch.manual_seed(seed)``-deterministic.
+        prompt_words: extra words for the tokenizer's vocabulary.
+        model_max_length: token limit of the tokenizer (prompts longer than this are refused).
+
+    Returns:
+        ``Path`` of the folder.
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    unet_cfg, vae_cfg, (hidden, layers, heads), default_pred = ARCHS[arch]
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = build_word_tokenizer(prompt_words, model_max_length)
+    text_encoder = _text_encoder(len(tokenizer), hidden, layers, heads, model_max_length)
+    unet = UNet2DConditionModel(**unet_cfg)
+    vae = AutoencoderKL(**vae_cfg)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        prediction_type=prediction_type or default_pred,
+    )
+    unet.save_pretrained(path / "unet")
+    vae.save_pretrained(path / "vae")
+    text_encoder.save_pretrained(path / "text_encoder")
+    tokenizer.save_pretrained(path / "tokenizer")
+    scheduler.save_pretrained(path / "scheduler")
+    (path / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"], '
+        '"vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"], '
+        '"tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDPMScheduler"]}\n'
+    )
+    return path
+
+
+def build_tiny_model(path, prediction_type: str = "epsilon", seed: int = 0, prompt_words=()):
+    """A tiny random Stable-Diffusion-layout model (~2 MB) for tests: see ``build_random_model``."""
+    return build_random_model(path, "tiny", prediction_type, seed, prompt_words)
