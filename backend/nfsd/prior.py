@@ -334,3 +334,42 @@ def unload_all() -> bool:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return had
+
+
+_TOKENIZERS: dict[str, object] = {}
+
+
+def load_tokenizer(model: str):
+    """Only the tokenizer of ``model`` (cheap: lets a server refuse a too-long prompt at submission)."""
+    if model not in _TOKENIZERS:
+        with _CACHE_LOCK:
+            for key, prior in _CACHE.items():
+                if key[0] == model:
+                    return prior.tokenizer
+        kind, path = resolve_model(model)
+        if kind != "folder":
+            return None  # single files and hub ids: checked when the job loads the model
+        from transformers import AutoTokenizer
+
+        try:
+            _TOKENIZERS[model] = AutoTokenizer.from_pretrained(path / "tokenizer")
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"could not read the tokenizer of {model!r} at {path / 'tokenizer'}: {exc}") from exc
+    return _TOKENIZERS[model]
+
+
+# The longest view suffix the engine appends to a prompt (", overhead view").
+VIEW_SUFFIX_TOKENS = 3
+
+
+def check_prompt_length(model: str, prompt: str, what: str = "prompt") -> None:
+    """Raise ``ConfigError`` when ``prompt`` plus a view suffix exceeds ``model``'s token limit."""
+    tokenizer = load_tokenizer(model)
+    if tokenizer is None:
+        return
+    n = len(tokenizer(prompt, truncation=False).input_ids) + (VIEW_SUFFIX_TOKENS if what == "prompt" else 0)
+    if n > tokenizer.model_max_length:
+        raise ConfigError(
+            f"{what} is too long: {n} tokens (view words included) but model {model!r} reads at most "
+            f"{tokenizer.model_max_length}; shorten it"
+        )
