@@ -1,0 +1,102 @@
+"""The distillation rules: pure functions of the model's predictions (see shared/DESIGN.md).
+
+Every rule takes the three noise predictions of ONE batched UNet call on ``[z_t]*3`` with the
+embeddings ``[prompt + view, negative prompt, ""]`` and returns the latent-space gradient ``g``
+(``[B, C, h, w]``, no autograd history); ``distillation_loss`` turns it into a loss whose gradient
+with respect to the latents is exactly ``g / B``.
+
+Guidance scale ``s`` follows the diffusers convention ``e_0 + s (e_y - e_0)`` (not threestudio's s+1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .errors import ConfigError
+
+NFSD_NEGATIVE_PROMPT = (
+    "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, low-resolution, gloomy"
+)
+# The t < 200 switch of NFSD is defined on a 1000-step schedule; scaled for others.
+NFSD_SWITCH_FRACTION = 200 / 1000
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Noise predictions of one batched UNet call and what they were computed from.
+
+    Attributes:
+        e_y:   ``[B, C, h, w]`` conditioned on the prompt (with its view word).
+        e_neg: ``[B, C, h, w]`` conditioned on the negative prompt.
+        e_0:   ``[B, C, h, w]`` unconditional (empty prompt).
+        eps:   ``[B, C, h, w]`` the noise that was added.
+        t:     ``[B]`` long, timestep index per view.
+        alphas_cumprod: ``[T]`` float32, the schedule (``T`` train timesteps).
+    """
+
+    e_y: torch.Tensor
+    e_neg: torch.Tensor
+    e_0: torch.Tensor
+    eps: torch.Tensor
+    t: torch.Tensor
+    alphas_cumprod: torch.Tensor
+
+    def weight(self) -> torch.Tensor:
+        """``w(t) = 1 - a_t`` shaped ``[B, 1, 1, 1]``."""
+        return (1.0 - self.alphas_cumprod[self.t]).view(-1, 1, 1, 1)
+
+
+def nfsd_gradient(p: Predictions, scale: float = 7.5) -> torch.Tensor:
+    """Noise-Free Score Distillation (Katzir et al. 2024).
+
+    ``d_C = e_y - e_0``;  ``d_D = e_0`` if ``t < 200`` (per view, scaled to the schedule) else
+    ``e_0 - e_neg``;  ``g = w(t) (d_D + s d_C)``.
+    """
+    switch = NFSD_SWITCH_FRACTION * p.alphas_cumprod.shape[0]
+    small_t = (p.t < switch).view(-1, 1, 1, 1)
+    d_c = p.e_y - p.e_0
+    d_d = torch.where(small_t, p.e_0, p.e_0 - p.e_neg)
+    return p.weight().to(d_c.dtype) * (d_d + scale * d_c)
+
+
+def sds_gradient(p: Predictions, scale: float = 100.0) -> torch.Tensor:
+    """Score Distillation Sampling: ``g = w(t) (e_0 + s (e_y - e_0) - eps)``."""
+    guided = p.e_0 + scale * (p.e_y - p.e_0)
+    return p.weight().to(guided.dtype) * (guided - p.eps)
+
+
+def csd_gradient(p: Predictions, scale: float = 7.5) -> torch.Tensor:
+    """Classifier Score Distillation: ``g = w(t) s (e_y - e_0)``."""
+    d_c = p.e_y - p.e_0
+    return p.weight().to(d_c.dtype) * scale * d_c
+
+
+RULES: dict[str, Callable[[Predictions, float], torch.Tensor]] = {
+    "nfsd": nfsd_gradient,
+    "sds": sds_gradient,
+    "csd": csd_gradient,
+}
+DEFAULT_SCALES = {"nfsd": 7.5, "sds": 100.0, "csd": 7.5}
+
+
+def get_rule(mode: str) -> Callable[[Predictions, float], torch.Tensor]:
+    """The rule called ``mode`` (``nfsd``, ``sds`` or ``csd``)."""
+    try:
+        return RULES[mode]
+    except KeyError:
+        raise ConfigError(f"unknown mode {mode!r}: choose one of {', '.join(RULES)}") from None
+
+
+def distillation_loss(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``0.5 * ||z - (z - g).detach()||^2 / B``: its gradient w.r.t. ``z`` is ``g / B``.
+
+    ``g`` is cleaned with ``nan_to_num`` first so a single bad prediction cannot poison the texture.
+    The loss is computed in float32 whatever the dtype of ``z``.
+    """
+    g = torch.nan_to_num(g.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
+    zf = z.float()
+    target = (zf - g).detach()
+    return 0.5 * ((zf - target) ** 2).sum() / z.shape[0]

@@ -1,0 +1,245 @@
+"""UV textures: parametrizations that are optimized, UV-island dilation, and PNG I/O.
+
+In memory a texture is ``[H, W, C]`` with row 0 = v = 0 = the BOTTOM (nvdiffrast's and Blender's
+order). PNG files store the top row first: ``save_png`` / ``load_png`` flip, and nothing else does.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, NfsdError
+
+PARAMETRIZATIONS = ("pyramid", "pixels")
+
+
+def _logit(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(1e-3, 1 - 1e-3)
+    return torch.log(x / (1 - x))
+
+
+class PixelTexture(torch.nn.Module):
+    """One logit per texel: ``image = sigmoid(logits)``. The plain baseline.
+
+    Args:
+        size: texture width and height in texels.
+        init: optional ``[size, size, 3]`` float in [0, 1], row 0 bottom; default mid-grey.
+    """
+
+    def __init__(self, size: int, init: torch.Tensor | None = None):
+        super().__init__()
+        logits = torch.zeros(1, 3, size, size)
+        if init is not None:
+            logits = _logit(init.permute(2, 0, 1)[None].float())
+        self.logits = torch.nn.Parameter(logits)
+        self.size = size
+
+    def forward(self) -> torch.Tensor:
+        """Texture ``[size, size, 3]`` float32 in [0, 1], row 0 bottom."""
+        return torch.sigmoid(self.logits)[0].permute(1, 2, 0)
+
+
+class PyramidTexture(torch.nn.Module):
+    """A multi-resolution sum of logit images, bilinearly upsampled: ``image = sigmoid(sum_k up(L_k))``.
+
+    Levels go from ``base`` texels up to ``size`` by factors of 2. With Adam every level moves at
+    the same rate, so coarse levels make smooth, large-scale changes early on while fine levels add
+    detail: it converges faster and without the texel noise of a raw-pixel texture (measured in
+    BENCHMARKS.md).
+
+    Args:
+        size: texture width and height (a power of two times ``base`` is not required).
+        base: the coarsest level's size.
+        init: optional ``[size, size, 3]`` float in [0, 1] (row 0 bottom), put in the finest level.
+    """
+
+    def __init__(self, size: int, base: int = 16, init: torch.Tensor | None = None):
+        super().__init__()
+        sizes = []
+        s = min(base, size)
+        while s < size:
+            sizes.append(s)
+            s *= 2
+        sizes.append(size)
+        self.sizes = sizes
+        self.size = size
+        self.levels = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, 3, s, s)) for s in sizes])
+        if init is not None:
+            with torch.no_grad():
+                self.levels[-1].copy_(_logit(init.permute(2, 0, 1)[None].float()))
+
+    def forward(self) -> torch.Tensor:
+        """Texture ``[size, size, 3]`` float32 in [0, 1], row 0 bottom."""
+        total = self.levels[-1]
+        for level in list(self.levels)[:-1]:
+            total = total + F.interpolate(level, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return torch.sigmoid(total)[0].permute(1, 2, 0)
+
+
+def make_texture(kind: str, size: int, init: torch.Tensor | None = None) -> torch.nn.Module:
+    """A texture parametrization by name: ``"pyramid"`` (default) or ``"pixels"``."""
+    if kind == "pyramid":
+        return PyramidTexture(size, init=init)
+    if kind == "pixels":
+        return PixelTexture(size, init=init)
+    raise ConfigError(f"unknown texture parametrization {kind!r}: choose one of {', '.join(PARAMETRIZATIONS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# UV coverage and island dilation
+
+
+def uv_coverage(uvs: torch.Tensor, size: int, rasterizer=None) -> torch.Tensor:
+    """Which texels some triangle covers in UV space.
+
+    Args:
+        uvs: ``[F, 3, 2]`` float32 per-corner UVs, (0, 0) bottom-left.
+        size: texture size.
+        rasterizer: a ``nfsd.renderer`` rasterizer (default: the pure-PyTorch one on ``uvs.device``).
+
+    Returns:
+        ``[size, size]`` bool, row 0 bottom. Texels touched by a triangle edge count as covered
+        (one texel of conservative growth) so bilinear lookups at island borders see real colour.
+    """
+    from .renderer import get_rasterizer
+
+    rasterizer = rasterizer or get_rasterizer("torch", uvs.device)
+    n = uvs.shape[0]
+    corners = uvs.reshape(-1, 2).float()
+    pos = torch.cat([corners * 2 - 1, torch.zeros_like(corners[:, :1]), torch.ones_like(corners[:, :1])], dim=1)
+    tri = torch.arange(3 * n, dtype=torch.int32, device=uvs.device).view(n, 3)
+    rast = rasterizer.rasterize(pos[None].contiguous(), tri, (size, size))
+    covered = (rast[0, :, :, 3] > 0).float()[None, None]
+    covered = F.max_pool2d(covered, 3, stride=1, padding=1)
+    return covered[0, 0] > 0
+
+
+def dilate(texture: torch.Tensor, mask: torch.Tensor, iterations: int = 16) -> torch.Tensor:
+    """Pad UV islands: fill texels outside ``mask`` from their covered neighbours, ring by ring.
+
+    Args:
+        texture: ``[H, W, C]`` float.
+        mask: ``[H, W]`` bool, True where the texture is meaningful.
+        iterations: rings to grow (pixels of padding); texels still empty after that get the mean
+            colour of the covered ones, so mipmaps never average in black.
+
+    Returns:
+        ``[H, W, C]``: equal to ``texture`` inside ``mask``.
+    """
+    if mask.all() or not mask.any():
+        return texture.clone()
+    img = texture.permute(2, 0, 1)[None].float()
+    m = mask[None, None].float()
+    filled = img * m
+    kernel = torch.ones(1, 1, 3, 3, dtype=img.dtype, device=img.device)
+    for _ in range(iterations):
+        count = F.conv2d(m, kernel, padding=1)
+        summed = F.conv2d(filled, kernel.expand(img.shape[1], 1, 3, 3), padding=1, groups=img.shape[1])
+        grow = (count > 0) & (m == 0)
+        if not grow.any():
+            break
+        avg = summed / count.clamp(min=1)
+        filled = torch.where(grow, avg, filled)
+        m = torch.where(grow, torch.ones_like(m), m)
+    mean = (img * mask[None, None]).sum(dim=(2, 3), keepdim=True) / mask.sum()
+    filled = torch.where(m > 0, filled, mean.expand_as(filled))
+    return filled[0].permute(1, 2, 0).to(texture.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversions and files
+
+
+def to_uint8(texture: torch.Tensor) -> np.ndarray:
+    """``[H, W, C]`` float in [0, 1] -> uint8 numpy (row order unchanged)."""
+    return (texture.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def from_uint8(image: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """uint8 ``[H, W, C>=3]`` -> float32 ``[size, size, 3]`` in [0, 1] (resized bilinearly if needed)."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise ConfigError(f"an initial texture must be an RGB(A) image, got an array of shape {arr.shape}")
+    t = torch.from_numpy(arr[:, :, :3].astype(np.float32) / 255.0)
+    if size is not None and (t.shape[0] != size or t.shape[1] != size):
+        t = F.interpolate(t.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=True)[0].permute(1, 2, 0)
+    return t.clamp(0, 1)
+
+
+def encode_png(texture: np.ndarray) -> bytes:
+    """uint8 ``[H, W, C]`` with row 0 at the BOTTOM -> PNG bytes (PNG stores the top row first)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.asarray(texture)[::-1])).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 ``[H, W, 3]`` with row 0 at the BOTTOM. Raises ``ConfigError`` on non-PNG data."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ConfigError(f"the texture is not a readable image ({exc}); send a PNG") from exc
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"))[::-1])
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename: readers never see half a file.
+
+    A full disk or a read-only folder raises ``NfsdError`` naming the folder; the old file, if any,
+    stays intact.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError as exc:
+        raise NfsdError(f"could not write {path}: {exc.strerror or exc}; free disk space or choose another folder") from exc
+
+
+def save_png(texture: np.ndarray, path) -> None:
+    """Save uint8 ``[H, W, C]`` (row 0 bottom) as a PNG file, atomically."""
+    atomic_write_bytes(Path(path), encode_png(texture))
+
+
+def load_png(path) -> np.ndarray:
+    """Read an image file -> uint8 ``[H, W, 3]`` with row 0 at the bottom."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read texture {path}: {exc.strerror or exc}") from exc
+    return decode_png(data)
+
+
+def grid(images: list[np.ndarray], columns: int) -> np.ndarray:
+    """Tile equally sized uint8 ``[H, W, 3]`` images (row 0 top) into one image, row-major."""
+    h, w, c = images[0].shape
+    rows = math.ceil(len(images) / columns)
+    out = np.full((rows * h, columns * w, c), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        out[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
+    return out
