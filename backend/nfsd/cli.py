@@ -1,0 +1,182 @@
+"""The ``nfsd`` console script: a thin face over the engine.
+
+    nfsd texture MESH "PROMPT" --out DIR [options]   texture a mesh file
+    nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
+    nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
+    nfsd bench speed|quality|server [options]        benchmarks (print their figures)
+
+Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+DEMO_PROMPT = "red and white stripes"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(2, f"nfsd: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
+    p.add_argument("--model", default=defaults.model,
+                   help="'builtin', a diffusers folder, a .safetensors checkpoint or a hub id (default: %(default)s)")
+    p.add_argument("--model-config", default=None, help="diffusers config folder for a single-file checkpoint")
+    p.add_argument("--mode", choices=("nfsd", "sds", "csd"), default=defaults.mode)
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--texture-size", type=int, default=defaults.texture_size)
+    p.add_argument("--render-size", type=int, default=defaults.render_size)
+    p.add_argument("--batch", type=int, default=defaults.batch)
+    p.add_argument("--guidance-scale", type=float, default=None, help="default: 7.5 for nfsd/csd, 100 for sds")
+    p.add_argument("--negative-prompt", default=defaults.negative_prompt)
+    p.add_argument("--offsets", action=argparse.BooleanOptionalAction, default=defaults.offsets,
+                   help="also optimize small vertex offsets along the normals")
+    p.add_argument("--offset-strength", type=float, default=defaults.offset_strength)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--renderer", choices=("auto", "torch", "nvdiffrast"), default=defaults.renderer)
+    p.add_argument("--parametrization", choices=("pyramid", "pixels"), default=defaults.parametrization)
+    p.add_argument("--init-texture", default=None, help="PNG to continue from")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .engine import TextureConfig
+
+    parser = _Parser(prog="nfsd", description="Texture a mesh from a text prompt with Noise-Free Score Distillation.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"nfsd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("texture", help="texture a mesh file (OBJ, PLY, GLB/GLTF or the add-on's .npz)")
+    p.add_argument("mesh")
+    p.add_argument("prompt")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_texture_options(p, TextureConfig())
+
+    demo = TextureConfig(steps=150, texture_size=256, render_size=64, batch=2, device="cpu")
+    p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, a few minutes)")
+    p.add_argument("--out", default="nfsd-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--mesh", default="default", help="built-in mesh name (default: %(default)s)")
+    p.add_argument("--prompt", default=DEMO_PROMPT)
+    _add_texture_options(p, demo)
+
+    p = sub.add_parser("serve", help="run the HTTP backend for the Blender add-on")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7870)
+    p.add_argument("--token", default=None, help="required to listen on a non-loopback address")
+    p.add_argument("--data-dir", default=None, help="where jobs are stored (default: ~/.cache/nfsd)")
+    p.add_argument("--model", default="builtin", help="default model for jobs that name none")
+
+    p = sub.add_parser("bench", help="benchmarks: speed, quality, server")
+    p.add_argument("which", choices=("speed", "quality", "server"))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
+    return parser
+
+
+def _config_from_args(args):
+    from .engine import TextureConfig
+
+    return TextureConfig(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode, steps=args.steps,
+        texture_size=args.texture_size, render_size=args.render_size, batch=args.batch,
+        guidance_scale=args.guidance_scale, offsets=args.offsets, offset_strength=args.offset_strength,
+        seed=args.seed, model=args.model, device=args.device, renderer=args.renderer,
+        parametrization=args.parametrization, model_config=args.model_config,
+    )
+
+
+def run_texture(mesh, config, out_dir, init_texture=None, stream=None) -> dict:
+    """Run a job with a tqdm bar; Ctrl-C cancels and still writes what exists. Returns the written paths."""
+    from tqdm import tqdm
+
+    from .engine import TextureJob
+    from .outputs import write_outputs
+
+    job = TextureJob(mesh, config, init_texture=init_texture)
+    bar = tqdm(total=config.steps, desc="loading model", unit="step", file=stream or sys.stderr, dynamic_ncols=True)
+    box: dict = {}
+
+    def on_progress(p):
+        if p.phase == "loading":
+            bar.set_description(f"loading model ({p.step}/{p.total})")
+        elif p.phase == "optimizing":
+            bar.set_description(config.mode)
+            bar.update(p.step - bar.n)
+            bar.set_postfix(loss=f"{p.loss:.4g}" if p.loss is not None else "-")
+
+    def work():
+        try:
+            box["result"] = job.run(on_progress)
+        except BaseException as exc:  # handed to the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="nfsd-texture", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        bar.write("cancelling: finishing the current step, then writing what exists...")
+        job.cancel()
+        thread.join()
+    bar.close()
+    if "error" in box:
+        raise box["error"]
+    result = box["result"]
+    paths = write_outputs(result, out_dir)
+    state = "cancelled after" if result.cancelled else "done:"
+    print(f"{state} {result.steps_done} steps in {result.timings['total_s']:.1f} s "
+          f"({result.timings['steps_per_s']:.2f} steps/s) -> {Path(out_dir).resolve()}", file=sys.stderr)
+    for name, path in paths.items():
+        print(path)
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import NfsdError
+
+    try:
+        if args.command in ("texture", "demo"):
+            from . import mesh as mesh_lib
+            from .texture import load_png
+
+            if args.command == "texture":
+                mesh = mesh_lib.load_mesh(args.mesh)
+            else:
+                mesh = mesh_lib.builtin_mesh(args.mesh)
+            for warning in mesh.warnings:
+                print(f"nfsd: warning: {warning}", file=sys.stderr)
+            init = load_png(args.init_texture) if args.init_texture else None
+            run_texture(mesh, _config_from_args(args), args.out, init)
+        elif args.command == "serve":
+            from .server import serve
+
+            serve(host=args.host, port=args.port, token=args.token, data_dir=args.data_dir, model=args.model)
+        elif args.command == "bench":
+            rest = [a for a in args.rest if a != "--"]
+            if args.which == "speed":
+                from .bench_speed import main as bench_main
+            elif args.which == "quality":
+                from .builtin.quality import main as bench_main
+            else:
+                from .bench_server import main as bench_main
+            return int(bench_main(rest) or 0)
+    except NfsdError as exc:
+        print(f"nfsd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nfsd: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
