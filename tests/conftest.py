@@ -1,0 +1,22 @@
+"""Shared fixtures. Nothing here touches the network: the hub is switched off for every test."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
+
+import pytest  # noqa: E402
+
+PROMPT_WORDS = ["red and white stripes", "blue dots on yellow", "solid green"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A ~1 MB random Stable-Diffusion-layout diffusers folder (epsilon prediction)."""
+    from nfsd.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), prompt_words=PROMPT_WORDS)
