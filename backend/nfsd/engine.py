@@ -63,6 +63,8 @@ class TextureConfig:
     laplacian_weight: float = 1e3
     normal_weight: float = 1e2
     half_precision: bool = True           # float16 networks on CUDA (texture stays float32)
+    channels_last: bool = True            # CUDA: channels_last convolutions
+    compile: bool = False                 # CUDA: torch.compile the UNet and VAE encoder (slow first steps)
     progress_every: int = 5               # read the loss (a host-device sync) every N steps
     model_config: str | None = None       # diffusers config folder for single-file checkpoints
 
@@ -234,6 +236,7 @@ class TextureJob:
             self.prior = load_prior(c.model, device, dtype, progress=on_load, config=c.model_config)
         prior = self.prior
         device = prior.device
+        prior.tune(channels_last=c.channels_last, compile=c.compile)
         prior.check_prompt(c.prompt, "prompt", reserve=3)
         prior.check_prompt(c.negative_prompt, "negative prompt")
         timings["load_model_s"] = time.perf_counter() - t_start

@@ -104,48 +104,64 @@ ARCHS = {
 }
 
 
-def build_random_model(path, arch: str = "tiny", prediction_type: str | None = None, seed: int = 0,
-                       prompt_words=(), model_max_length: int = 77):
-    """Write a random-weight Stable-Diffusion-layout diffusers folder to ``path``.
+def build_random_components(arch: str = "tiny", prediction_type: str | None = None, seed: int = 0,
+                            prompt_words=(), model_max_length: int = 77) -> dict:
+    """Random-weight ``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler`` of an architecture.
 
     Args:
-        path: output folder (created).
         arch: ``"tiny"`` (a few MB, for tests), ``"sd15"`` or ``"sd21"`` (real shapes, ~1 B params).
         prediction_type: ``"epsilon"`` or ``"v_prediction"``; default: the arch's own.
         seed: weights are ``torch.manual_seed(seed)``-deterministic.
         prompt_words: extra words for the tokenizer's vocabulary.
         model_max_length: token limit of the tokenizer (prompts longer than this are refused).
-
-    Returns:
-        ``Path`` of the folder.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
     unet_cfg, vae_cfg, (hidden, layers, heads), default_pred = ARCHS[arch]
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer(prompt_words, model_max_length)
-    text_encoder = _text_encoder(len(tokenizer), hidden, layers, heads, model_max_length)
-    unet = UNet2DConditionModel(**unet_cfg)
-    vae = AutoencoderKL(**vae_cfg)
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        prediction_type=prediction_type or default_pred,
-    )
-    unet.save_pretrained(path / "unet")
-    vae.save_pretrained(path / "vae")
-    text_encoder.save_pretrained(path / "text_encoder")
-    tokenizer.save_pretrained(path / "tokenizer")
-    scheduler.save_pretrained(path / "scheduler")
+    return {
+        "tokenizer": tokenizer,
+        "text_encoder": _text_encoder(len(tokenizer), hidden, layers, heads, model_max_length),
+        "unet": UNet2DConditionModel(**unet_cfg),
+        "vae": AutoencoderKL(**vae_cfg),
+        "scheduler": DDPMScheduler(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            prediction_type=prediction_type or default_pred,
+        ),
+    }
+
+
+def build_random_model(path, arch: str = "tiny", prediction_type: str | None = None, seed: int = 0,
+                       prompt_words=(), model_max_length: int = 77):
+    """Write a random-weight Stable-Diffusion-layout diffusers folder to ``path`` (see
+    ``build_random_components`` for the arguments). Returns the folder's ``Path``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    parts = build_random_components(arch, prediction_type, seed, prompt_words, model_max_length)
+    for name, part in parts.items():
+        part.save_pretrained(path / name)
     (path / "model_index.json").write_text(
         '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"], '
         '"vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"], '
         '"tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDPMScheduler"]}\n'
     )
     return path
+
+
+def build_random_prior(arch: str = "tiny", device="cpu", dtype=None, seed: int = 0):
+    """A ``nfsd.prior.Prior`` with random weights, built in memory (no disk): for speed benchmarks."""
+    from .prior import _assemble, default_dtype
+
+    device = torch.device(device)
+    dtype = dtype or default_dtype(device)
+    parts = build_random_components(arch, seed=seed)
+    for name in ("unet", "vae", "text_encoder"):
+        parts[name].to(dtype)
+    return _assemble(f"random-{arch}", parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"],
+                     parts["scheduler"], device, dtype)
 
 
 def build_tiny_model(path, prediction_type: str = "epsilon", seed: int = 0, prompt_words=()):
