@@ -1,0 +1,600 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Texturing jobs: a worker thread per job talks to the backend, the main thread applies results.
+
+Threading rule: a worker thread only does HTTP and numpy; it never touches bpy. It reports through
+its job's queue; :func:`process_events` drains the queues on the main thread (called by a
+``bpy.app.timers`` callback in Blender, directly by the tests, where timers never fire) and is the
+only place where results reach ``bpy.data``.
+
+The registry of running jobs (one per object name) is the add-on's only module state besides the
+backend status line; objects are found again by name because undo invalidates Python references.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import image_io, local_backend, mesh_io
+from .client import BackendError, Client
+
+ACTIVE_STATES = {"starting", "submitting", "queued", "loading", "running", "cancelling"}
+FINAL_STATES = {"done", "failed", "cancelled"}
+
+
+@dataclass
+class Connection:
+    """How to reach the backend; built from the add-on preferences on the main thread.
+
+    ``start_command``: when set and the backend is unreachable, a job starts it with that command
+    (see :func:`local_backend.build_command`). Intervals are in seconds.
+    """
+
+    url: str = "127.0.0.1:7870"
+    token: str = ""
+    online_access: bool = True
+    start_command: str = ""
+    poll_interval: float = 0.5
+    preview_interval: float = 3.0
+
+    def client(self, **kwargs) -> Client:
+        return Client(self.url, self.token, online_access=self.online_access, **kwargs)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``83`` -> ``"1:23"``, ``3725`` -> ``"1:02:05"``; ``"--:--"`` when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "--:--"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Job:
+    """One object's texturing run. Fields are read and written on the main thread only; the
+    worker thread talks to the main thread through ``events`` (kind, payload) tuples."""
+
+    def __init__(self, object_name: str, settings: dict, mesh_npz: bytes, uv_map: str,
+                 connection: Connection, init_texture: np.ndarray | None = None):
+        self.object_name = object_name
+        self.settings = dict(settings)
+        self.uv_map = uv_map  # the UV map whose UVs were sent; "" = the backend unwraps
+        self.connection = connection
+        self._mesh_npz = mesh_npz
+        self._init_texture = init_texture  # uint8 [H, W, 4], row 0 = bottom (Continue)
+        self.events: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self.thread = threading.Thread(target=self._work, name=f"nfsd-job-{object_name}", daemon=True)
+
+        self.job_id = ""
+        self.state = "submitting"
+        self.phase = "Uploading mesh"
+        self.error = ""
+        self.step = 0
+        self.total = int(settings.get("steps") or 0)
+        self.progress = 0.0
+        self.loss: float | None = None
+        self.eta: float | None = None
+        self.elapsed: float | None = None
+        self.queue_position = 0
+        self.started = time.monotonic()
+        self.finished_at: float | None = None
+        self.previews = 0
+        # Things this job created or replaced in the scene, by name (see module doc).
+        self.image_name = ""
+        self.material_name = ""
+        self.previous_materials: list[str] | None = None
+        self._pending_result: bytes | None = None
+
+    # -- main thread ---------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def start(self) -> "Job":
+        self.thread.start()
+        return self
+
+    def request_cancel(self) -> None:
+        """Ask the worker to cancel the backend job; the state becomes "cancelled" once the
+        backend confirmed (or at once if nothing was submitted yet)."""
+        if self.active:
+            self.state = "cancelling"
+            self.phase = "Cancelling"
+            self._cancel.set()
+
+    def elapsed_seconds(self) -> float:
+        """Seconds since the artist pressed the button (queue and model loading included)."""
+        end = self.finished_at if self.finished_at is not None else time.monotonic()
+        return end - self.started
+
+    def status_text(self) -> str:
+        """One line for the panel and the status bar."""
+        elapsed = format_duration(self.elapsed_seconds())
+        if self.state == "queued":
+            position = f" (position {self.queue_position})" if self.queue_position else ""
+            return f"Queued{position}, {elapsed} elapsed"
+        if self.state == "loading":
+            return f"Loading model {self.progress:.0%}, {elapsed} elapsed"
+        if self.state == "running":
+            loss = f" · loss {self.loss:.4g}" if self.loss is not None else ""
+            return (f"Step {self.step}/{self.total} · {elapsed} elapsed · ETA {format_duration(self.eta)}{loss}")
+        if self.state == "done":
+            return f"Done in {elapsed}" if self._pending_result is None else "Done: leave Edit Mode to apply"
+        if self.state == "failed":
+            return self.error
+        if self.state == "cancelled":
+            return f"Cancelled after {elapsed}"
+        return f"{self.phase}..."
+
+    def _handle(self, kind: str, payload) -> None:
+        if kind == "phase":
+            self.phase = payload
+            if payload.startswith("Starting"):
+                self.state = "starting" if self.state != "cancelling" else self.state
+        elif kind == "submitted":
+            self.job_id = payload
+            if self.state != "cancelling":
+                self.state = "queued"
+        elif kind == "status":
+            self._take_status(payload)
+        elif kind == "preview":
+            self._apply_preview(payload)
+        elif kind == "result":
+            self._pending_result = payload
+            self.state = "done"
+            self.progress = 1.0
+            self.step = self.total
+            self._finish()
+            self._try_apply_result()
+        elif kind == "error":
+            self._fail(payload)
+        elif kind == "cancelled":
+            self.state = "cancelled"
+            self._finish()
+            self._discard_preview()
+
+    def _take_status(self, status: dict) -> None:
+        state = status.get("state", "")
+        if state in ("queued", "loading", "running") and self.state != "cancelling":
+            self.state = state
+        self.queue_position = int(status.get("queue_position") or 0)
+        self.step = int(status.get("step") or 0)
+        self.total = int(status.get("total") or self.total)
+        self.progress = float(status.get("progress") or (self.step / self.total if self.total else 0.0))
+        self.loss = status.get("loss")
+        self.eta = status.get("eta_seconds")
+        self.elapsed = status.get("elapsed_seconds")
+
+    def _finish(self) -> None:
+        self.finished_at = time.monotonic()
+
+    def _fail(self, message: str) -> None:
+        self.state = "failed"
+        self.error = message
+        self._finish()
+        self._discard_preview()
+
+    def _object(self):
+        import bpy
+
+        return bpy.data.objects.get(self.object_name)
+
+    def _apply_preview(self, png: bytes) -> None:
+        obj = self._object()
+        if obj is None or obj.type != "MESH" or self.state in FINAL_STATES:
+            return
+        try:
+            pixels = image_io.decode_png(png)
+        except ValueError:
+            return  # a half-written snapshot; the next one will do
+        import bpy
+
+        image = bpy.data.images.get(self.image_name) if self.image_name else None
+        if image is None:
+            image = mesh_io.new_texture_image(image_name(obj, self.settings), pixels.shape[1], pixels.shape[0])
+            self.image_name = image.name
+        image_io.set_image_pixels(image, pixels)
+        self.previews += 1
+        # Without UVs of our own the preview's layout is unknown until the result brings the
+        # backend's UVs: the image updates (Image Editor) but is not put on the mesh yet.
+        if self.uv_map and obj.mode != "EDIT" and bpy.data.materials.get(self.material_name) is None:
+            material = mesh_io.texture_material(material_name(self.settings), image, self.uv_map)
+            self.material_name = material.name
+            self.previous_materials = mesh_io.assign_material(obj, material)
+
+    def _try_apply_result(self) -> None:
+        obj = self._object()
+        if self._pending_result is None:
+            return
+        if obj is None:
+            self._fail(f"The object '{self.object_name}' is gone (renamed or deleted), so the result "
+                       "cannot be applied.")
+            return
+        if obj.mode == "EDIT":
+            return  # applied by a later process_events call, once Edit Mode is left
+        import bpy
+
+        data, self._pending_result = self._pending_result, None
+        try:
+            apply_result(obj, data, self.settings, uv_map=self.uv_map, job_id=self.job_id,
+                         image=bpy.data.images.get(self.image_name) if self.image_name else None,
+                         material=bpy.data.materials.get(self.material_name) if self.material_name else None)
+        except ValueError as error:
+            self._fail(f"The result could not be applied: {error}")
+            return
+        push_undo(f"NFSD texture '{obj.name}'")
+
+    def _discard_preview(self) -> None:
+        """Put the object's materials back and drop the preview image/material of a run that
+        did not finish."""
+        import bpy
+
+        obj = self._object()
+        material = bpy.data.materials.get(self.material_name) if self.material_name else None
+        if obj is not None and self.previous_materials is not None:
+            mesh_io.restore_materials(obj, self.previous_materials)
+        if material is not None and material.users == 0:
+            bpy.data.materials.remove(material)
+        image = bpy.data.images.get(self.image_name) if self.image_name else None
+        if image is not None and image.users == 0:
+            bpy.data.images.remove(image)
+        self.previous_materials = None
+
+    # -- worker thread -------------------------------------------------------------------------
+    def _post(self, kind: str, payload=None) -> None:
+        self.events.put((kind, payload))
+
+    def _work(self) -> None:
+        try:
+            client = self.connection.client()
+            init_png = image_io.encode_png(self._init_texture) if self._init_texture is not None else None
+            job_id = self._submit(client, init_png)
+            self._mesh_npz = b""
+            self._post("submitted", job_id)
+            self._poll(client, job_id)
+        except BackendError as error:
+            self._post("cancelled" if self._cancel.is_set() else "error", str(error))
+        except Exception as error:  # a bug must still end the job with a message, not a silent thread
+            self._post("error", f"Unexpected error in the NFSD add-on: {error!r}")
+
+    def _submit(self, client: Client, init_png: bytes | None) -> str:
+        try:
+            return client.submit(self._mesh_npz, self.settings, init_png)
+        except BackendError as error:
+            if error.kind != "unreachable" or not self.connection.start_command:
+                raise
+        self._post("phase", "Starting the local backend")
+        local_backend.start(self.connection.start_command, client.url)
+        local_backend.wait_until_up(client.url, client.token, timeout=180.0, cancel=self._cancel)
+        self._post("phase", "Uploading mesh")
+        return client.submit(self._mesh_npz, self.settings, init_png)
+
+    def _poll(self, client: Client, job_id: str) -> None:
+        last_preview = time.monotonic()
+        failures = 0
+        while True:
+            if self._cancel.is_set():
+                try:
+                    client.cancel(job_id)
+                except BackendError as error:
+                    if error.kind == "unreachable":
+                        raise
+                    # 409 and the like: the job ended on its own meanwhile; cancelled is still true here.
+                self._post("cancelled")
+                return
+            try:
+                status = client.status(job_id)
+                failures = 0
+            except BackendError as error:
+                failures += 1  # a busy or restarting backend may miss a poll or two
+                if error.kind != "unreachable" or failures >= 10:
+                    raise
+                self._cancel.wait(1.0)
+                continue
+            self._post("status", status)
+            state = status.get("state")
+            if state == "done":
+                self._post("result", client.result(job_id))
+                return
+            if state == "failed":
+                self._post("error", status.get("error") or "The backend reported the job as failed.")
+                return
+            if state == "cancelled":
+                self._post("cancelled")
+                return
+            if state == "interrupted":
+                hint = status.get("resubmit_hint") or "press Texture Selected again"
+                self._post("error", f"The backend stopped while the job ran: {hint}")
+                return
+            now = time.monotonic()
+            if state == "running" and now - last_preview >= self.connection.preview_interval:
+                png = client.preview_png(job_id)
+                last_preview = now
+                if png:
+                    self._post("preview", png)
+            self._cancel.wait(self.connection.poll_interval)
+
+
+# -- naming -------------------------------------------------------------------------------------
+def material_name(settings: dict) -> str:
+    return mesh_io.MATERIAL_PREFIX + settings.get("prompt", "")
+
+
+def image_name(obj, settings: dict) -> str:
+    return f"NFSD {obj.name}: {settings.get('prompt', '')}"
+
+
+# -- main-thread operations ---------------------------------------------------------------------
+_jobs: dict[str, Job] = {}
+
+
+def job_for(object_name: str) -> Job | None:
+    """The latest job of an object (running or finished), or None."""
+    return _jobs.get(object_name)
+
+
+def all_jobs() -> list[Job]:
+    return list(_jobs.values())
+
+
+def start_job(obj, settings: dict, connection: Connection, *, continue_from=None) -> Job:
+    """Send ``obj`` to the backend with API ``settings``; returns the started Job.
+
+    ``continue_from``: an item of ``obj.nfsd_runs`` whose texture (and UV map) the new run starts
+    from. Raises ValueError (a sentence for the artist) when the object cannot be sent.
+    """
+    problem = mesh_io.mesh_problem(obj)
+    if problem:
+        raise ValueError(problem)
+    running = _jobs.get(obj.name)
+    if running is not None and running.active:
+        raise ValueError(f"'{obj.name}' is already being textured; cancel that job first")
+    if not str(settings.get("prompt", "")).strip():
+        raise ValueError("Type a prompt first")
+    init_texture = None
+    uv_map = mesh_io.active_uv_name(obj)
+    if continue_from is not None:
+        if continue_from.image is None:
+            raise ValueError("That run's image is gone; texture from scratch instead")
+        uv_map = continue_from.uv_map
+        if uv_map not in obj.data.uv_layers:
+            raise ValueError(f"'{obj.name}' lost the UV map '{uv_map}' the texture was made for")
+        pixels = image_io.image_pixels(continue_from.image)
+        init_texture = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        # The new texture keeps the old one's size: that is what the backend starts from.
+        settings = dict(settings, texture_size=int(pixels.shape[1]))
+    job = Job(obj.name, settings, mesh_io.mesh_to_wire(obj, uv_map), uv_map, connection, init_texture)
+    _jobs[obj.name] = job
+    return job.start()
+
+
+def process_events(max_events: int = 50) -> bool:
+    """Apply what the workers reported (main thread). Returns True if anything changed."""
+    changed = False
+    for job in list(_jobs.values()):
+        for _ in range(max_events):
+            try:
+                kind, payload = job.events.get_nowait()
+            except queue.Empty:
+                break
+            job._handle(kind, payload)
+            changed = True
+        if job._pending_result is not None:
+            job._try_apply_result()
+    if _backend.take_changed():
+        changed = True
+    return changed
+
+
+def cancel(object_name: str) -> bool:
+    """Request cancellation of an object's running job; True if there was one."""
+    job = _jobs.get(object_name)
+    if job is None or not job.active:
+        return False
+    job.request_cancel()
+    return True
+
+
+def wait(job: Job, timeout: float = 60.0) -> Job:
+    """Process events until ``job`` finished (tests and scripts; blocks the calling thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process_events()
+        if not job.active and job._pending_result is None and job.events.empty():
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(f"job for '{job.object_name}' still {job.state} after {timeout} s")
+
+
+def shutdown() -> None:
+    """Cancel running jobs and forget all (the add-on is being disabled)."""
+    for job in _jobs.values():
+        job.request_cancel()
+    _jobs.clear()
+
+
+def push_undo(message: str) -> None:
+    """Make what was just applied one undo step; quietly skipped where there is no undo stack
+    (background mode, no window)."""
+    import bpy
+
+    try:
+        if bpy.ops.ed.undo_push.poll():
+            bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:
+        pass
+
+
+def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", job_id: str = "",
+                 image=None, material=None):
+    """Put a result .npz on ``obj``: image (packed), material "NFSD: <prompt>", UV map "NFSD_UV"
+    when the backend unwrapped, shape key "NFSD offsets" when offsets came back, and a new entry in
+    ``obj.nfsd_runs`` (returned). ``uv_map`` is the UV map whose UVs were sent ("" = none).
+    ``image``/``material``: the live preview's, reused so the viewport does not flicker.
+    Raises ValueError, with nothing changed, when the result does not fit the mesh."""
+    result = mesh_io.read_result(data)
+    mesh = obj.data
+    mesh.calc_loop_triangles()
+    if result.uvs.shape != (len(mesh.loop_triangles), 3, 2):
+        raise ValueError(f"the result has UVs for {result.uvs.shape[0]} triangles but '{obj.name}' has "
+                         f"{len(mesh.loop_triangles)}; was the mesh edited while the job ran?")
+    if result.offsets is not None and result.offsets.shape != (len(mesh.vertices), 3):
+        raise ValueError(f"the result has offsets for {result.offsets.shape[0]} vertices but '{obj.name}' "
+                         f"has {len(mesh.vertices)}; was the mesh edited while the job ran?")
+
+    if result.uvs_generated or not uv_map:
+        uv_map = mesh_io.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, result.uvs).name
+    height, width = result.texture.shape[:2]
+    if image is None:
+        image = mesh_io.new_texture_image(image_name(obj, settings), width, height)
+    image_io.set_image_pixels(image, result.texture)
+    image.pack()
+    if material is None:
+        material = mesh_io.texture_material(material_name(settings), image, uv_map)
+    else:
+        mesh_io.set_uv_map_of_material(material, uv_map)
+    mesh_io.assign_material(obj, material)
+    if result.offsets is not None:
+        mesh_io.write_offsets(obj, result.offsets)
+
+    run = obj.nfsd_runs.add()
+    run.prompt = settings.get("prompt", "")
+    run.mode = str(settings.get("mode", "nfsd"))
+    run.seed = int(settings.get("seed", 0))
+    run.steps = int(settings.get("steps", 0) or 0)
+    run.job_id = job_id
+    run.image = image
+    run.material = material
+    run.uv_map = uv_map
+    run.has_offsets = result.offsets is not None
+    run.created = time.strftime("%Y-%m-%d %H:%M")
+    obj.nfsd_run_index = len(obj.nfsd_runs) - 1
+    return run
+
+
+def apply_run(obj, index: int) -> None:
+    """Re-apply an earlier run of ``obj``: its material (texture and UV map) goes back on the mesh."""
+    if not 0 <= index < len(obj.nfsd_runs):
+        raise ValueError(f"'{obj.name}' has no NFSD run number {index + 1}")
+    run = obj.nfsd_runs[index]
+    if run.material is None:
+        raise ValueError("That run's material was deleted")
+    if run.uv_map and run.uv_map not in obj.data.uv_layers:
+        raise ValueError(f"'{obj.name}' lost the UV map '{run.uv_map}' of that run")
+    mesh_io.assign_material(obj, run.material)
+    if run.uv_map:
+        obj.data.uv_layers.active = obj.data.uv_layers[run.uv_map]
+    obj.nfsd_run_index = index
+
+
+# -- backend status line ------------------------------------------------------------------------
+def describe_health(health: dict) -> str:
+    """``GET /health`` as one line: model, device and GPU memory, queue."""
+    parts = []
+    model = health.get("model") or health.get("model_name")
+    if model:
+        parts.append(f"model {model}" + ("" if health.get("model_loaded") else " (not loaded)"))
+    else:
+        parts.append("model loaded" if health.get("model_loaded") else "model not loaded")
+    gpu = health.get("gpu_name")
+    if gpu:
+        free = health.get("gpu_free_bytes")
+        parts.append(f"{gpu}" + (f", {free / 2 ** 30:.1f} GB free" if isinstance(free, (int, float)) else ""))
+    else:
+        parts.append(f"{health.get('device') or 'cpu'} (no GPU)")
+    queued = health.get("queue_length")
+    if queued:
+        parts.append(f"{queued} queued")
+    version = health.get("version")
+    return "Connected" + (f" (v{version})" if version else "") + ": " + ", ".join(parts)
+
+
+class _BackendStatus:
+    """The last health check, written by a checker thread, read by the panel (under a lock)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.ok: bool | None = None  # None: never checked
+        self.text = "Not checked yet"
+        self.checked_at = -1e9
+        self.wanted_at = -1e9
+        self._changed = False
+        self._thread: threading.Thread | None = None
+
+    def set(self, ok: bool, text: str) -> None:
+        with self._lock:
+            self.ok, self.text, self.checked_at, self._changed = ok, text, time.monotonic(), True
+
+    def take_changed(self) -> bool:
+        with self._lock:
+            changed, self._changed = self._changed, False
+        return changed
+
+    def checking(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+_backend = _BackendStatus()
+
+
+def backend_status() -> tuple[bool | None, str]:
+    """``(ok, text)`` of the last check; ok None when never checked."""
+    return _backend.ok, _backend.text
+
+
+def check_backend(connection: Connection) -> tuple[bool, str]:
+    """Ask the backend for its health now (blocks up to a few seconds: worker threads and tests)."""
+    try:
+        text = describe_health(connection.client(timeout=3.0).health())
+        _backend.set(True, text)
+    except BackendError as error:
+        _backend.set(False, str(error))
+    return _backend.ok, _backend.text
+
+
+def refresh_backend_status(connection: Connection) -> None:
+    """Start a health check in the background unless one is running."""
+    if _backend.checking():
+        return
+    _backend._thread = threading.Thread(target=check_backend, args=(connection,), daemon=True,
+                                        name="nfsd-health")
+    _backend._thread.start()
+
+
+def backend_checked_at() -> float:
+    return _backend.checked_at
+
+
+def note_status_wanted() -> None:
+    """Called when the backend line is drawn: keeps it refreshed while someone looks at it."""
+    _backend.wanted_at = time.monotonic()
+
+
+def status_wanted_recently(seconds: float = 60.0) -> bool:
+    return time.monotonic() - _backend.wanted_at < seconds
+
+
+def unload_model(connection: Connection) -> str:
+    """Ask the backend to free its model (GPU memory); returns a message. Raises BackendError."""
+    connection.client(timeout=10.0).unload_model()
+    return "The backend unloaded its model and freed the GPU memory"
+
+
+def status_line() -> str:
+    """The status bar's text: the running jobs, else the latest job's outcome for a minute."""
+    active = [job for job in _jobs.values() if job.active]
+    if active:
+        job = active[0]
+        more = f" (+{len(active) - 1} more)" if len(active) > 1 else ""
+        return f"NFSD {job.object_name}: {job.status_text()}{more}"
+    finished = [job for job in _jobs.values() if job.finished_at is not None]
+    if finished:
+        job = max(finished, key=lambda j: j.finished_at)
+        if time.monotonic() - job.finished_at < 60.0:
+            return f"NFSD {job.object_name}: {job.status_text()}"
+    return ""

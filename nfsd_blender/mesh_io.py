@@ -1,0 +1,237 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Blender mesh objects to the backend's wire format, and the backend's result back into Blender.
+
+Wire format (docs/ARCHITECTURE.md), one ``.npz``:
+
+- ``positions``    float32 ``[V, 3]`` object-space vertex positions, Blender's vertex order
+- ``triangles``    int32 ``[F, 3]`` vertex indices of the mesh's loop triangles
+- ``uvs``          float32 ``[F, 3, 2]`` per-corner UVs of one UV map (absent: the backend unwraps)
+- ``world_matrix`` float32 ``[4, 4]`` object -> world, row-major, column vectors
+
+Result format: ``texture`` uint8 ``[H, W, 4]`` (row 0 = bottom), ``uvs`` float32 ``[F, 3, 2]``,
+``uvs_generated`` bool, optional ``offsets`` float32 ``[V, 3]``, ``meta`` JSON text.
+
+Everything here touches bpy data and runs on the main thread only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import image_io
+
+GENERATED_UV_NAME = "NFSD_UV"
+SHAPE_KEY_NAME = "NFSD offsets"
+MATERIAL_PREFIX = "NFSD: "
+
+
+def mesh_problem(obj) -> str | None:
+    """Why ``obj`` cannot be textured (a sentence for the panel), or None when it can."""
+    if obj is None:
+        return "Select a mesh object"
+    if obj.type != "MESH":
+        return f"'{obj.name}' is not a mesh (it is a {obj.type.lower()})"
+    if obj.mode == "EDIT":
+        return f"Leave Edit Mode on '{obj.name}' first"
+    if len(obj.data.polygons) == 0:
+        return f"'{obj.name}' has no faces"
+    return None
+
+
+def active_uv_name(obj) -> str:
+    """Name of the mesh's active UV map, or "" when it has none."""
+    layer = obj.data.uv_layers.active
+    return layer.name if layer is not None else ""
+
+
+def _loop_triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
+    """``(vertex_indices, loop_indices)``, both int32 ``[F, 3]``, of the mesh's loop triangles."""
+    mesh.calc_loop_triangles()
+    count = len(mesh.loop_triangles)
+    vertices = np.empty(count * 3, np.int32)
+    loops = np.empty(count * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", vertices)
+    mesh.loop_triangles.foreach_get("loops", loops)
+    return vertices.reshape(count, 3), loops.reshape(count, 3)
+
+
+def mesh_arrays(obj, uv_map: str | None = None) -> dict[str, np.ndarray]:
+    """The wire-format arrays of ``obj`` (see module doc).
+
+    ``uv_map``: name of the UV map to send; None means the active one; "" sends no UVs so the
+    backend unwraps. Modifiers are ignored on purpose: offsets come back per vertex of the mesh
+    itself, which is what a shape key can hold.
+    """
+    problem = mesh_problem(obj)
+    if problem:
+        raise ValueError(problem)
+    mesh = obj.data
+    positions = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", positions)
+    triangles, loops = _loop_triangles(mesh)
+    arrays = {
+        "positions": positions.reshape(-1, 3),
+        "triangles": triangles,
+        # mathutils.Matrix iterates over rows, so this is row-major with column vectors.
+        "world_matrix": np.array(obj.matrix_world, dtype=np.float32),
+    }
+    name = active_uv_name(obj) if uv_map is None else uv_map
+    if name:
+        layer = mesh.uv_layers.get(name)
+        if layer is None:
+            raise ValueError(f"'{obj.name}' has no UV map named '{name}'")
+        corner_uvs = np.empty(len(mesh.loops) * 2, np.float32)
+        layer.data.foreach_get("uv", corner_uvs)
+        arrays["uvs"] = corner_uvs.reshape(-1, 2)[loops]
+    return arrays
+
+
+def mesh_to_wire(obj, uv_map: str | None = None) -> bytes:
+    """``obj`` as wire-format .npz bytes (see :func:`mesh_arrays` for ``uv_map``)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **mesh_arrays(obj, uv_map))
+    return buffer.getvalue()
+
+
+@dataclass
+class Result:
+    """A parsed result .npz. ``texture`` float32 ``[H, W, 4]`` in 0..1, row 0 = bottom."""
+
+    texture: np.ndarray
+    uvs: np.ndarray
+    uvs_generated: bool
+    offsets: np.ndarray | None
+    meta: dict = field(default_factory=dict)
+
+
+def read_result(data: bytes) -> Result:
+    """Parse result .npz bytes; ValueError with what is missing or malformed."""
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"the backend's result is not a readable .npz file ({error})") from None
+    with npz:
+        missing = {"texture", "uvs"} - set(npz.files)
+        if missing:
+            raise ValueError(f"the backend's result lacks {sorted(missing)}")
+        texture = npz["texture"]
+        if texture.ndim != 3 or texture.shape[2] not in (3, 4):
+            raise ValueError(f"the result texture has shape {list(texture.shape)}, expected [H, W, 4]")
+        if texture.dtype == np.uint8:
+            texture = texture.astype(np.float32) / 255.0
+        if texture.shape[2] == 3:
+            texture = np.concatenate([texture, np.ones(texture.shape[:2] + (1,), np.float32)], axis=2)
+        uvs = np.asarray(npz["uvs"], np.float32)
+        offsets = np.asarray(npz["offsets"], np.float32) if "offsets" in npz.files else None
+        generated = bool(npz["uvs_generated"]) if "uvs_generated" in npz.files else False
+        meta = {}
+        if "meta" in npz.files:
+            try:
+                meta = json.loads(str(npz["meta"]))
+            except ValueError:
+                meta = {}
+    return Result(texture.astype(np.float32), uvs, generated, offsets, meta)
+
+
+def write_uv_map(obj, name: str, uvs: np.ndarray):
+    """Store per-loop-triangle-corner ``uvs`` float32 ``[F, 3, 2]`` as UV map ``name`` (made
+    active); returns the layer."""
+    mesh = obj.data
+    _, loops = _loop_triangles(mesh)
+    if uvs.shape != loops.shape + (2,):
+        raise ValueError(f"the result has UVs for {uvs.shape[0]} triangles but '{obj.name}' has "
+                         f"{loops.shape[0]}; was the mesh edited while the job ran?")
+    layer = mesh.uv_layers.get(name) or mesh.uv_layers.new(name=name)
+    corner_uvs = np.zeros((len(mesh.loops), 2), np.float32)
+    corner_uvs[loops.ravel()] = uvs.reshape(-1, 2)
+    layer.data.foreach_set("uv", corner_uvs.ravel())
+    mesh.uv_layers.active = layer
+    mesh.update()
+    return layer
+
+
+def write_offsets(obj, offsets: np.ndarray):
+    """Store object-space ``offsets`` float32 ``[V, 3]`` as shape key "NFSD offsets" (value 1),
+    relative to the basis key (created if the mesh had none); returns the key."""
+    mesh = obj.data
+    if offsets.shape != (len(mesh.vertices), 3):
+        raise ValueError(f"the result has offsets for {offsets.shape[0]} vertices but '{obj.name}' has "
+                         f"{len(mesh.vertices)}; was the mesh edited while the job ran?")
+    if mesh.shape_keys is None:
+        obj.shape_key_add(name="Basis", from_mix=False)
+    basis = mesh.shape_keys.reference_key
+    key = mesh.shape_keys.key_blocks.get(SHAPE_KEY_NAME) or obj.shape_key_add(name=SHAPE_KEY_NAME, from_mix=False)
+    base = np.empty(len(mesh.vertices) * 3, np.float32)
+    basis.data.foreach_get("co", base)
+    key.data.foreach_set("co", base + offsets.astype(np.float32).ravel())
+    key.relative_key = basis
+    key.slider_max = max(key.slider_max, 1.0)
+    key.value = 1.0
+    mesh.update()
+    return key
+
+
+def new_texture_image(name: str, width: int, height: int):
+    """An sRGB RGBA image for an NFSD texture (filled later)."""
+    import bpy
+
+    image = bpy.data.images.new(name, width, height, alpha=True)
+    image.colorspace_settings.name = "sRGB"
+    return image
+
+
+def texture_material(name: str, image, uv_map: str):
+    """A material ``name``: Principled BSDF's Base Color fed by an Image Texture of ``image``,
+    which reads UV map ``uv_map`` through a UV Map node."""
+    import bpy
+
+    material = bpy.data.materials.new(name)
+    material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.name = texture.label = "NFSD Texture"
+    texture.image = image
+    texture.location = (bsdf.location.x - 320, bsdf.location.y)
+    uv_node = nodes.new("ShaderNodeUVMap")
+    uv_node.name = "NFSD UV Map"
+    uv_node.uv_map = uv_map
+    uv_node.location = (texture.location.x - 220, texture.location.y - 120)
+    links.new(uv_node.outputs["UV"], texture.inputs["Vector"])
+    links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
+    return material
+
+
+def set_uv_map_of_material(material, uv_map: str) -> None:
+    """Point the material's NFSD UV Map node at ``uv_map``."""
+    node = material.node_tree.nodes.get("NFSD UV Map") if material.node_tree else None
+    if node is not None:
+        node.uv_map = uv_map
+
+
+def assign_material(obj, material) -> list[str]:
+    """Put ``material`` in every material slot of ``obj`` (one slot if it had none), so the
+    whole mesh shows the texture whatever its faces' material indices. Returns the names of the
+    materials that were there before ("" for an empty slot), for :func:`restore_materials`."""
+    slots = obj.material_slots
+    previous = [slot.material.name if slot.material else "" for slot in slots]
+    if not slots:
+        obj.data.materials.append(material)
+    for slot in obj.material_slots:
+        slot.material = material
+    return previous
+
+
+def restore_materials(obj, previous: list[str]) -> None:
+    """Undo :func:`assign_material` with the list it returned."""
+    import bpy
+
+    if not previous:
+        obj.data.materials.clear()
+        return
+    for slot, name in zip(obj.material_slots, previous):
+        slot.material = bpy.data.materials.get(name) if name else None

@@ -1,0 +1,152 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The sidebar panel (View3D > Sidebar > NFSD) and the status bar line. Drawing only."""
+
+import bpy
+
+from . import jobs, operators
+
+
+def draw_backend_line(layout) -> None:
+    ok, text = jobs.backend_status()
+    jobs.note_status_wanted()
+    row = layout.row(align=True)
+    row.alert = ok is False
+    row.label(text=text, icon="CHECKMARK" if ok else ("ERROR" if ok is False else "QUESTION"))
+    row.operator("nfsd.test_connection", text="", icon="FILE_REFRESH")
+
+
+def draw_job(layout, job) -> None:
+    """Progress bar, Cancel, and the outcome of the active object's latest job."""
+    if job.active:
+        layout.progress(factor=job.progress, type="BAR", text=job.status_text())
+        layout.operator("nfsd.cancel", icon="CANCEL")
+    elif job.state == "failed":
+        box = layout.box()
+        box.alert = True
+        for line in _wrap(job.error, 48):
+            box.label(text=line)
+        box.label(text="", icon="ERROR")
+    else:
+        layout.label(text=job.status_text(), icon="CHECKMARK" if job.state == "done" else "INFO")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    # Labels do not wrap; long backend messages are split on words.
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + ([line] if line else [])
+
+
+class NFSD_PT_main(bpy.types.Panel):
+    bl_idname = "NFSD_PT_main"
+    bl_label = "NFSD Texture"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "NFSD"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.nfsd
+        draw_backend_line(layout)
+        layout.prop(settings, "prompt", text="")
+        layout.row().prop(settings, "mode", expand=True)
+        layout.row().prop(settings, "preset", expand=True)
+        layout.label(text=f"{settings.steps} steps · {settings.render_size} px render · "
+                          f"{settings.texture_size} px texture")
+        row = layout.row(align=True)
+        row.prop(settings, "seed")
+        row.operator("nfsd.randomize_seed", text="", icon="FILE_REFRESH")
+        layout.prop(settings, "texture_size")
+        row = layout.row(align=True)
+        row.prop(settings, "offsets")
+        sub = row.row(align=True)
+        sub.active = settings.offsets
+        sub.prop(settings, "offset_strength")
+
+        _objects, reason = operators.texture_targets(context)
+        column = layout.column(align=True)
+        column.scale_y = 1.4
+        column.operator("nfsd.texture_selected", icon="TEXTURE")
+        column.operator("nfsd.continue_texture", icon="TRIA_RIGHT")
+        if reason:
+            layout.label(text=reason, icon="INFO")
+
+        obj = context.active_object
+        job = jobs.job_for(obj.name) if obj is not None else None
+        if job is not None:
+            draw_job(layout, job)
+        others = [j for j in jobs.all_jobs() if j.active and j is not job]
+        if others:
+            layout.label(text=f"{len(others)} more job(s) running: " + ", ".join(j.object_name for j in others))
+
+
+class NFSD_PT_advanced(bpy.types.Panel):
+    bl_label = "Advanced"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "NFSD"
+    bl_parent_id = "NFSD_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        settings = context.scene.nfsd
+        layout.prop(settings, "negative_prompt")
+        layout.prop(settings, "steps")
+        layout.prop(settings, "render_size")
+        layout.prop(settings, "guidance_scale")
+        layout.prop(settings, "batch")
+
+
+class NFSD_UL_runs(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.label(text=f"{item.prompt} ({item.mode.upper()}, seed {item.seed})", icon="IMAGE_DATA")
+        row.operator("nfsd.apply_run", text="", icon="CHECKMARK").index = index
+
+
+class NFSD_PT_history(bpy.types.Panel):
+    bl_label = "Earlier Runs"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "NFSD"
+    bl_parent_id = "NFSD_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return obj is not None and len(getattr(obj, "nfsd_runs", ())) > 0
+
+    def draw(self, context):
+        obj = context.active_object
+        self.layout.template_list("NFSD_UL_runs", "", obj, "nfsd_runs", obj, "nfsd_run_index", rows=3)
+        self.layout.operator("nfsd.apply_run", icon="CHECKMARK")
+
+
+def draw_status_bar(self, _context) -> None:
+    text = jobs.status_line()
+    if text:
+        self.layout.label(text=text, icon="TEXTURE")
+
+
+classes = (NFSD_PT_main, NFSD_PT_advanced, NFSD_UL_runs, NFSD_PT_history)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+
+
+def unregister() -> None:
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
+

@@ -1,0 +1,150 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fixtures for the Blender add-on tests. Run them in their own process:
+
+    python -m pytest tests/blender -q
+
+bpy must be imported before anything that loads pymeshlab (they clash the other way round), so
+this directory is skipped when pymeshlab is already loaded in the process.
+
+The add-on is installed the way an artist installs it: the built .zip into a local extension
+repository, so it runs as ``bl_ext.<repo>.nfsd_blender`` and its preferences lookup is the real one.
+"""
+
+import importlib
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+if "pymeshlab" in sys.modules:  # see the module doc
+    collect_ignore_glob = ["test_*.py"]
+    bpy = None
+else:
+    import bpy  # noqa: E402  (first, on purpose)
+    import addon_utils
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+REPO = "nfsd_tests"
+PACKAGE = f"bl_ext.{REPO}.nfsd_blender"
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, HERE)
+
+import build_extension  # noqa: E402
+from fake_backend import FakeBackend  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def built_zip(tmp_path_factory):
+    """The extension .zip, built and validated by Blender's extension tool."""
+    return build_extension.build(str(tmp_path_factory.mktemp("dist")))
+
+
+@pytest.fixture(scope="session")
+def addon(built_zip, tmp_path_factory):
+    """The installed, enabled add-on package (``bl_ext.nfsd_tests.nfsd_blender``)."""
+    preferences = bpy.context.preferences
+    preferences.use_preferences_save = False  # never touch the user's saved preferences
+    repo = preferences.extensions.repos.new(name="NFSD Tests", module=REPO, source="USER",
+                                            custom_directory=str(tmp_path_factory.mktemp("extensions")))
+    result = bpy.ops.extensions.package_install_files(filepath=built_zip, repo=REPO, enable_on_install=True)
+    assert result == {"FINISHED"}
+    module = importlib.import_module(PACKAGE)
+    yield module
+    addon_utils.disable(PACKAGE)
+    preferences.extensions.repos.remove(repo)
+
+
+@pytest.fixture
+def prefs(addon):
+    return bpy.context.preferences.addons[PACKAGE].preferences
+
+
+@pytest.fixture
+def scene(addon):
+    """An empty scene with the add-on's job registry cleared, and a prompt typed."""
+    addon.jobs._jobs.clear()
+    for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.images):
+        for item in list(collection):
+            collection.remove(item)
+    settings = bpy.context.scene.nfsd
+    settings.prompt = "a weathered bronze statue"
+    settings.preset = "FAST"
+    settings.texture_size = 64
+    settings.render_size = 32
+    settings.steps = 3
+    settings.offsets = False
+    settings.seed = 7
+    yield bpy.context.scene
+    for job in addon.jobs.all_jobs():
+        job.request_cancel()
+        job.thread.join(5)
+    addon.jobs._jobs.clear()
+
+
+def add_mesh(kind: str = "cube", uvs: bool = True, name: str | None = None):
+    """A new selected, active mesh object (cube: 8 vertices, 12 triangles)."""
+    if kind == "cube":
+        bpy.ops.mesh.primitive_cube_add(size=2.0, calc_uvs=uvs, location=(1.0, 2.0, 3.0))
+    elif kind == "plane":
+        bpy.ops.mesh.primitive_plane_add(size=2.0, calc_uvs=uvs)
+    elif kind == "sphere":
+        bpy.ops.mesh.primitive_uv_sphere_add(segments=16, ring_count=8, calc_uvs=uvs)
+    obj = bpy.context.active_object
+    if name:
+        obj.name = name
+    if not uvs:
+        while obj.data.uv_layers:
+            obj.data.uv_layers.remove(obj.data.uv_layers[0])
+    return obj
+
+
+@pytest.fixture
+def fake_backend():
+    with FakeBackend(total_steps=4) as backend:
+        yield backend
+
+
+@pytest.fixture
+def fast_connection(addon, fake_backend):
+    """A connection to the fake backend that polls without waiting."""
+    return addon.jobs.Connection(url=fake_backend.url, poll_interval=0.01, preview_interval=0.0)
+
+
+class RecordingLayout:
+    """Stands in for bpy's UILayout (which only exists while Blender draws): records calls."""
+
+    def __init__(self, log=None):
+        self.log = [] if log is None else log
+        self.alert = self.active = self.enabled = False
+        self.scale_y = 1.0
+        self.use_property_split = False
+
+    def _child(self, *_args, **_kwargs):
+        return RecordingLayout(self.log)
+
+    row = column = box = split = _child
+
+    def label(self, text="", icon="NONE", **_kwargs):
+        self.log.append(("label", text, icon))
+
+    def prop(self, data, name, **_kwargs):
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **_kwargs):
+        self.log.append(("operator", idname))
+        return SimpleNamespace()
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        self.log.append(("progress", factor, text))
+
+    def template_list(self, *args, **_kwargs):
+        self.log.append(("template_list",) + args[:1])
+
+    def separator(self, **_kwargs):
+        pass
+
+    def texts(self):
+        return [entry[-1] if entry[0] == "progress" else entry[1] for entry in self.log
+                if entry[0] in ("label", "progress")]
