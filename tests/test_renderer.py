@@ -235,3 +235,13 @@ def test_forcing_nvdiffrast_without_it_says_how_to_install(monkeypatch):
         get_rasterizer("nvdiffrast", "cuda")
     with pytest.raises(RendererError, match="unknown renderer"):
         get_rasterizer("opengl")
+
+
+def test_auto_falls_back_to_torch_when_nvdiffrast_cannot_start(monkeypatch):
+    def fail(device):
+        raise RendererError("no nvcc")
+
+    monkeypatch.setattr(renderer, "nvdiffrast_available", lambda: True)
+    monkeypatch.setattr(renderer, "NvdiffrastRasterizer", fail)
+    with pytest.warns(RuntimeWarning, match="no nvcc"):
+        assert get_rasterizer("auto", "cuda").name == "torch"

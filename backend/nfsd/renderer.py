@@ -21,6 +21,7 @@ Conventions (nvdiffrast's, which are OpenGL's):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -398,7 +399,10 @@ class NvdiffrastRasterizer:
         except Exception as exc:  # ImportError, or a failing JIT build
             raise RendererError(f"nvdiffrast is not available ({exc}); {_INSTALL_HINT}") from exc
         self._dr = dr
-        self._ctx = dr.RasterizeCudaContext(device=torch.device(device))
+        try:  # the first context builds (diffrp-nvdiffrast: JIT-compiles) the CUDA plugin
+            self._ctx = dr.RasterizeCudaContext(device=torch.device(device))
+        except Exception as exc:
+            raise RendererError(f"nvdiffrast could not start on {device} ({exc}); {_INSTALL_HINT}") from exc
 
     def rasterize(self, pos_clip, tri, resolution):
         _check_geometry(pos_clip, tri)
@@ -429,14 +433,20 @@ class NvdiffrastRasterizer:
 
 
 def get_rasterizer(kind: str = "auto", device="cpu") -> Rasterizer:
-    """"auto": nvdiffrast when it imports and ``device`` is CUDA, else the PyTorch rasterizer.
-    "torch" or "nvdiffrast" force one; forcing nvdiffrast where it cannot run raises RendererError."""
+    """Pick a rasterizer for ``device``.
+
+    "auto": nvdiffrast when it imports and starts on a CUDA device, else (with a warning if it
+    failed to start) the PyTorch rasterizer. "torch" or "nvdiffrast" force one; forcing
+    nvdiffrast where it cannot run raises RendererError with how to install it."""
     device = torch.device(device)
     if kind == "torch":
         return TorchRasterizer()
     if kind == "auto":
         if device.type == "cuda" and nvdiffrast_available():
-            return NvdiffrastRasterizer(device)
+            try:
+                return NvdiffrastRasterizer(device)
+            except RendererError as exc:
+                warnings.warn(f"{exc}; falling back to the PyTorch rasterizer", RuntimeWarning, stacklevel=2)
         return TorchRasterizer()
     if kind == "nvdiffrast":
         if not nvdiffrast_available():
