@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from . import __version__
 from . import mesh as mesh_lib
 from .cameras import orbit_cameras
+from .errors import NfsdError
 from .renderer import flat_lighting, get_rasterizer, render_views
 from .texture import atomic_write_bytes, from_uint8, grid, save_png
 
@@ -71,11 +73,15 @@ def write_outputs(result, out_dir, views_size: int = 256) -> dict[str, Path]:
         name -> path of each file written.
     """
     out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NfsdError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
     paths = {name: out / name for name in ("texture.png", "textured.glb", "views.png", "report.json")}
     save_png(result.texture, paths["texture.png"])
-    glb = io.BytesIO()
-    mesh_lib.save_textured_glb(result.mesh, result.texture, glb, offsets=result.offsets)
-    atomic_write_bytes(paths["textured.glb"], glb.getvalue())
+    with tempfile.TemporaryDirectory(dir=out, prefix=".glb-") as tmp:
+        mesh_lib.save_textured_glb(result.mesh, result.texture, Path(tmp) / "textured.glb", offsets=result.offsets)
+        atomic_write_bytes(paths["textured.glb"], (Path(tmp) / "textured.glb").read_bytes())
     views = render_result_views(result, views_size)
     save_png(np.ascontiguousarray(grid(list(views), len(views))[::-1]), paths["views.png"])
     atomic_write_bytes(paths["report.json"], json.dumps(report_dict(result), indent=2).encode())
