@@ -276,6 +276,7 @@ class Job:
 
     def _poll(self, client: Client, job_id: str) -> None:
         last_preview = time.monotonic()
+        last_snapshot = None
         failures = 0
         while True:
             if self._cancel.is_set():
@@ -312,10 +313,14 @@ class Job:
                 self._post("error", f"The backend stopped while the job ran: {hint}")
                 return
             now = time.monotonic()
-            if state == "running" and now - last_preview >= self.connection.preview_interval:
+            # The backend says which step its snapshot is from: fetch each new one at most once.
+            snapshot = status.get("preview_step", status.get("step"))
+            if (state == "running" and snapshot != last_snapshot and snapshot is not None
+                    and now - last_preview >= self.connection.preview_interval):
                 png = client.preview_png(job_id)
                 last_preview = now
                 if png:
+                    last_snapshot = snapshot
                     self._post("preview", png)
             self._cancel.wait(self.connection.poll_interval)
 
@@ -496,22 +501,30 @@ def apply_run(obj, index: int) -> None:
 def describe_health(health: dict) -> str:
     """``GET /health`` as one line: model, device and GPU memory, queue."""
     parts = []
-    model = health.get("model") or health.get("model_name")
-    if model:
-        parts.append(f"model {model}" + ("" if health.get("model_loaded") else " (not loaded)"))
-    else:
-        parts.append("model loaded" if health.get("model_loaded") else "model not loaded")
+    loaded, loading = health.get("model_loaded"), health.get("model_loading")
+    default = health.get("default_model") or health.get("model")
+    if loading:
+        parts.append(f"loading model {_short(loading)}")
+    elif isinstance(loaded, str) and loaded:
+        parts.append(f"model {_short(loaded)} loaded")
+    elif default:
+        parts.append(f"model {_short(default)} (loads with the first job)")
     gpu = health.get("gpu_name")
     if gpu:
         free = health.get("gpu_free_bytes")
         parts.append(f"{gpu}" + (f", {free / 2 ** 30:.1f} GB free" if isinstance(free, (int, float)) else ""))
     else:
-        parts.append(f"{health.get('device') or 'cpu'} (no GPU)")
+        parts.append(f"{health.get('device') or 'cpu'}, no GPU: slow")
     queued = health.get("queue_length")
     if queued:
         parts.append(f"{queued} queued")
     version = health.get("version")
     return "Connected" + (f" (v{version})" if version else "") + ": " + ", ".join(parts)
+
+
+def _short(model: str) -> str:
+    # Local model paths are long; the folder or file name is what an artist recognizes.
+    return model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or model
 
 
 class _BackendStatus:

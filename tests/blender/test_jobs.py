@@ -1,0 +1,151 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Jobs end to end against the fake backend: progress, live preview, result, cancel, errors, panel.
+
+Timers never fire in the bpy module, so the tests pump ``jobs.process_events`` themselves (via
+``jobs.wait``), exactly what the add-on's timer does in Blender.
+"""
+
+import io
+import socket
+import time
+from types import SimpleNamespace
+
+import bpy
+import numpy as np
+from PIL import Image
+
+from conftest import RecordingLayout, add_mesh
+from fake_backend import FAIL_MESSAGE
+
+
+def draw_panel(addon):
+    layout = RecordingLayout()
+    addon.ui.NFSD_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
+    return layout
+
+
+def test_texture_selected_runs_with_live_preview_and_applies_the_result(addon, scene, prefs, fake_backend):
+    prefs.backend_url = fake_backend.url
+    cube = add_mesh("cube", name="Crate")
+    assert bpy.ops.nfsd.texture_selected() == {"FINISHED"}
+    job = addon.jobs.job_for("Crate")
+    job.connection.poll_interval, job.connection.preview_interval = 0.01, 0.0  # no waiting in tests
+    seen_material_during_run = False
+    deadline = time.monotonic() + 20
+    while job.active and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        if job.state == "running" and job.previews and len(cube.material_slots):
+            seen_material_during_run = True
+            assert "Step" in job.status_text() and "ETA" in job.status_text() and "loss" in job.status_text()
+        time.sleep(0.01)
+    addon.jobs.wait(job)
+    assert job.state == "done", job.error
+    assert seen_material_during_run  # the viewport showed the texture before the end
+    sent = fake_backend.jobs[job.job_id]
+    assert sent["settings"]["prompt"] == "a weathered bronze statue" and sent["settings"]["steps"] == 3
+    assert sent["mesh"]["positions"].shape == (8, 3) and sent["mesh"]["uvs"].shape == (12, 3, 2)
+    run = cube.nfsd_runs[0]
+    assert tuple(run.image.size) == (64, 64)
+    # The preview's image and material were reused for the result: one of each.
+    assert [m.name for m in bpy.data.materials] == ["NFSD: a weathered bronze statue"]
+    assert len([i for i in bpy.data.images if i.name.startswith("NFSD")]) == 1
+    assert addon.jobs.status_line().startswith("NFSD Crate: Done in")
+
+
+def test_each_selected_mesh_is_its_own_job(addon, scene, fast_connection, fake_backend):
+    a, b = add_mesh("cube", name="A"), add_mesh("plane", name="B")
+    settings = addon.properties.settings_dict(scene.nfsd)
+    jobs = [addon.jobs.start_job(obj, settings, fast_connection) for obj in (a, b)]
+    for job in jobs:
+        addon.jobs.wait(job)
+    assert [job.state for job in jobs] == ["done", "done"]
+    assert len(a.nfsd_runs) == len(b.nfsd_runs) == 1 and len(fake_backend.jobs) == 2
+
+
+def test_a_mesh_without_uvs_gets_nfsd_uv_and_offsets_a_shape_key(addon, scene, fast_connection):
+    scene.nfsd.offsets = True
+    obj = add_mesh("sphere", uvs=False)
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection)
+    addon.jobs.wait(job)
+    assert job.state == "done", job.error
+    assert obj.data.uv_layers.active.name == "NFSD_UV"
+    assert len(obj.data.shape_keys.key_blocks["NFSD offsets"].data) == len(obj.data.vertices)
+
+
+def test_cancel_stops_the_job_and_puts_the_old_material_back(addon, scene, fast_connection, fake_backend):
+    fake_backend.total_steps = 10_000
+    obj = add_mesh("cube")
+    old = bpy.data.materials.new("Artist's paint")
+    obj.data.materials.append(old)
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection)
+    deadline = time.monotonic() + 20
+    while not (job.state == "running" and job.previews) and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        time.sleep(0.01)
+    assert obj.material_slots[0].material.name.startswith("NFSD: ")  # the live preview is on
+    assert addon.jobs.cancel(obj.name)
+    addon.jobs.wait(job)
+    assert job.state == "cancelled"
+    assert fake_backend.jobs[job.job_id]["state"] == "cancelled"
+    assert obj.material_slots[0].material == old
+    assert not [m for m in bpy.data.materials if m.name.startswith("NFSD")] and len(obj.nfsd_runs) == 0
+
+
+def test_a_failed_job_shows_the_backends_message_in_the_panel(addon, scene, fast_connection):
+    scene.nfsd.prompt = "fail please"
+    obj = add_mesh("cube")
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection)
+    addon.jobs.wait(job)
+    assert (job.state, job.error) == ("failed", FAIL_MESSAGE)
+    text = " ".join(draw_panel(addon).texts())
+    assert "CUDA out of memory at render_size 512: lower render_size or texture_size" in text
+    assert len(obj.material_slots) == 0
+
+
+def test_an_unreachable_backend_gives_the_error_text_not_a_traceback(addon, scene):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    obj = add_mesh("cube")
+    connection = addon.jobs.Connection(url=f"127.0.0.1:{port}", poll_interval=0.01)
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection))
+    assert job.state == "failed"
+    assert job.error.startswith(f"Cannot reach the NFSD backend at http://127.0.0.1:{port}")
+    assert "nfsd serve" in job.error and "Traceback" not in job.error
+    assert addon.jobs.status_line() == f"NFSD {obj.name}: {job.error}"
+
+
+def test_continue_sends_the_current_texture_as_init_texture(addon, scene, fast_connection, fake_backend):
+    obj = add_mesh("cube")
+    settings = addon.properties.settings_dict(scene.nfsd)
+    addon.jobs.wait(addon.jobs.start_job(obj, settings, fast_connection))
+    scene.nfsd.texture_size = 128  # ignored: a continued run keeps its texture's size
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection,
+                                               continue_from=obj.nfsd_runs[0]))
+    assert job.state == "done"
+    sent = fake_backend.jobs[job.job_id]
+    assert sent["settings"]["texture_size"] == 64
+    init = np.array(Image.open(io.BytesIO(sent["init_texture"])))
+    # PNG rows are top first: the top row is the result's last row (blue), the bottom one red.
+    assert init.shape == (64, 64, 4) and tuple(init[0, 0]) == (0, 0, 255, 255) and tuple(init[-1, 0]) == (255, 0, 0, 255)
+    assert len(obj.nfsd_runs) == 2
+
+
+def test_panel_shows_progress_and_why_the_button_is_disabled(addon, scene, fast_connection, fake_backend):
+    bpy.ops.object.light_add(type="POINT")
+    layout = draw_panel(addon)
+    assert ("label", "'Point' is not a mesh (it is a light)", "INFO") in layout.log
+    assert ("prop", "preset") in layout.log and "3 steps · 32 px render · 64 px texture" in layout.texts()
+    assert not bpy.ops.nfsd.texture_selected.poll()
+
+    fake_backend.total_steps = 10_000
+    obj = add_mesh("cube")
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection)
+    while job.step < 2:
+        addon.jobs.process_events()
+        time.sleep(0.01)
+    layout = draw_panel(addon)
+    progress = [entry for entry in layout.log if entry[0] == "progress"]
+    assert progress and progress[0][2].startswith("Step ") and "ETA" in progress[0][2]
+    assert ("operator", "nfsd.cancel") in layout.log
+    assert ("label", f"'{obj.name}' is already being textured", "INFO") in layout.log

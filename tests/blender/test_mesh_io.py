@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Mesh objects to the wire format and results back into Blender, with no backend at all."""
+
+import io
+import json
+
+import bpy
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import add_mesh
+from fake_backend import result_texture
+
+
+def result_npz(obj, *, size=16, generated=False, offsets=None, triangles=None):
+    mesh = obj.data
+    mesh.calc_loop_triangles()
+    faces = triangles if triangles is not None else len(mesh.loop_triangles)
+    rng = np.random.default_rng(0)
+    arrays = {"texture": result_texture(size), "uvs": rng.random((faces, 3, 2)).astype(np.float32),
+              "uvs_generated": np.array(generated), "meta": np.array(json.dumps({"seed": 7}))}
+    if offsets is not None:
+        arrays["offsets"] = offsets
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue(), arrays
+
+
+def test_wire_arrays_of_a_cube(addon, scene):
+    obj = add_mesh("cube")
+    arrays = addon.mesh_io.mesh_arrays(obj)
+    assert arrays["positions"].shape == (8, 3) and arrays["positions"].dtype == np.float32
+    assert arrays["triangles"].shape == (12, 3) and arrays["triangles"].dtype == np.int32
+    assert arrays["uvs"].shape == (12, 3, 2) and arrays["uvs"].dtype == np.float32
+    # Object space: the cube of size 2 spans -1..1 whatever its location.
+    assert np.abs(arrays["positions"]).max() == pytest.approx(1.0)
+    # Row-major, column vectors: the translation is the last column.
+    assert np.allclose(arrays["world_matrix"][:3, 3], [1.0, 2.0, 3.0])
+    # Each corner's UV is the active map's UV of that loop.
+    mesh = obj.data
+    first = mesh.loop_triangles[0]
+    assert np.allclose(arrays["uvs"][0, 1], mesh.uv_layers.active.data[first.loops[1]].uv)
+    assert list(arrays["triangles"][0]) == list(first.vertices)
+
+
+def test_a_mesh_without_uvs_sends_none_and_reasons_name_the_problem(addon, scene):
+    obj = add_mesh("plane", uvs=False)
+    assert "uvs" not in addon.mesh_io.mesh_arrays(obj)
+    bpy.ops.object.light_add(type="POINT")
+    assert "not a mesh" in addon.mesh_io.mesh_problem(bpy.context.active_object)
+    empty = bpy.data.objects.new("Empty Mesh", bpy.data.meshes.new("nothing"))
+    assert addon.mesh_io.mesh_problem(empty) == "'Empty Mesh' has no faces"
+
+
+def test_apply_result_builds_image_material_links_and_history(addon, scene):
+    obj = add_mesh("cube")
+    data, arrays = result_npz(obj, size=16)
+    run = addon.jobs.apply_result(obj, data, {"prompt": "rusty metal", "seed": 7, "mode": "nfsd"},
+                                  uv_map="UVMap", job_id="abc")
+    image, material = run.image, run.material
+    assert tuple(image.size) == (16, 16) and image.packed_file is not None
+    pixels = np.array(image.pixels[:]).reshape(16, 16, 4)
+    assert np.allclose(pixels[0, 0], [1, 0, 0, 1])   # row 0 of the result = bottom row of the image
+    assert np.allclose(pixels[-1, 0], [0, 0, 1, 1])
+    assert material.name == "NFSD: rusty metal"
+    assert obj.material_slots[0].material == material
+    nodes = material.node_tree.nodes
+    texture = nodes["NFSD Texture"]
+    assert texture.image == image
+    assert texture.outputs["Color"].links[0].to_node.type == "BSDF_PRINCIPLED"
+    assert texture.outputs["Color"].links[0].to_socket.name == "Base Color"
+    assert texture.inputs["Vector"].links[0].from_node.uv_map == "UVMap"
+    assert "NFSD_UV" not in obj.data.uv_layers  # the artist's own UVs were used
+    assert (run.prompt, run.seed, run.uv_map, len(obj.nfsd_runs)) == ("rusty metal", 7, "UVMap", 1)
+
+
+def test_generated_uvs_become_nfsd_uv_and_offsets_a_shape_key(addon, scene):
+    obj = add_mesh("sphere", uvs=False)
+    count = len(obj.data.vertices)
+    offsets = np.tile(np.array([0.0, 0.0, 0.25], np.float32), (count, 1))
+    data, arrays = result_npz(obj, generated=True, offsets=offsets)
+    run = addon.jobs.apply_result(obj, data, {"prompt": "marble"}, uv_map="")
+    layer = obj.data.uv_layers["NFSD_UV"]
+    assert obj.data.uv_layers.active == layer and run.uv_map == "NFSD_UV"
+    first = obj.data.loop_triangles[5]
+    assert np.allclose(layer.data[first.loops[2]].uv, arrays["uvs"][5, 2])
+    key = obj.data.shape_keys.key_blocks["NFSD offsets"]
+    assert key.value == 1.0 and len(key.data) == count
+    basis = obj.data.shape_keys.reference_key
+    assert np.allclose(np.array(key.data[3].co) - np.array(basis.data[3].co), [0, 0, 0.25])
+    assert run.material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
+
+
+def test_a_result_that_does_not_fit_changes_nothing(addon, scene):
+    obj = add_mesh("cube")
+    data, _ = result_npz(obj, triangles=11)
+    images_before = len(bpy.data.images)
+    with pytest.raises(ValueError, match="11 triangles"):
+        addon.jobs.apply_result(obj, data, {"prompt": "x"}, uv_map="UVMap")
+    assert len(bpy.data.images) == images_before and len(obj.material_slots) == 0 and len(obj.nfsd_runs) == 0
+
+
+def test_png_round_trip_keeps_row_0_at_the_bottom(addon, scene):
+    texture = result_texture(8)
+    png = addon.image_io.encode_png(texture)
+    # A PNG viewer shows the top row first: blue (the texture's last row).
+    shown = np.array(Image.open(io.BytesIO(png)))
+    assert tuple(shown[0, 0]) == (0, 0, 255, 255) and tuple(shown[-1, 0]) == (255, 0, 0, 255)
+    decoded = addon.image_io.decode_png(png)
+    assert np.allclose(decoded * 255, texture)
+
+
+def test_reapplying_an_earlier_run_puts_its_material_back(addon, scene):
+    obj = add_mesh("cube")
+    first = addon.jobs.apply_result(obj, result_npz(obj)[0], {"prompt": "oak"}, uv_map="UVMap").material
+    second = addon.jobs.apply_result(obj, result_npz(obj)[0], {"prompt": "pine"}, uv_map="UVMap").material
+    assert obj.material_slots[0].material == second and obj.nfsd_run_index == 1
+    bpy.ops.nfsd.apply_run(index=0)
+    assert obj.material_slots[0].material == first and obj.nfsd_run_index == 0

@@ -1,0 +1,108 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The add-on against the real backend (`nfsd serve` with a tiny random model) on 127.0.0.1.
+
+The backend runs in its own process, started by the add-on's "start local backend" code with
+this test environment's Python, so Blender's Python never imports torch.
+"""
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+
+import bpy
+import pytest
+
+from conftest import ROOT, add_mesh
+
+BACKEND = os.path.join(ROOT, "backend")
+pytestmark = pytest.mark.skipif(
+    not all(os.path.exists(os.path.join(BACKEND, "nfsd", name)) for name in ("server.py", "tiny.py", "cli.py")),
+    reason="the backend server is not in this checkout")
+
+
+@pytest.fixture(scope="module")
+def backend_url(addon, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("real_backend")
+    model = str(tmp / "tiny-model")
+    env_before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = BACKEND + (os.pathsep + env_before if env_before else "")
+    try:
+        subprocess.run([sys.executable, "-c", "import sys; from nfsd.tiny import build_tiny_model; "
+                        "build_tiny_model(sys.argv[1])", model], check=True, timeout=300)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"127.0.0.1:{port}/"  # the way an artist might type it
+        command = shlex.join([sys.executable, "-m", "nfsd.cli", "serve", "--data-dir", str(tmp / "data"),
+                              "--model", model])
+        addon.local_backend.start(command, url)
+        addon.local_backend.wait_until_up(url, timeout=180)
+        yield url
+    finally:
+        addon.local_backend.stop()
+        if env_before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = env_before
+
+
+@pytest.fixture
+def connection(addon, backend_url):
+    return addon.jobs.Connection(url=backend_url, poll_interval=0.1, preview_interval=0.5)
+
+
+def test_the_backend_line_names_the_model(addon, connection):
+    ok, text = addon.jobs.check_backend(connection)
+    assert ok and text.startswith("Connected") and "tiny-model" in text
+
+
+def test_texture_a_cube_with_offsets(addon, scene, connection):
+    scene.nfsd.offsets = True
+    obj = add_mesh("cube")
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection),
+                          timeout=240)
+    assert job.state == "done", job.error
+    run = obj.nfsd_runs[0]
+    assert tuple(run.image.size) == (64, 64) and run.image.packed_file is not None
+    assert run.material.name == "NFSD: a weathered bronze statue"
+    assert obj.material_slots[0].material == run.material
+    texture = run.material.node_tree.nodes["NFSD Texture"]
+    assert texture.image == run.image
+    assert texture.outputs["Color"].links[0].to_socket.name == "Base Color"
+    assert texture.inputs["Vector"].links[0].from_node.uv_map == "UVMap" == run.uv_map
+    key = obj.data.shape_keys.key_blocks["NFSD offsets"]
+    assert key.value == 1.0 and len(key.data) == len(obj.data.vertices) == 8
+
+
+def test_a_mesh_without_uvs_gets_nfsd_uv(addon, scene, connection):
+    obj = add_mesh("sphere", uvs=False)
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection),
+                          timeout=240)
+    assert job.state == "done", job.error
+    layer = obj.data.uv_layers["NFSD_UV"]
+    assert obj.data.uv_layers.active == layer and len(layer.data) == len(obj.data.loops)
+    assert obj.nfsd_runs[0].material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
+
+
+def test_cancel_stops_a_running_job(addon, scene, connection):
+    scene.nfsd.steps = 5000
+    obj = add_mesh("cube")
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection)
+    deadline = time.monotonic() + 120
+    while job.state not in ("running", "failed") and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        time.sleep(0.05)
+    assert job.state == "running", job.error
+    addon.jobs.cancel(obj.name)
+    addon.jobs.wait(job, timeout=60)
+    assert job.state == "cancelled"
+    status = connection.client().status(job.job_id)
+    deadline = time.monotonic() + 30
+    while status["state"] not in ("cancelled", "failed", "done") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = connection.client().status(job.job_id)
+    assert status["state"] == "cancelled" and status["step"] < 5000
+    assert len(obj.nfsd_runs) == 0 and bpy.data.materials.get("NFSD: a weathered bronze statue") is None
