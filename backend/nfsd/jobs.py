@@ -1,0 +1,568 @@
+"""The server's job queue: jobs kept on disk, run one at a time by a single GPU worker thread.
+
+Every job lives in ``DATA_DIR/jobs/<id>/``::
+
+    mesh.npz           the uploaded wire-format mesh, as received
+    settings.json      the validated settings (model resolved to the server's default when absent)
+    init_texture.png   optional texture to continue from
+    status.json        JobRecord.to_dict(), rewritten at most every ``status_interval`` seconds while running
+    preview.png        the latest texture snapshot (top row first, as PNG files are)
+    result.npz         the result (docs/API.md), written once when the job is done
+
+Each file is written to a temporary name and renamed into place (``os.replace``), and a new job's
+folder is assembled under a temporary name and renamed in one step, so a crash never leaves a half
+written file under a real name.
+
+After a restart, jobs that were ``loading`` or ``running`` are marked ``interrupted`` (re-submit them
+with :meth:`JobManager.resubmit`), ``queued`` jobs are queued again in their original order, and
+finished jobs keep serving their files. Pruning (after every job and at start): at most
+``max_finished`` finished jobs are kept (the oldest go first) and finished jobs older than
+``max_age_days`` go; queued and running jobs are never pruned.
+
+The worker thread does no file I/O per step: the progress callback only updates the in-memory record;
+a separate monitor thread writes ``status.json`` (every ``status_interval`` s) and ``preview.png``
+(every ``preview_interval`` s) so that polling, snapshots and disk latency never slow the job down.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import NfsdError, OutOfMemory
+
+log = logging.getLogger("nfsd.jobs")
+
+QUEUED, LOADING, RUNNING = "queued", "loading", "running"
+DONE, FAILED, CANCELLED, INTERRUPTED = "done", "failed", "cancelled", "interrupted"
+STATES = (QUEUED, LOADING, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED)
+ACTIVE = frozenset({LOADING, RUNNING})
+FINISHED = frozenset({DONE, FAILED, CANCELLED, INTERRUPTED})
+
+OOM_HINT = ("the GPU ran out of memory: lower render_size or batch (then texture_size), close other GPU "
+            "programs, or unload other models, and submit again")
+
+
+def new_job_id() -> str:
+    """32 lowercase hex characters (a random UUID4)."""
+    return uuid.uuid4().hex
+
+
+def is_job_id(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """uint8 ``[H, W, 3|4]`` with row 0 = BOTTOM (texture convention) -> PNG bytes (top row first)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[::-1])).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 ``[H, W, 3]`` with row 0 = BOTTOM (alpha dropped)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return np.ascontiguousarray(np.asarray(img.convert("RGB"))[::-1])
+
+
+def result_npz(result, job_id: str) -> bytes:
+    """A ``TextureResult`` -> the result .npz bytes of docs/API.md (``nfsd.outputs.result_npz``), meta with the job id."""
+    from .outputs import report_dict, result_npz as encode
+
+    meta = report_dict(result)
+    meta["job_id"] = job_id
+    return encode(result, meta)
+
+
+@dataclass
+class JobRecord:
+    """What the server knows about a job; ``status.json`` holds ``to_dict()``.
+
+    Times are Unix seconds (``created``, ``started``, ``finished``) or durations in seconds.
+    ``seq`` orders jobs first-in first-out across restarts.
+    """
+
+    id: str
+    seq: int
+    created: float
+    settings: dict
+    state: str = QUEUED
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    eta_seconds: float | None = None
+    elapsed_seconds: float = 0.0
+    progress: float = 0.0
+    steps_per_second: float | None = None
+    preview_step: int | None = None
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    has_init_texture: bool = False
+    resubmitted_from: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JobRecord":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class JobStore:
+    """The job folders under ``data_dir/jobs``: create, read, write atomically, delete."""
+
+    def __init__(self, data_dir: Path):
+        self.root = Path(data_dir).expanduser() / "jobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def dir(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def path(self, job_id: str, name: str) -> Path:
+        return self.root / job_id / name
+
+    def create(self, record: JobRecord, mesh_npz: bytes, init_png: bytes | None) -> None:
+        """Write a new job's inputs and status under a temporary folder, then rename it into place."""
+        tmp = self.root / f".new-{record.id}"
+        tmp.mkdir()
+        try:
+            (tmp / "mesh.npz").write_bytes(mesh_npz)
+            (tmp / "settings.json").write_text(json.dumps(record.settings, indent=1))
+            if init_png is not None:
+                (tmp / "init_texture.png").write_bytes(init_png)
+            (tmp / "status.json").write_text(json.dumps(record.to_dict(), indent=1))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, self.dir(record.id))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def write_status(self, record: JobRecord, durable: bool = False) -> None:
+        if self.dir(record.id).is_dir():
+            atomic_write(self.path(record.id, "status.json"), json.dumps(record.to_dict(), indent=1).encode(), durable)
+
+    def write_file(self, job_id: str, name: str, data: bytes, durable: bool = True) -> None:
+        if self.dir(job_id).is_dir():
+            atomic_write(self.path(job_id, name), data, durable)
+
+    def read_bytes(self, job_id: str, name: str) -> bytes:
+        return self.path(job_id, name).read_bytes()
+
+    def load_all(self) -> list[JobRecord]:
+        """Every job on disk; folders with no readable status.json are logged and left alone."""
+        records = []
+        for d in sorted(self.root.iterdir()):
+            if d.name.startswith(".") or not d.is_dir():
+                if d.name.startswith((".new-", ".del-")):
+                    shutil.rmtree(d, ignore_errors=True)  # a creation or deletion cut short by a crash
+                continue
+            try:
+                rec = JobRecord.from_dict(json.loads((d / "status.json").read_text()))
+                if rec.id != d.name:
+                    raise ValueError(f"status.json names job {rec.id!r}")
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping job folder %s: unreadable status.json (%s)", d, exc)
+                continue
+            records.append(rec)
+        return records
+
+    def delete(self, job_id: str) -> None:
+        """Rename first so the job disappears at once, even if removing its files takes a while."""
+        src = self.dir(job_id)
+        if not src.is_dir():
+            return
+        trash = self.root / f".del-{job_id}-{uuid.uuid4().hex[:6]}"
+        os.replace(src, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+@dataclass
+class ManagerConfig:
+    """Settings of the job manager.
+
+    Attributes:
+        data_dir: where ``jobs/`` lives.
+        default_model: model used when a job's settings name none.
+        device: ``auto`` | ``cpu`` | ``cuda`` for every job.
+        max_finished: keep at most this many finished (done/failed/cancelled/interrupted) jobs.
+        max_age_days: remove finished jobs older than this (None: no age limit).
+        status_interval: seconds between ``status.json`` writes while a job runs.
+        preview_interval: seconds between preview snapshots while a job runs.
+    """
+
+    data_dir: Path
+    default_model: str = "builtin"
+    device: str = "auto"
+    max_finished: int = 50
+    max_age_days: float | None = 30.0
+    status_interval: float = 0.5
+    preview_interval: float = 2.0
+
+
+class JobManager:
+    """The job queue and its single worker thread. Thread-safe; one per server.
+
+    ``start()`` loads the jobs on disk and starts the worker; ``stop()`` interrupts the running job
+    (it is marked ``interrupted``) and joins the threads. Queued jobs run first-in first-out.
+    """
+
+    def __init__(self, config: ManagerConfig, make_job: Callable | None = None):
+        self.config = config
+        self.store = JobStore(config.data_dir)
+        self._make_job = make_job or _make_texture_job
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._records: dict[str, JobRecord] = {}
+        self._queue: collections.deque[str] = collections.deque()
+        self._seq = 0
+        self._current_id: str | None = None
+        self._current_job = None
+        self._cancel_requested: set[str] = set()
+        self._dirty = False
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- life cycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            for rec in sorted(self.store.load_all(), key=lambda r: r.seq):
+                if rec.state in ACTIVE:
+                    rec.state = INTERRUPTED
+                    rec.error = (f"the server stopped while this job ran (step {rec.step} of {rec.total}); "
+                                 f"re-submit it with POST /jobs/{rec.id}/resubmit")
+                    rec.finished = rec.finished or time.time()
+                    rec.eta_seconds = None
+                    self.store.write_status(rec, durable=True)
+                elif rec.state == QUEUED:
+                    self._queue.append(rec.id)
+                self._records[rec.id] = rec
+                self._seq = max(self._seq, rec.seq + 1)
+            self._prune()
+        self._stopping.clear()
+        self._threads = [
+            threading.Thread(target=self._worker_loop, name="nfsd-gpu-worker", daemon=True),
+            threading.Thread(target=self._monitor_loop, name="nfsd-job-monitor", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            if self._current_job is not None:
+                self._current_job.cancel()
+            self._wake.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
+
+    # -- requests ----------------------------------------------------------------------------------
+    def submit(self, mesh_npz: bytes, settings: dict, init_png: bytes | None = None,
+               resubmitted_from: str | None = None) -> JobRecord:
+        with self._lock:
+            rec = JobRecord(id=new_job_id(), seq=self._seq, created=time.time(), settings=dict(settings),
+                            total=int(settings.get("steps") or 0), has_init_texture=init_png is not None,
+                            resubmitted_from=resubmitted_from)
+            self._seq += 1
+            self.store.create(rec, mesh_npz, init_png)
+            self._records[rec.id] = rec
+            self._queue.append(rec.id)
+            self._wake.notify_all()
+            return rec
+
+    def resubmit(self, job_id: str) -> JobRecord:
+        """A new job with the inputs of a finished (not done) job. KeyError if unknown, ValueError if not allowed."""
+        with self._lock:
+            rec = self._records[job_id]
+            if rec.state not in (FAILED, CANCELLED, INTERRUPTED):
+                raise ValueError(f"job {job_id} is {rec.state}; only failed, cancelled or interrupted jobs can be "
+                                 "re-submitted (a done job: submit its mesh again with new settings)")
+            mesh = self.store.read_bytes(job_id, "mesh.npz")
+            init = self.store.read_bytes(job_id, "init_texture.png") if rec.has_init_texture else None
+            settings = json.loads(self.store.read_bytes(job_id, "settings.json"))
+        return self.submit(mesh, settings, init, resubmitted_from=job_id)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            return self._records.get(job_id)
+
+    def snapshot_record(self, job_id: str) -> tuple[JobRecord, int] | None:
+        """A copy of the record and its queue position (1 = next to run, 0 = not queued)."""
+        with self._lock:
+            rec = self._records.get(job_id)
+            if rec is None:
+                return None
+            return JobRecord(**rec.__dict__), self._position(job_id)
+
+    def list(self) -> list[tuple[JobRecord, int]]:
+        with self._lock:
+            recs = sorted(self._records.values(), key=lambda r: r.seq, reverse=True)
+            return [(JobRecord(**r.__dict__), self._position(r.id)) for r in recs]
+
+    def _position(self, job_id: str) -> int:
+        try:
+            return self._queue.index(job_id) + 1
+        except ValueError:
+            return 0
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job at once, or ask the running one to stop at its next step."""
+        with self._lock:
+            rec = self._records[job_id]
+            if rec.state == QUEUED:
+                self._queue.remove(job_id)
+                self._finish(rec, CANCELLED, None)
+            elif rec.state in ACTIVE:
+                self._cancel_requested.add(job_id)
+                if self._current_job is not None and self._current_id == job_id:
+                    self._current_job.cancel()
+            return rec
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job and its files. KeyError if unknown; ValueError while it runs."""
+        with self._lock:
+            rec = self._records[job_id]
+            if rec.state in ACTIVE:
+                raise ValueError(f"job {job_id} is {rec.state}: cancel it first (POST /jobs/{job_id}/cancel)")
+            if rec.state == QUEUED:
+                self._queue.remove(job_id)
+            del self._records[job_id]
+            self.store.delete(job_id)
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def running_id(self) -> str | None:
+        with self._lock:
+            return self._current_id
+
+    def loading_model(self) -> str | None:
+        """The model the running job is loading, or None when no job is in the loading phase."""
+        with self._lock:
+            rec = self._records.get(self._current_id) if self._current_id else None
+            if rec is None or rec.state != LOADING:
+                return None
+            return rec.settings.get("model") or self.config.default_model
+
+    def preview_path(self, job_id: str) -> Path:
+        return self.store.path(job_id, "preview.png")
+
+    def result_path(self, job_id: str) -> Path:
+        return self.store.path(job_id, "result.npz")
+
+    # -- the worker --------------------------------------------------------------------------------
+    def _worker_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                while not self._queue and not self._stopping.is_set():
+                    self._wake.wait(1.0)
+                if self._stopping.is_set():
+                    return
+                job_id = self._queue.popleft()
+                rec = self._records[job_id]
+                rec.state, rec.started, rec.progress = LOADING, time.time(), 0.0
+                self._current_id = job_id
+                self.store.write_status(rec, durable=True)
+            try:
+                self._run(rec)
+            except Exception:  # the worker must survive anything a job does
+                log.exception("job %s: unexpected error outside the job", job_id)
+            finally:
+                with self._lock:
+                    self._current_id, self._current_job = None, None
+                    self._cancel_requested.discard(job_id)
+                    self._prune()
+
+    def _run(self, rec: JobRecord) -> None:
+        try:
+            mesh_npz = self.store.read_bytes(rec.id, "mesh.npz")
+            init_png = self.store.read_bytes(rec.id, "init_texture.png") if rec.has_init_texture else None
+            job = self._make_job(mesh_npz, rec.settings, init_png, self.config)
+            with self._lock:
+                self._current_job = job
+                cancelled_early = rec.id in self._cancel_requested or self._stopping.is_set()
+            if cancelled_early:
+                job.cancel()
+            result = job.run(lambda p: self._on_progress(rec, p))
+        except NfsdError as exc:
+            if isinstance(exc, OutOfMemory):
+                _free_gpu_memory()
+            self._finish(rec, FAILED, str(exc))
+            return
+        except Exception as exc:
+            if _is_cuda_oom(exc):
+                log.warning("job %s: CUDA out of memory", rec.id)
+                _free_gpu_memory()
+                self._finish(rec, FAILED, f"{OOM_HINT} ({str(exc).splitlines()[0] if str(exc) else 'OOM'})")
+                return
+            log.exception("job %s failed", rec.id)
+            self._finish(rec, FAILED, f"{type(exc).__name__}: {exc}")
+            return
+        if result.texture is not None:
+            self._write_preview(rec, np.asarray(result.texture), result.steps_done)
+        if result.cancelled:
+            state = INTERRUPTED if self._stopping.is_set() and rec.id not in self._cancel_requested else CANCELLED
+            msg = (f"the server stopped while this job ran (step {rec.step} of {rec.total}); re-submit it with "
+                   f"POST /jobs/{rec.id}/resubmit") if state == INTERRUPTED else None
+            self._finish(rec, state, msg)
+            return
+        try:
+            data = result_npz(result, rec.id)
+            self.store.write_file(rec.id, "result.npz", data)
+        except Exception as exc:
+            log.exception("job %s: could not write its result", rec.id)
+            self._finish(rec, FAILED, f"could not write the result: {type(exc).__name__}: {exc}")
+            return
+        rec.step = int(result.steps_done)
+        rec.progress = 1.0
+        rate = result.timings.get("steps_per_s") if isinstance(result.timings, dict) else None
+        if rate:
+            rec.steps_per_second = float(rate)
+        self._finish(rec, DONE, None)
+
+    def _on_progress(self, rec: JobRecord, p) -> None:
+        # Runs on the worker thread at every step: attribute stores only, no I/O, no locks.
+        if p.phase == "loading":
+            rec.state = LOADING
+            rec.progress = float(p.fraction)
+        else:
+            rec.state = RUNNING
+            rec.step, rec.total = int(p.step), int(p.total)
+            rec.progress = float(p.fraction)
+            rec.loss = None if p.loss is None else float(p.loss)
+            rec.eta_seconds = None if p.eta is None else float(p.eta)
+            if p.eta:  # the engine's eta is (total - step) / (its measured steps per second)
+                rec.steps_per_second = (rec.total - rec.step) / p.eta
+        rec.elapsed_seconds = float(p.elapsed)
+        self._dirty = True
+
+    def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
+        with self._lock:
+            rec.state, rec.error, rec.finished, rec.eta_seconds = state, error, time.time(), None
+            if state == DONE:
+                rec.eta_seconds = 0.0
+            self.store.write_status(rec, durable=True)
+
+    # -- the monitor: status.json and preview.png off the worker thread ---------------------------
+    def _monitor_loop(self) -> None:
+        last_preview = 0.0
+        while not self._stopping.wait(self.config.status_interval):
+            try:
+                with self._lock:
+                    job_id, job = self._current_id, self._current_job
+                    rec = self._records.get(job_id) if job_id else None
+                if rec is None:
+                    continue
+                if self._dirty:
+                    self._dirty = False
+                    self.store.write_status(rec)
+                now = time.monotonic()
+                if job is not None and rec.state == RUNNING and now - last_preview >= self.config.preview_interval:
+                    step = rec.step
+                    if step != rec.preview_step:
+                        snap = job.snapshot()
+                        if snap is not None:
+                            self._write_preview(rec, snap, step)
+                    last_preview = now
+            except Exception:
+                log.exception("job monitor: could not write status or preview")
+
+    def _write_preview(self, rec: JobRecord, texture: np.ndarray, step: int) -> None:
+        try:
+            self.store.write_file(rec.id, "preview.png", encode_png(texture), durable=False)
+            rec.preview_step = int(step)
+        except OSError:
+            log.exception("job %s: could not write its preview", rec.id)
+
+    # -- pruning -----------------------------------------------------------------------------------
+    def _prune(self) -> None:
+        """Drop finished jobs beyond ``max_finished`` (oldest first) or older than ``max_age_days``."""
+        finished = sorted((r for r in self._records.values() if r.state in FINISHED),
+                          key=lambda r: (r.finished or r.created, r.seq), reverse=True)
+        doomed = finished[self.config.max_finished:] if self.config.max_finished >= 0 else []
+        if self.config.max_age_days is not None:
+            cutoff = time.time() - self.config.max_age_days * 86400.0
+            doomed += [r for r in finished[: self.config.max_finished] if (r.finished or r.created) < cutoff]
+        for r in doomed:
+            log.info("pruning job %s (%s)", r.id, r.state)
+            self._records.pop(r.id, None)
+            try:
+                self.store.delete(r.id)
+            except OSError:
+                log.exception("could not remove job folder %s", r.id)
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_gpu_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+def _make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, config: ManagerConfig):
+    """The engine's TextureJob for a job's stored inputs (the default ``make_job`` of JobManager)."""
+    from .engine import TextureConfig, TextureJob
+    from .mesh import read_wire_npz
+
+    mesh = read_wire_npz(mesh_npz)
+    cfg = TextureConfig.from_dict(job_config_dict(settings, config.default_model, config.device))
+    cfg.validate()
+    init = decode_png(init_png) if init_png is not None else None
+    return TextureJob(mesh, cfg, init_texture=init)
+
+
+def job_config_dict(settings: dict, default_model: str, device: str) -> dict:
+    """Job settings (docs/API.md keys) -> the keyword arguments of ``TextureConfig``."""
+    d = {k: v for k, v in settings.items() if v is not None}
+    d["model"] = d.get("model") or default_model
+    d["device"] = device
+    return d

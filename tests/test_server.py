@@ -1,0 +1,443 @@
+"""The HTTP backend, tested as the add-on uses it: a real uvicorn server on an ephemeral loopback port,
+a tiny random Stable-Diffusion-layout model built here, small meshes written to the wire .npz with numpy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from PIL import Image
+
+from nfsd.errors import ConfigError
+from nfsd.server import ServerConfig, create_app, serve
+from nfsd.tiny import build_tiny_model
+
+PROMPT = "red brick wall"
+FAST = {"prompt": PROMPT, "steps": 5, "render_size": 32, "texture_size": 64}
+BACKEND = Path(__file__).resolve().parents[1] / "backend"
+
+
+# ---------------------------------------------------------------------------------------------
+# meshes in the wire format
+
+def cube():
+    """8 shared vertices, 12 triangles, per-corner UVs (each side a full 0..1 square)."""
+    pos = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float32)
+    tri = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                    [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.int32)
+    uvs = np.tile(np.array([[[0, 0], [1, 0], [1, 1]], [[0, 0], [1, 1], [0, 1]]], np.float32), (6, 1, 1))
+    return {"positions": pos, "triangles": tri, "uvs": uvs}
+
+
+def octahedron():
+    """6 vertices, 8 triangles, no UVs (the backend unwraps it)."""
+    pos = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float32)
+    tri = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]], np.int32)
+    return {"positions": pos, "triangles": tri}
+
+
+def pyramid():
+    """5 vertices, 6 triangles, no UVs, moved by a world matrix."""
+    pos = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0], [0, 0, 1.5]], np.float32)
+    tri = np.array([[0, 2, 1], [0, 3, 2], [0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]], np.int32)
+    wm = np.eye(4, dtype=np.float32)
+    wm[:3, 3] = (2.0, 0.0, 1.0)
+    return {"positions": pos, "triangles": tri, "world_matrix": wm}
+
+
+def npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def png(h=16, w=16) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def submit(client, mesh: dict | bytes, settings: dict, init: bytes | None = None) -> httpx.Response:
+    files = {"mesh": ("mesh.npz", mesh if isinstance(mesh, bytes) else npz(**mesh), "application/octet-stream")}
+    if init is not None:
+        files["init_texture"] = ("init.png", init, "image/png")
+    return client.post("/jobs", files=files, data={"settings": json.dumps(settings)})
+
+
+def wait_for(client, job_id, states=("done", "failed", "cancelled", "interrupted"), timeout=90.0,
+             min_step=0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = client.get(f"/jobs/{job_id}").json()
+        if s["state"] in states and s["step"] >= min_step:
+            return s
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {states} in {timeout}s: {s}")
+
+
+# ---------------------------------------------------------------------------------------------
+# servers
+
+class LiveServer:
+    """``create_app(config)`` served by uvicorn in a thread on 127.0.0.1, port chosen by the OS."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=0,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return self
+
+    def __exit__(self, *exc):
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Tiny models are dominated by thread start-up costs; a shared CI box makes that far worse.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return str(build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", prompt_words=(PROMPT,)))
+
+
+def config(tiny_model, data_dir, **kw) -> ServerConfig:
+    kw.setdefault("preview_interval", 0.1)
+    return ServerConfig(data_dir=data_dir, model=tiny_model, device="cpu", **kw)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    with LiveServer(config(tiny_model, tmp_path_factory.mktemp("data"), max_upload_bytes=256 * 1024,
+                           max_faces=200)) as live:
+        yield live
+
+
+# ---------------------------------------------------------------------------------------------
+# jobs
+
+def test_job_runs_to_done_and_result_matches_mesh(server):
+    c = server.client
+    health = c.get("/health").json()
+    assert health["status"] == "ok" and health["device"] == "cpu" and health["auth_required"] is False
+
+    r = submit(c, cube(), dict(FAST, steps=10, seed=3), init=png())
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert len(job_id) == 32 and int(job_id, 16) >= 0
+
+    s = wait_for(c, job_id)
+    assert s["state"] == "done", s
+    assert (s["step"], s["total"], s["progress"]) == (10, 10, 1.0)
+    assert s["error"] is None and s["has_result"] and s["settings"]["model"] == server.config.model
+
+    z = np.load(io.BytesIO(c.get(f"/jobs/{job_id}/result").content), allow_pickle=False)
+    mesh = cube()
+    assert z["texture"].shape == (64, 64, 4) and z["texture"].dtype == np.uint8
+    assert (z["texture"][..., 3] == 255).all()
+    np.testing.assert_array_equal(z["uvs"], mesh["uvs"])  # the mesh's own UVs come back untouched
+    assert not bool(z["uvs_generated"]) and "offsets" not in z.files
+    meta = json.loads(str(z["meta"]))
+    assert meta["job_id"] == job_id and meta["settings"]["prompt"] == PROMPT and meta["steps_done"] == 10
+
+    preview = c.get(f"/jobs/{job_id}/preview.png")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(preview.content)).size == (64, 64)
+    assert job_id in [j["id"] for j in c.get("/jobs").json()["jobs"]]
+
+
+def test_unwrapped_mesh_with_offsets_returns_uvs_and_per_vertex_offsets(server):
+    c = server.client
+    job_id = submit(c, octahedron(), dict(FAST, offsets=True, offset_strength=0.05)).json()["id"]
+    assert wait_for(c, job_id)["state"] == "done"
+    z = np.load(io.BytesIO(c.get(f"/jobs/{job_id}/result").content), allow_pickle=False)
+    assert bool(z["uvs_generated"]) and z["uvs"].shape == (8, 3, 2) and z["uvs"].dtype == np.float32
+    assert z["offsets"].shape == (6, 3) and z["offsets"].dtype == np.float32
+    # Offsets are bounded by offset_strength times the bounding-sphere radius (1 here).
+    assert np.abs(z["offsets"]).max() <= 0.05 + 1e-5
+
+
+def test_cancel_running_job_then_resubmit_and_delete(server):
+    c = server.client
+    job_id = submit(c, cube(), dict(FAST, steps=10000)).json()["id"]
+    running = wait_for(c, job_id, states=("running",), min_step=5)
+    assert running["eta_seconds"] > 0 and running["steps_per_second"] > 0
+    assert c.get("/health").json()["running_job"] == job_id
+
+    assert c.post(f"/jobs/{job_id}/cancel").status_code == 200
+    s = wait_for(c, job_id)
+    assert s["state"] == "cancelled" and 5 <= s["step"] < 10000
+    assert s["resubmit_hint"] == f"POST /jobs/{job_id}/resubmit"
+    assert c.get(f"/jobs/{job_id}/result").status_code == 409
+    assert c.get(f"/jobs/{job_id}/preview.png").status_code == 200  # the texture as it was when stopped
+
+    again = c.post(f"/jobs/{job_id}/resubmit")
+    assert again.status_code == 202
+    new_id = again.json()["id"]
+    assert new_id != job_id and c.get(f"/jobs/{new_id}").json()["resubmitted_from"] == job_id
+    c.post(f"/jobs/{new_id}/cancel")
+    assert wait_for(c, new_id)["state"] == "cancelled"
+
+    assert c.delete(f"/jobs/{job_id}").status_code == 200
+    assert c.get(f"/jobs/{job_id}").status_code == 404
+    assert not (Path(server.config.data_dir) / "jobs" / job_id).exists()
+
+
+def test_three_clients_at_once_get_their_own_results_in_order(server):
+    meshes = [cube(), octahedron(), pyramid()]
+    ids: list[str | None] = [None] * 3
+    barrier = threading.Barrier(3)
+
+    def client(i):
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            barrier.wait()
+            r = submit(c, meshes[i], dict(FAST, seed=i, offsets=i == 2))
+            assert r.status_code == 202, r.text
+            ids[i] = r.json()["id"]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(ids)
+    statuses = [wait_for(server.client, job_id) for job_id in ids]
+    assert all(s["state"] == "done" for s in statuses), statuses
+    for mesh, job_id in zip(meshes, ids):
+        z = np.load(io.BytesIO(server.client.get(f"/jobs/{job_id}/result").content))
+        assert z["uvs"].shape == (len(mesh["triangles"]), 3, 2)
+        assert z["texture"].shape == (64, 64, 4)
+        if "offsets" in z.files:
+            assert z["offsets"].shape == mesh["positions"].shape
+    assert "offsets" in np.load(io.BytesIO(server.client.get(f"/jobs/{ids[2]}/result").content)).files
+    # First in, first out: one job at a time, in the order the server accepted them.
+    by_creation = sorted(statuses, key=lambda s: s["created"])
+    for earlier, later in zip(by_creation, by_creation[1:]):
+        assert earlier["finished"] <= later["started"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad requests: each gets the right 4xx with a message that says what was wrong
+
+def _mesh_with(**changes) -> bytes:
+    m = cube()
+    m.update(changes)
+    return npz(**{k: v for k, v in m.items() if v is not None})
+
+
+def _many_faces():
+    m = octahedron()
+    return npz(positions=m["positions"], triangles=np.tile(m["triangles"], (30, 1)))
+
+
+def _chunked(c):
+    def body():
+        yield b"--x\r\n"
+    return c.post("/jobs", content=body(), headers={"Content-Type": "multipart/form-data; boundary=x"})
+
+
+BAD = {
+    "json instead of multipart": (lambda c: c.post("/jobs", json=FAST), 415, "multipart/form-data"),
+    "oversized upload": (lambda c: submit(c, b"\0" * 300_000, FAST), 413, "limit"),
+    "chunked upload": (_chunked, 411, "Content-Length"),
+    "mesh field missing": (lambda c: c.post("/jobs", files={"x": ("a", b"1")}, data={"settings": "{}"}), 422, "unknown form field"),
+    "no mesh file": (lambda c: c.post("/jobs", files={"settings": (None, json.dumps(FAST))}), 422, "'mesh' is missing"),
+    "settings not JSON": (lambda c: c.post("/jobs", files={"mesh": ("m.npz", npz(**cube()))}, data={"settings": "{prompt"}), 422, "not valid JSON"),
+    "mesh not an npz": (lambda c: submit(c, b"solid cube\nendsolid", FAST), 422, "not an .npz"),
+    "npz missing triangles": (lambda c: submit(c, _mesh_with(triangles=None, uvs=None), FAST), 422, "missing array 'triangles'"),
+    "positions wrong dtype": (lambda c: submit(c, _mesh_with(positions=cube()["positions"].astype(np.complex64)), FAST), 422, "dtype"),
+    "positions wrong shape": (lambda c: submit(c, _mesh_with(positions=np.zeros((8, 2), np.float32)), FAST), 422, "shape"),
+    "index out of range": (lambda c: submit(c, _mesh_with(triangles=cube()["triangles"] + 1), FAST), 422, "out of range"),
+    "NaN position": (lambda c: submit(c, _mesh_with(positions=np.where(np.eye(8, 3, dtype=bool), np.nan, cube()["positions"]).astype(np.float32)), FAST), 422, "NaN"),
+    "too many faces": (lambda c: submit(c, _many_faces(), FAST), 422, "at most 200"),
+    "empty prompt": (lambda c: submit(c, cube(), dict(FAST, prompt="   ")), 422, "prompt is empty"),
+    "prompt over token limit": (lambda c: submit(c, cube(), dict(FAST, prompt=" ".join(["red"] * 80))), 422, "too long"),
+    "unknown mode": (lambda c: submit(c, cube(), dict(FAST, mode="dreamfusion")), 422, "settings.mode"),
+    "steps out of range": (lambda c: submit(c, cube(), dict(FAST, steps=0)), 422, "settings.steps"),
+    "texture_size not a multiple of 64": (lambda c: submit(c, cube(), dict(FAST, texture_size=100)), 422, "multiple of 64"),
+    "unknown setting": (lambda c: submit(c, cube(), dict(FAST, stpes=10)), 422, "unknown setting"),
+    "missing model": (lambda c: submit(c, cube(), dict(FAST, model="/no/such/model")), 422, "not found"),
+    "init_texture not a PNG": (lambda c: submit(c, cube(), FAST, init=b"\xff\xd8\xff\xe0 not really"), 422, "init_texture"),
+    "unknown job id": (lambda c: c.get("/jobs/" + "0" * 32), 404, "no job"),
+    "malformed job id (upper case)": (lambda c: c.get("/jobs/" + "A" * 32 + "/result"), 422, "32 lowercase hex"),
+    "malformed job id (not hex)": (lambda c: c.get("/jobs/XYZ"), 422, "32 lowercase hex"),
+    "cancel unknown job": (lambda c: c.post("/jobs/" + "f" * 32 + "/cancel"), 404, "no job"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_request_gets_4xx_and_server_stays_healthy(server, case):
+    make, status, words = BAD[case]
+    r = make(server.client)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and words in detail
+    assert server.client.get("/health").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# failures inside a job
+
+def test_failed_model_load_fails_the_job_and_the_next_job_runs(server, tiny_model, tmp_path):
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(tiny_model, broken)
+    for f in (broken / "unet").glob("*.safetensors"):
+        f.write_bytes(b"not weights")
+    c = server.client
+    bad = submit(c, cube(), dict(FAST, model=str(broken))).json()["id"]  # the tokenizer is fine
+    good = submit(c, cube(), FAST).json()["id"]
+    s = wait_for(c, bad)
+    assert s["state"] == "failed" and "could not load model" in s["error"]
+    assert wait_for(c, good)["state"] == "done"
+
+
+def test_out_of_memory_fails_the_job_with_the_setting_to_lower(tiny_model, tmp_path):
+    from nfsd.jobs import JobManager, ManagerConfig, _make_texture_job
+
+    class OutOfMemoryJob:
+        def run(self, on_progress):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        def cancel(self):
+            pass
+
+    calls = []
+
+    def make_job(*args):
+        calls.append(1)
+        return OutOfMemoryJob() if len(calls) == 1 else _make_texture_job(*args)
+
+    manager = JobManager(ManagerConfig(data_dir=tmp_path, default_model=tiny_model, device="cpu"), make_job=make_job)
+    manager.start()
+    try:
+        first = manager.submit(npz(**cube()), dict(FAST)).id
+        second = manager.submit(npz(**cube()), dict(FAST)).id
+        deadline = time.monotonic() + 60
+        while manager.get(second).state not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert manager.get(first).state == "failed" and "render_size" in manager.get(first).error
+        assert manager.get(second).state == "done"
+    finally:
+        manager.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# persistence
+
+def test_restart_serves_earlier_result(tiny_model, tmp_path):
+    with LiveServer(config(tiny_model, tmp_path)) as first:
+        job_id = submit(first.client, cube(), FAST).json()["id"]
+        assert wait_for(first.client, job_id)["state"] == "done"
+        before = first.client.get(f"/jobs/{job_id}/result").content
+    with LiveServer(config(tiny_model, tmp_path)) as second:
+        s = second.client.get(f"/jobs/{job_id}").json()
+        assert s["state"] == "done" and s["step"] == 5
+        assert second.client.get(f"/jobs/{job_id}/result").content == before
+
+
+def test_old_jobs_are_pruned_by_count(tiny_model, tmp_path):
+    with LiveServer(config(tiny_model, tmp_path, max_jobs=2)) as live:
+        ids = [submit(live.client, cube(), dict(FAST, steps=1)).json()["id"] for _ in range(3)]
+        wait_for(live.client, ids[-1], timeout=60)
+        time.sleep(0.2)  # pruning follows the job's end
+        kept = {j["id"] for j in live.client.get("/jobs").json()["jobs"]}
+        assert kept == set(ids[1:])
+        assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(ids[1:])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_job_killed_mid_run_is_reported_interrupted(tiny_model, tmp_path):
+    port = _free_port()
+    code = (f"import torch; torch.set_num_threads(1); from nfsd.server import serve; "
+            f"serve(port={port}, data_dir={str(tmp_path)!r}, model={tiny_model!r}, device='cpu', log_level='warning')")
+    env = dict(os.environ, PYTHONPATH=str(BACKEND), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                c.get("/health")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server subprocess did not start"
+                time.sleep(0.2)
+        job_id = submit(c, cube(), dict(FAST, steps=10000)).json()["id"]
+        wait_for(c, job_id, states=("running",), min_step=5)
+        time.sleep(0.7)  # let status.json catch up with a running step count
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    with LiveServer(config(tiny_model, tmp_path)) as live:
+        s = live.client.get(f"/jobs/{job_id}").json()
+        assert s["state"] == "interrupted" and s["step"] >= 5, s
+        assert f"/jobs/{job_id}/resubmit" in s["error"] and s["resubmit_hint"]
+        again = live.client.post(f"/jobs/{job_id}/resubmit")
+        assert again.status_code == 202
+        new_id = again.json()["id"]
+        wait_for(live.client, new_id, states=("running", "done"))
+        live.client.post(f"/jobs/{new_id}/cancel")
+        assert wait_for(live.client, new_id)["state"] == "cancelled"
+
+
+# ---------------------------------------------------------------------------------------------
+# authentication
+
+def test_token_required_when_set(tiny_model, tmp_path):
+    with LiveServer(config(tiny_model, tmp_path, token="s3cret")) as live:
+        bare = httpx.Client(base_url=live.url)
+        health = bare.get("/health")
+        assert health.status_code == 200 and health.json()["auth_required"] is True
+        assert bare.get("/jobs").status_code == 401
+        wrong = bare.get("/jobs", headers={"Authorization": "Bearer s3creT"})
+        assert wrong.status_code == 401 and "token" in wrong.json()["detail"]
+        assert bare.post("/model/unload", headers={"Authorization": "Basic s3cret"}).status_code == 401
+        assert live.client.get("/jobs").status_code == 200  # the right token
+        assert submit(live.client, cube(), FAST).status_code == 202
+
+
+def test_public_host_without_token_is_refused_at_start(tmp_path):
+    with pytest.raises(ConfigError, match="without a token"):
+        serve(host="0.0.0.0", port=_free_port(), data_dir=tmp_path)
+    ServerConfig(host="::1").check()  # loopback needs no token
+    ServerConfig(host="0.0.0.0", token="t").check()
