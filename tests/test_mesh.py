@@ -227,8 +227,10 @@ def test_not_a_mesh_file_is_refused_naming_the_file(tmp_path):
 
 
 def test_too_many_faces_names_the_limit():
-    with pytest.raises(MeshError, match="more than the limit of 4"):
+    with pytest.raises(MeshError, match="6 faces, more than the limit of 4"):
         check_mesh(Mesh(POSITIONS, TRIANGLES), max_faces=4)
+    with pytest.raises(MeshError, match="more than the limit of 5"):
+        read_wire_npz(_npz_bytes(**GOOD), max_faces=5)
 
 
 # --- warnings -------------------------------------------------------------------------------

@@ -227,14 +227,14 @@ _WIRE_ARRAYS = {
 }
 
 
-def read_wire_npz(source: str | os.PathLike | bytes | BinaryIO) -> Mesh:
+def read_wire_npz(source: str | os.PathLike | bytes | BinaryIO, max_faces: int = 500_000) -> Mesh:
     """Read the wire ``.npz`` the add-on sends (a path, the raw bytes, or a binary file object).
 
     Arrays: ``positions`` [V, 3] float32 and ``triangles`` [F, 3] int32 (required), ``uvs`` [F, 3, 2]
     float32 and ``world_matrix`` [4, 4] float32 (optional; identity when absent). float64 and int64
     are accepted and converted; any other dtype, an unknown array name, a wrong shape, NaN/inf or an
-    index out of range raises ``MeshError`` naming the array. The mesh is checked (``check_mesh``)
-    and its warnings filled.
+    index out of range raises ``MeshError`` naming the array. The mesh is checked
+    (``check_mesh(mesh, max_faces)``) and its warnings filled.
     """
     if isinstance(source, (str, os.PathLike)):
         try:
@@ -280,7 +280,7 @@ def read_wire_npz(source: str | os.PathLike | bytes | BinaryIO) -> Mesh:
         world_matrix=arrays.get("world_matrix", _identity4()),
     )
     try:
-        check_mesh(mesh)
+        check_mesh(mesh, max_faces)
     except MeshError as e:
         raise MeshError(f"wire mesh: {e}") from e
     return mesh
@@ -306,7 +306,7 @@ def write_wire_npz(mesh: Mesh, path_or_file: str | os.PathLike | BinaryIO) -> No
 # files
 
 
-def load_mesh(path: str | os.PathLike, up_axis: str = "auto") -> Mesh:
+def load_mesh(path: str | os.PathLike, up_axis: str = "auto", max_faces: int = 500_000) -> Mesh:
     """Read a mesh file (.obj .ply .glb .gltf, or the wire .npz), check it and return it.
 
     ``up_axis``: "auto" (OBJ/glTF/GLB are Y-up, PLY and .npz Z-up), "Y" or "Z" to force the file's
@@ -320,7 +320,7 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "auto") -> Mesh:
     concatenated in scene space (transforms applied) with a warning.
 
     Raises ``MeshError`` (message starts with the file name) when the file is missing, of an
-    unsupported type, unreadable, or fails ``check_mesh``.
+    unsupported type, unreadable, or fails ``check_mesh(mesh, max_faces)``.
     """
     path = Path(path)
     axis = str(up_axis).strip().upper()
@@ -334,12 +334,12 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "auto") -> Mesh:
 
     if suffix == ".npz":
         try:
-            mesh = read_wire_npz(path)
+            mesh = read_wire_npz(path, max_faces)
         except MeshError as e:
             raise MeshError(f"{path}: {e}") from e
         if axis == "Y":
             _y_up_to_z_up(mesh)
-            check_mesh(mesh)
+            check_mesh(mesh, max_faces)
         return mesh
 
     readers = {".obj": _read_obj, ".ply": _read_ply, ".glb": _read_gltf, ".gltf": _read_gltf}
@@ -353,7 +353,7 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "auto") -> Mesh:
     if y_up:
         _y_up_to_z_up(mesh)
     try:
-        check_mesh(mesh)
+        check_mesh(mesh, max_faces)
     except MeshError as e:
         raise MeshError(f"{path}: {e}") from e
     return mesh
