@@ -65,3 +65,15 @@ def test_prompt_over_the_token_limit_is_refused(tiny_model):
     check_prompt_length(str(tiny_model), "red and white stripes")
     with pytest.raises(ConfigError, match="too long: .* at most 77"):
         check_prompt_length(str(tiny_model), "stripes " * 80)
+
+
+def test_single_file_checkpoint_that_is_not_sd_says_so(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "not_sd.safetensors"
+    save_file({"foo.weight": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(ModelError, match="could not load the single-file checkpoint .*not_sd.safetensors"):
+        load_prior(str(path))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ModelError, match="not a checkpoint"):
+        load_prior(str(tmp_path / "notes.txt"))
