@@ -257,25 +257,28 @@ class TorchRasterizer:
 
         For each horizontally or vertically adjacent pixel pair (a, b) showing different
         triangles, the occluder o is the covered pixel with the smaller z/w (or the only covered
-        one) and q the other. The pair is a silhouette unless q shows a triangle that shares the
-        edge of o's triangle crossed by the segment o -> q (then the surface simply continues).
-        The crossing parameter t in [0, 1] along o -> q comes from o's screen-space edge function,
-        so it is differentiable w.r.t. the edge's vertex positions. Then, as in nvdiffrast, the
-        pixel on whose side the edge lies is blended: t >= 0.5 moves q towards o by t - 0.5,
-        t < 0.5 moves o towards q by 0.5 - t. The result is continuous in the vertex positions,
-        also when a pixel centre changes hands.
+        one) and q the other. Among the silhouette edges of o's triangle (boundary edges, and
+        edges between a front- and a back-facing triangle in this view), the first one whose line
+        the segment o -> q crosses gives the crossing parameter t in [0, 1], computed from o's
+        screen-space edge function and so differentiable w.r.t. the edge's vertex positions; if
+        none is crossed, the first edge crossed stands in (near a smooth silhouette the true
+        silhouette triangles are seen edge-on and cover no pixel centre). As
+        in nvdiffrast, the pixel on whose side the edge lies is blended: t >= 0.5 moves q
+        towards o by t - 0.5, t < 0.5 moves o towards q by 0.5 - t; and an edge is handled by
+        x neighbours if it is mostly vertical on screen, by y neighbours otherwise. The result is
+        continuous in the vertex positions, also when a pixel centre changes hands.
 
-        Approximations of nvdiffrast: silhouettes are decided per pixel pair from shared vertex
-        indices (nvdiffrast uses a topology hash and the edge's facing), so meshes with duplicated
-        vertices along seams get blends there; a pixel blended by several neighbours receives
-        the sum of their blends; gradients reach only the occluder's edge (as in nvdiffrast) and
-        the two colours.
+        Approximations of nvdiffrast: the topology is rebuilt on every call (no hash to reuse);
+        a pair is also skipped when q shows a triangle that contains the crossed edge (a
+        continuing surface, which guards inconsistently wound meshes); a pixel blended by
+        several neighbours receives the sum of their blends; gradients reach the occluder's
+        edge (as in nvdiffrast) and the two colours.
         """
         batch, height, width, channels = color.shape
         face, covered = _faces(rast)
         depth = rast[..., 2].detach()
-        xy = pos_clip[..., :2] / pos_clip[..., 3:4]  # [B,V,2] NDC
         tri_l = tri.long()
+        silhouette = _silhouette_edges(pos_clip.detach(), tri_l).reshape(batch * tri_l.shape[0], 3)
         flat = color.reshape(-1, channels)
         out = flat
         idx = torch.arange(batch * height * width, device=color.device).view(batch, height, width)
@@ -296,10 +299,11 @@ class TorchRasterizer:
 
             batch_o = o // (height * width)
             verts = tri_l[fo]  # [N,3]
-            corners = xy[batch_o.unsqueeze(-1), verts]  # [N,3,2]
+            corners = pos_clip[batch_o.unsqueeze(-1), verts]  # [N,3,4]
+            corners = corners[..., :2] / corners[..., 3:]  # NDC
             po = _pixel_xy(o, height, width)
             pq = _pixel_xy(q, height, width)
-            # Screen-space barycentric of vertex k, as the edge function of the opposite edge.
+            # Screen-space barycentric of vertex k, as the edge function of the opposite edge k.
             e_start, e_end = corners.roll(-1, dims=1), corners.roll(-2, dims=1)
             area = _cross2(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).unsqueeze(-1)
             bo = _cross2(e_end - e_start, po[:, None] - e_start) / area
@@ -307,13 +311,18 @@ class TorchRasterizer:
             crossing = bq < 0
             t_k = bo / (bo - bq).where(crossing, torch.ones_like(bq))
             t_k = t_k.where(crossing, torch.full_like(t_k, math.inf))
-            t, k = t_k.min(dim=-1)
-            # Interior edge when q's triangle holds both end vertices of the crossed edge.
-            edge = torch.stack([verts.roll(-1, 1), verts.roll(-2, 1)], dim=-1)  # [N,3,2]
-            edge = edge.gather(1, k.view(-1, 1, 1).expand(-1, 1, 2)).squeeze(1)  # [N,2]
-            q_verts = tri_l[fq]
-            shared = (edge.unsqueeze(-1) == q_verts.unsqueeze(1)).any(-1).all(-1) & cq
-            keep = torch.isfinite(t) & ~shared
+            # Prefer o's silhouette edges; failing those, the first edge crossed stands in for the
+            # silhouette of a neighbour too thin to cover a pixel centre (grazing triangles).
+            is_silhouette = silhouette[batch_o * tri_l.shape[0] + fo]
+            t_sil = t_k.where(is_silhouette, torch.full_like(t_k, math.inf))
+            has_sil = torch.isfinite(t_sil).any(-1, keepdim=True)
+            t, k = torch.where(has_sil, t_sil, t_k).min(dim=-1)
+            pick = k.view(-1, 1, 1).expand(-1, 1, 2)
+            edge = torch.stack([verts.roll(-1, 1), verts.roll(-2, 1)], dim=-1).gather(1, pick).squeeze(1)
+            continues = (edge.unsqueeze(-1) == tri_l[fq].unsqueeze(1)).any(-1).all(-1) & cq
+            direction = (e_end - e_start).gather(1, pick).squeeze(1).detach()
+            steep = (direction[:, 1] * height).abs() >= (direction[:, 0] * width).abs()
+            keep = torch.isfinite(t) & ~continues & (steep if axis == 2 else ~steep)
             o, q, t = o[keep], q[keep], t[keep].clamp(0, 1)
             far_side = t >= 0.5
             dst = torch.where(far_side, q, o)
@@ -321,6 +330,26 @@ class TorchRasterizer:
             alpha = torch.where(far_side, t - 0.5, 0.5 - t).unsqueeze(-1)
             out = out.index_add(0, dst, alpha * (flat[src] - flat[dst]))
         return out.reshape(batch, height, width, channels)
+
+
+def _silhouette_edges(pos_clip: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """[B,F,3] bool: is edge k (opposite vertex k) of each triangle a silhouette in each view?
+
+    Boundary and non-manifold edges always are; an edge with two triangles is when their screen
+    windings differ (one faces the camera, the other away)."""
+    num_vertices = pos_clip.shape[1]
+    ends = torch.stack([tri.roll(-1, 1), tri.roll(-2, 1)], dim=-1)  # [F,3,2]
+    key = ends.amin(-1) * num_vertices + ends.amax(-1)
+    _, edge_id = torch.unique(key.reshape(-1), return_inverse=True)
+    num_edges = int(edge_id.max()) + 1 if edge_id.numel() else 0
+    corners = pos_clip[:, tri]  # [B,F,3,4]
+    xy = corners[..., :2] / corners[..., 3:].clamp_min(1e-8)
+    facing = torch.sign(_cross2(xy[..., 1, :] - xy[..., 0, :], xy[..., 2, :] - xy[..., 0, :]))  # [B,F]
+    per_corner = facing.unsqueeze(-1).expand(-1, -1, 3).reshape(pos_clip.shape[0], -1)
+    winding_sum = torch.zeros(pos_clip.shape[0], num_edges, device=pos_clip.device).index_add_(1, edge_id, per_corner)
+    count = torch.zeros(num_edges, device=pos_clip.device).index_add_(0, edge_id, torch.ones_like(edge_id, dtype=torch.float32))
+    interior = (count == 2) & (winding_sum.abs() == 2)
+    return ~interior[:, edge_id].reshape(pos_clip.shape[0], *tri.shape)
 
 
 def _pixel_xy(flat_index: torch.Tensor, height: int, width: int) -> torch.Tensor:
