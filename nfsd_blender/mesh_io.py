@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import image_io
-
 GENERATED_UV_NAME = "NFSD_UV"
 SHAPE_KEY_NAME = "NFSD offsets"
 MATERIAL_PREFIX = "NFSD: "

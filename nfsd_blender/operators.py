@@ -271,13 +271,23 @@ classes = (NFSD_OT_texture_selected, NFSD_OT_continue, NFSD_OT_cancel, NFSD_OT_r
            NFSD_OT_test_connection, NFSD_OT_unload_model, NFSD_OT_start_backend, NFSD_OT_stop_backend)
 
 
+@bpy.app.handlers.persistent
+def cancel_jobs_of_closed_file(_file_path) -> None:
+    """Jobs find their objects by name: results must not land in another file that happens to
+    have an object of the same name."""
+    jobs.shutdown()
+
+
 def register() -> None:
     for cls in classes:
         bpy.utils.register_class(cls)
+    bpy.app.handlers.load_pre.append(cancel_jobs_of_closed_file)
     ensure_timer()
 
 
 def unregister() -> None:
+    if cancel_jobs_of_closed_file in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(cancel_jobs_of_closed_file)
     if bpy.app.timers.is_registered(timer_tick):
         bpy.app.timers.unregister(timer_tick)
     for cls in reversed(classes):

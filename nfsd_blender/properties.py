@@ -62,7 +62,8 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", default=500, min=1, soft_max=3000,
                        description="Optimization steps; time grows linearly with them")
     render_size: IntProperty(name="Render Size", default=512, min=32, max=1024, step=8,
-                             subtype="PIXEL", description="Side of each rendered view fed to the diffusion model (a multiple of 8)")
+                             subtype="PIXEL",
+                             description="Side of each rendered view fed to the diffusion model (a multiple of 8)")
     texture_size: IntProperty(name="Texture Size", default=1024, min=64, max=4096, step=64,
                               subtype="PIXEL", description="Side of the square texture image (a multiple of 64)")
     seed: IntProperty(name="Seed", default=0, min=0, max=2 ** 31 - 1,  # Blender ints are 32-bit signed

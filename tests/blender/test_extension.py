@@ -43,6 +43,9 @@ def test_register_and_unregister_twice(addon):
         assert hasattr(bpy.types, "NFSD_PT_main")
         assert bpy.ops.nfsd.texture_selected.get_rna_type().identifier == "NFSD_OT_texture_selected"
         assert PACKAGE in bpy.context.preferences.addons
+        # Handlers are added once per enable, not once per enable ever.
+        handlers = [h for h in bpy.app.handlers.load_pre if h.__name__ == "cancel_jobs_of_closed_file"]
+        assert len(handlers) == 1
 
 
 def test_the_quality_preset_sets_and_shows_its_values(addon, scene):

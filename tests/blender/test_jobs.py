@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import bpy
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import RecordingLayout, add_mesh
@@ -127,7 +128,8 @@ def test_continue_sends_the_current_texture_as_init_texture(addon, scene, fast_c
     assert sent["settings"]["texture_size"] == 64
     init = np.array(Image.open(io.BytesIO(sent["init_texture"])))
     # PNG rows are top first: the top row is the result's last row (blue), the bottom one red.
-    assert init.shape == (64, 64, 4) and tuple(init[0, 0]) == (0, 0, 255, 255) and tuple(init[-1, 0]) == (255, 0, 0, 255)
+    assert init.shape == (64, 64, 4)
+    assert tuple(init[0, 0]) == (0, 0, 255, 255) and tuple(init[-1, 0]) == (255, 0, 0, 255)
     assert len(obj.nfsd_runs) == 2
 
 
@@ -144,8 +146,63 @@ def test_panel_shows_progress_and_why_the_button_is_disabled(addon, scene, fast_
     while job.step < 2:
         addon.jobs.process_events()
         time.sleep(0.01)
+    assert addon.operators.timer_tick() == 0.2  # the pump runs often while a job is active
     layout = draw_panel(addon)
     progress = [entry for entry in layout.log if entry[0] == "progress"]
     assert progress and progress[0][2].startswith("Step ") and "ETA" in progress[0][2]
     assert ("operator", "nfsd.cancel") in layout.log
     assert ("label", f"'{obj.name}' is already being textured", "INFO") in layout.log
+
+
+def test_unload_model_runs_off_the_main_thread_and_reports_in_the_backend_line(addon, scene, prefs, fake_backend):
+    prefs.backend_url = fake_backend.url
+    assert bpy.ops.nfsd.unload_model() == {"FINISHED"}
+    deadline = time.monotonic() + 10
+    while not addon.jobs.backend_status()[1].startswith("Model unloaded") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake_backend.unloaded == 1
+    assert addon.jobs.backend_status() == (True, "Model unloaded: the backend's GPU memory is free")
+
+
+def test_a_remote_backend_is_refused_while_online_access_is_off(addon, scene, prefs):
+    assert bpy.app.online_access is False  # the bpy module's default, like Blender's first start
+    prefs.backend_url = "203.0.113.5:7870"
+    obj = add_mesh("cube")
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd),
+                                               addon.preferences.connection()))
+    assert job.state == "failed" and "online access is off" in job.error and "203.0.113.5" in job.error
+
+
+def test_preferences_draw_says_online_access_is_off(addon, prefs):
+    class Drawn:  # the preferences with a recording layout in place of Blender's
+        def __init__(self):
+            self.layout = RecordingLayout()
+
+        def __getattr__(self, name):
+            return getattr(prefs, name)
+
+    drawn = Drawn()
+    type(prefs).draw(drawn, bpy.context)
+    assert ("prop", "backend_url") in drawn.layout.log and ("operator", "nfsd.test_connection") in drawn.layout.log
+    assert ("operator", "nfsd.unload_model") in drawn.layout.log
+    assert any("Online access is off" in text for text in drawn.layout.texts())
+
+
+def test_the_local_backend_command(addon):
+    build = addon.local_backend.build_command
+    assert build("/envs/nfsd/bin/python", "localhost:7999/") == [
+        "/envs/nfsd/bin/python", "-m", "nfsd.cli", "serve", "--host", "localhost", "--port", "7999"]
+    assert build("nfsd serve --port 1234 --model '/my models/sd15'", "127.0.0.1:7870") == [
+        "nfsd", "serve", "--port", "1234", "--model", "/my models/sd15"]
+    with pytest.raises(addon.client.BackendError, match="not on this computer"):
+        build("nfsd serve", "http://192.168.1.20:7870")
+    with pytest.raises(addon.client.BackendError, match="Set the command"):
+        build("  ", "127.0.0.1:7870")
+
+
+def test_health_answers_become_one_readable_line(addon):
+    line = addon.jobs.describe_health({
+        "version": "0.1.0", "device": "cuda", "gpu_name": "NVIDIA H100", "gpu_free_bytes": 70 * 2 ** 30,
+        "model_loaded": None, "model_loading": None, "default_model": "/models/sd15/", "queue_length": 2})
+    assert line == "Connected (v0.1.0): model sd15 (loads with the first job), NVIDIA H100, 70.0 GB free, 2 queued"
+    assert "cpu, no GPU" in addon.jobs.describe_health({"device": "cpu", "model_loaded": "builtin"})
