@@ -22,7 +22,7 @@ import torch
 
 from . import guidance
 from .cameras import CameraConfig, sample_cameras
-from .engine import TextureConfig, TextureJob, _lighting_to, resolve_device, view_prompt
+from .engine import TextureConfig, TextureJob, resolve_device, view_prompt
 from .mesh import builtin_mesh, ensure_uvs, unit_sphere_transform
 from .renderer import get_rasterizer, random_lighting, render_views
 from .texture import make_texture
@@ -64,8 +64,7 @@ def time_naive(mesh, prior, config: TextureConfig, warmup: int, steps: int) -> l
         _sync(device)
         t0 = time.perf_counter()
         cams = sample_cameras(config.batch, gen, CameraConfig())
-        light = random_lighting(config.batch, gen)
-        light = _lighting_to(light, device)
+        light = random_lighting(config.batch, gen, eye=cams.eye).to(device)
         out = render_views(rasterizer, base, tri, uvs, texture(), cams.to(device), config.render_size, light)
         z = prior.encode(out.image)
         t = torch.randint(20, 980, (config.batch,), generator=gen).to(device)

@@ -284,7 +284,7 @@ class TextureJob:
             frac = (step - 1) / max(c.steps - 1, 1)
             t_max = c.t_max + (c.t_max_end - c.t_max) * frac
             cams = sample_cameras(c.batch, gen, cam_config)
-            light = random_lighting(c.batch, gen)
+            light = random_lighting(c.batch, gen, eye=cams.eye)
             t = torch.randint(int(c.t_min * num_t), max(int(t_max * num_t), int(c.t_min * num_t) + 1), (c.batch,), generator=gen)
             views = torch.tensor([word_index[w] for w in cams.view_words])
 
@@ -292,7 +292,7 @@ class TextureJob:
                 tex = texture()
             positions = base + offsets() if offsets is not None else base
             out = render_views(rasterizer, positions, triangles, uvs, tex, cams.to(device), c.render_size,
-                               _lighting_to(light, device))
+                               light.to(device))
             z = prior.encode(out.image)
             noise = torch.randn(z.shape, generator=gen).to(device=device, dtype=z.dtype)
             t_dev = t.to(device)
@@ -346,10 +346,6 @@ class TextureJob:
                   "model": prior.model_id, "guidance_scale": scale, "transform_center": transform.center.tolist(),
                   "transform_scale": float(transform.scale), "mesh_warnings": list(mesh.warnings)},
         )
-
-
-def _lighting_to(light, device):
-    return dataclasses.replace(light, **{f.name: getattr(light, f.name).to(device) for f in dataclasses.fields(light)})
 
 
 def texture_mesh(mesh, config: TextureConfig, prior: Prior | None = None,
