@@ -1,0 +1,180 @@
+"""Train the built-in prior: a small pixel-space text-to-texture diffusion model.
+
+    python -m nfsd.builtin.train_prior                     # the shipped weights (seed 0, CPU)
+    python -m nfsd.builtin.train_prior --steps 200 --out /tmp/prior   # a quick try
+
+A ``UNet2DConditionModel`` (32x32 RGB, epsilon prediction, 1000-step linear DDPM schedule) and a
+tiny ``CLIPTextModel`` are trained together from scratch on ``nfsd.builtin.dataset`` batches drawn
+on the fly. Captions carry view suffixes at random, 10% are the NFSD negative words on degraded
+images (so NFSD's ``e_0 - e_neg`` term points somewhere meaningful), and 12% are empty (condition
+dropout for classifier-free guidance). An EMA of the weights is what gets saved.
+
+The output folder is a diffusers Stable-Diffusion-layout folder without ``vae/``, which
+``nfsd.prior.load_prior`` reads as a pixel-space model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import dataset as ds
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+PRIOR_DIR = WEIGHTS_DIR / "prior"
+
+
+@dataclass
+class PriorTrainConfig:
+    """Model shape and optimisation settings (defaults: the shipped model)."""
+
+    steps: int = 1500
+    batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 200
+    ema_decay: float = 0.995
+    seed: int = 0
+    size: int = 32
+    block_out_channels: tuple[int, ...] = (16, 32, 64)
+    cross_attention_dim: int = 64
+    text_layers: int = 2
+    max_tokens: int = 32
+    threads: int = 1  # the shared 2-core machine: one thread wastes less on contention
+
+
+# Cross-attention only at 8x8 (and in the mid block): the prompts name global properties (pattern,
+# colours), and attention at 16x16 tripled the CPU step time for no visible gain.
+UNET_BLOCKS = dict(
+    down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+)
+
+
+def build_models(cfg: PriorTrainConfig):
+    """Fresh (tokenizer, text encoder, unet, scheduler) for ``cfg``; weights seeded by ``cfg.seed``."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..tiny import build_word_tokenizer
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = build_word_tokenizer(ds.vocabulary(), model_max_length=cfg.max_tokens)
+    d = cfg.cross_attention_dim
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=d, intermediate_size=4 * d, num_hidden_layers=cfg.text_layers,
+        num_attention_heads=4, max_position_embeddings=cfg.max_tokens, pad_token_id=0, bos_token_id=2,
+        eos_token_id=3,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=cfg.size, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=tuple(cfg.block_out_channels), cross_attention_dim=d, attention_head_dim=4,
+        norm_num_groups=8, **UNET_BLOCKS,
+    )
+    # Pixel space needs the full DDPM schedule: with SD's scaled-linear betas a 32x32 image keeps
+    # visible colour at t=999, so sampling from pure noise would start off the training distribution.
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                              prediction_type="epsilon", clip_sample=True)
+    return tokenizer, text_encoder, unet, scheduler
+
+
+def save_prior(out: Path, tokenizer, text_encoder, unet, scheduler, info: dict | None = None) -> Path:
+    """Write the diffusers folder (safetensors) that ``load_prior`` reads; returns ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+    tokenizer.save_pretrained(out / "tokenizer")
+    scheduler.save_pretrained(out / "scheduler")
+    (out / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+    }, indent=1) + "\n")
+    if info is not None:
+        (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    return out
+
+
+def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
+    """Train and save the prior to ``out``; returns a summary (final loss, wall time, steps)."""
+    torch.set_num_threads(cfg.threads)
+    tokenizer, text_encoder, unet, scheduler = build_models(cfg)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    log(f"unet {sum(p.numel() for p in unet.parameters())/1e6:.2f} M params, "
+        f"text encoder {sum(p.numel() for p in text_encoder.parameters())/1e6:.2f} M")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+
+    def lr_at(step):  # linear warmup, cosine decay to 5%
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    g = torch.Generator().manual_seed(cfg.seed)
+    alphas = scheduler.alphas_cumprod
+    data_cfg = ds.DatasetConfig(size=cfg.size)
+    t0, running, history = time.time(), None, []
+    for step in range(cfg.steps):
+        images, texts = ds.training_batch(cfg.batch, g, data_cfg)
+        x0 = images * 2 - 1
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=g)
+        a = alphas[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        ids = tokenizer(texts, padding="max_length", max_length=cfg.max_tokens, truncation=True,
+                        return_tensors="pt").input_ids
+        emb = text_encoder(ids).last_hidden_state
+        pred = unet(x_t, t, encoder_hidden_states=emb).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        # EMA warms up (decay grows with the step) so early weights are not frozen in.
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for src, dst in ((unet, ema_unet), (text_encoder, ema_text)):
+                for p, q in zip(src.parameters(), dst.parameters()):
+                    q.lerp_(p, 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 25 == 0 or step == cfg.steps - 1:
+            el = time.time() - t0
+            log(f"step {step}/{cfg.steps} loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} "
+                f"{el:.0f}s eta {el / (step + 1) * (cfg.steps - step - 1):.0f}s")
+            history.append((step, round(running, 5)))
+    wall = time.time() - t0
+    info = {"config": asdict(cfg), "final_loss_ema": running, "wall_seconds": round(wall, 1),
+            "loss_history": history, "torch": torch.__version__}
+    save_prior(out, tokenizer, ema_text, ema_unet, scheduler, info)
+    log(f"saved {out} after {wall:.0f}s, final loss {running:.4f}")
+    return info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nfsd.builtin.train_prior", description=__doc__.split("\n\n")[0])
+    defaults = PriorTrainConfig()
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch", type=int, default=defaults.batch)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument("--out", type=Path, default=PRIOR_DIR, help=f"output folder (default {PRIOR_DIR})")
+    args = parser.parse_args(argv)
+    cfg = PriorTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads)
+    train(cfg, args.out, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
