@@ -3,7 +3,7 @@
     nfsd texture MESH "PROMPT" --out DIR [options]   texture a mesh file
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
-    nfsd bench speed|quality|server [options]        benchmarks (print their figures)
+    nfsd bench speed|quality|server|renderer [...]   benchmarks (print their figures)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback.
 """
@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="where jobs are stored (default: ~/.cache/nfsd)")
     p.add_argument("--model", default="builtin", help="default model for jobs that name none")
 
-    p = sub.add_parser("bench", help="benchmarks: speed, quality, server")
-    p.add_argument("which", choices=("speed", "quality", "server"))
+    p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer")
+    p.add_argument("which", choices=("speed", "quality", "server", "renderer"))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
     return parser
 
@@ -164,6 +164,8 @@ def main(argv=None) -> int:
             rest = [a for a in args.rest if a != "--"]
             if args.which == "speed":
                 from .bench_speed import main as bench_main
+            elif args.which == "renderer":
+                from .bench_renderer import main as bench_main
             elif args.which == "quality":
                 from .builtin.quality import main as bench_main
             else:
