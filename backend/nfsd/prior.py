@@ -266,10 +266,13 @@ def _load_single_file(path: Path, model_id: str, device, dtype, config: str | No
     try:
         pipe = StableDiffusionPipeline.from_single_file(str(path), **kwargs)
     except Exception as exc:  # diffusers raises many kinds here; the reason is in the text
-        raise ModelError(
-            f"could not load the single-file checkpoint {path}: {exc}. Without internet access, also pass "
-            "the matching diffusers config folder (model_config / --model-config) so no config is fetched"
-        ) from exc
+        reason = str(exc).strip().rstrip(".")
+        if config:
+            hint = f"check that {config} is the diffusers version of this checkpoint's architecture"
+        else:
+            hint = ("without internet access, also pass the matching diffusers config folder "
+                    "(--model-config DIR) so no config is fetched")
+        raise ModelError(f"could not load the single-file checkpoint {path}: {reason}; {hint}") from exc
     return _assemble(model_id, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype)
 
 
