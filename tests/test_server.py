@@ -23,7 +23,7 @@ import uvicorn
 from PIL import Image
 
 from nfsd.errors import ConfigError
-from nfsd.server import ServerConfig, create_app, serve
+from nfsd.server import JobStatus, ServerConfig, create_app, serve
 from nfsd.tiny import build_tiny_model
 
 PROMPT = "red brick wall"
@@ -162,6 +162,7 @@ def test_job_runs_to_done_and_result_matches_mesh(server):
     assert s["state"] == "done", s
     assert (s["step"], s["total"], s["progress"]) == (10, 10, 1.0)
     assert s["error"] is None and s["has_result"] and s["settings"]["model"] == server.config.model
+    assert set(s) == set(JobStatus.model_fields) and JobStatus.model_validate(s).state == "done"
 
     z = np.load(io.BytesIO(c.get(f"/jobs/{job_id}/result").content), allow_pickle=False)
     mesh = cube()
@@ -441,3 +442,42 @@ def test_public_host_without_token_is_refused_at_start(tmp_path):
         serve(host="0.0.0.0", port=_free_port(), data_dir=tmp_path)
     ServerConfig(host="::1").check()  # loopback needs no token
     ServerConfig(host="0.0.0.0", token="t").check()
+
+
+def test_start_prunes_by_age_and_requeues_queued_jobs_in_order(tmp_path):
+    from nfsd.jobs import JobManager, JobRecord, JobStore, ManagerConfig
+
+    store = JobStore(tmp_path)
+    now = time.time()
+    old = JobRecord(id="a" * 32, seq=0, created=now - 50 * 86400, settings=dict(FAST), state="done",
+                    finished=now - 40 * 86400)
+    recent = JobRecord(id="b" * 32, seq=1, created=now - 60, settings=dict(FAST), state="failed", finished=now - 30)
+    queued = [JobRecord(id=c * 32, seq=seq, created=now, settings=dict(FAST, seed=seq)) for c, seq in (("d", 3), ("c", 2))]
+    for rec in [old, recent, *queued]:
+        store.create(rec, npz(**cube()), None)
+
+    started = []
+
+    class RecordingJob:  # stands in for the engine: records the order jobs run in
+        def __init__(self, job_id):
+            self.job_id = job_id
+
+        def run(self, on_progress):
+            started.append(self.job_id)
+            raise ConfigError("stop here")
+
+        def cancel(self):
+            pass
+
+    manager = JobManager(ManagerConfig(data_dir=tmp_path, max_age_days=30),
+                         make_job=lambda mesh, settings, init, cfg: RecordingJob(settings["seed"]))
+    manager.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert started == [2, 3]  # first in, first out, as before the restart
+        assert manager.get(old.id) is None and not store.dir(old.id).exists()
+        assert manager.get(recent.id).state == "failed"
+    finally:
+        manager.stop()

@@ -250,6 +250,7 @@ class JobManager:
         self._current_job = None
         self._cancel_requested: set[str] = set()
         self._dirty = False
+        self._preview_cache: tuple[str, bytes] | None = None  # (job id, PNG) of the latest snapshot
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -358,6 +359,8 @@ class JobManager:
             if rec.state == QUEUED:
                 self._queue.remove(job_id)
             del self._records[job_id]
+            if self._preview_cache is not None and self._preview_cache[0] == job_id:
+                self._preview_cache = None
             self.store.delete(job_id)
 
     def queue_length(self) -> int:
@@ -376,8 +379,20 @@ class JobManager:
                 return None
             return rec.settings.get("model") or self.config.default_model
 
-    def preview_path(self, job_id: str) -> Path:
-        return self.store.path(job_id, "preview.png")
+    def preview_cached(self, job_id: str) -> bytes | None:
+        """The latest preview PNG of ``job_id`` if it is the job that wrote the last one (no disk access)."""
+        cached = self._preview_cache
+        return cached[1] if cached is not None and cached[0] == job_id else None
+
+    def preview_bytes(self, job_id: str) -> bytes | None:
+        """The latest preview PNG of ``job_id`` or None. Read whole: the file may be replaced meanwhile."""
+        cached = self.preview_cached(job_id)
+        if cached is not None:
+            return cached
+        try:
+            return self.store.read_bytes(job_id, "preview.png")
+        except FileNotFoundError:
+            return None
 
     def result_path(self, job_id: str) -> Path:
         return self.store.path(job_id, "result.npz")
@@ -501,7 +516,9 @@ class JobManager:
 
     def _write_preview(self, rec: JobRecord, texture: np.ndarray, step: int) -> None:
         try:
-            self.store.write_file(rec.id, "preview.png", encode_png(texture), durable=False)
+            data = encode_png(texture)
+            self.store.write_file(rec.id, "preview.png", data, durable=False)
+            self._preview_cache = (rec.id, data)
             rec.preview_step = int(step)
         except OSError:
             log.exception("job %s: could not write its preview", rec.id)
@@ -518,6 +535,8 @@ class JobManager:
         for r in doomed:
             log.info("pruning job %s (%s)", r.id, r.state)
             self._records.pop(r.id, None)
+            if self._preview_cache is not None and self._preview_cache[0] == r.id:
+                self._preview_cache = None
             try:
                 self.store.delete(r.id)
             except OSError:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
@@ -211,15 +211,21 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-def _status(rec: JobRecord, position: int) -> JobStatus:
+def _status_dict(rec: JobRecord, position: int) -> dict:
+    """The ``JobStatus`` fields as a plain dict (status polls skip pydantic: they must stay cheap)."""
     hint = f"POST /jobs/{rec.id}/resubmit" if rec.state in (FAILED, CANCELLED, INTERRUPTED) else None
-    return JobStatus(
-        id=rec.id, state=rec.state, queue_position=position, step=rec.step, total=rec.total,
-        progress=rec.progress, eta_seconds=rec.eta_seconds, elapsed_seconds=rec.elapsed_seconds,
-        steps_per_second=rec.steps_per_second, loss=rec.loss, error=rec.error, created=rec.created,
-        started=rec.started, finished=rec.finished, settings=rec.settings, preview_step=rec.preview_step,
-        has_result=rec.state == DONE, resubmit_hint=hint, resubmitted_from=rec.resubmitted_from,
-    )
+    return {
+        "id": rec.id, "state": rec.state, "queue_position": position, "step": rec.step, "total": rec.total,
+        "progress": rec.progress, "eta_seconds": rec.eta_seconds, "elapsed_seconds": rec.elapsed_seconds,
+        "steps_per_second": rec.steps_per_second, "loss": rec.loss, "error": rec.error, "created": rec.created,
+        "started": rec.started, "finished": rec.finished, "settings": rec.settings,
+        "preview_step": rec.preview_step, "has_result": rec.state == DONE, "resubmit_hint": hint,
+        "resubmitted_from": rec.resubmitted_from,
+    }
+
+
+def _status(rec: JobRecord, position: int) -> JobStatus:
+    return JobStatus(**_status_dict(rec, position))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,18 +477,20 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @app.get("/jobs/{job_id}", response_model=JobStatus, dependencies=auth, summary="one job's status",
              responses={404: {"model": ErrorBody}})
     async def job_status(job_id: str) -> JobStatus:
-        return _status(*lookup(job_id))
+        return JSONResponse(_status_dict(*lookup(job_id)))  # same fields as JobStatus (tested), no re-validation
 
-    @app.get("/jobs/{job_id}/preview.png", dependencies=auth, response_class=FileResponse,
+    @app.get("/jobs/{job_id}/preview.png", dependencies=auth, response_class=Response,
              summary="latest texture snapshot (PNG, top row first)",
              responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}})
     async def preview(job_id: str):
         lookup(job_id)
-        path = manager.preview_path(job_id)
-        if not path.is_file():
+        data = manager.preview_cached(job_id)
+        if data is None:
+            data = await run_in_threadpool(manager.preview_bytes, job_id)
+        if data is None:
             raise HTTPException(404, f"job {job_id} has no preview yet (the first one comes a few seconds into "
                                      "the optimization)")
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-store"})
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/jobs/{job_id}/result", dependencies=auth, response_class=FileResponse,
              summary="the result .npz (texture, uvs, uvs_generated, offsets, meta)",

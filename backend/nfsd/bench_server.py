@@ -1,0 +1,263 @@
+"""``nfsd bench server``: does polling the server slow the job it runs?
+
+Starts ``nfsd serve`` in a subprocess on a free loopback port with a throw-away data dir, then runs the
+same job three times:
+
+1. alone (one status poll every 0.5 s, as the add-on does);
+2. under a burst of status polls (``GET /jobs/{id}``) from ``--clients`` other processes;
+3. under a burst of status and preview polls (``GET /jobs/{id}`` and ``GET /jobs/{id}/preview.png``
+   alternately).
+
+A burst is bounded: each client sends at most ``--requests`` requests, as fast as it gets answers, and
+stops when the job ends. Printed: the job's steps per second in each run (the engine's own measure over
+the whole optimization), the ratio to the job alone, and the p50 / p99 request latency. The model is the
+built-in one when its weights are installed, else a tiny random model (``--model`` picks another).
+Everything stops within ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+TARGET_RATIO = 0.95  # status polls may slow the job by at most 5%
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Http:
+    """A keep-alive HTTP/1.1 connection to the server (stdlib only, so clients stay light)."""
+
+    def __init__(self, port: int, timeout: float = 30.0):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        try:
+            self.conn.request(method, path, body=body, headers=headers or {})
+            r = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # uvicorn closes connections idle for 5 s; open a new one once.
+            self.conn.close()
+            self.conn.request(method, path, body=body, headers=headers or {})
+            r = self.conn.getresponse()
+        return r.status, r.read()
+
+    def json(self, method: str, path: str, **kw):
+        status, data = self.request(method, path, **kw)
+        if status >= 400:
+            raise RuntimeError(f"{method} {path} -> {status}: {data[:300]!r}")
+        return json.loads(data)
+
+    def close(self):
+        self.conn.close()
+
+
+def _burst_client(port: int, job_id: str, requests: int, with_preview: bool, deadline: float,
+                  rate: float) -> list[float]:
+    """One client process: up to ``requests`` polls, ``rate`` per second (0: back to back); returns latencies in s."""
+    http_ = _Http(port)
+    paths = [f"/jobs/{job_id}"] + ([f"/jobs/{job_id}/preview.png"] if with_preview else [])
+    latencies = []
+    next_at = time.perf_counter()
+    try:
+        for i in range(requests):
+            if time.time() > deadline:
+                break
+            if rate > 0:
+                next_at += 1.0 / rate
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+            path = paths[i % len(paths)]
+            t0 = time.perf_counter()
+            status, data = http_.request("GET", path)
+            latencies.append(time.perf_counter() - t0)
+            if path == paths[0] and status == 200 and json.loads(data)["state"] not in ("queued", "loading", "running"):
+                break
+    finally:
+        http_.close()
+    return latencies
+
+
+def _submit(http_: _Http, mesh_npz: bytes, settings: dict) -> str:
+    boundary = "nfsd-bench-" + uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n{json.dumps(settings)}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"mesh\"; filename=\"mesh.npz\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + mesh_npz + f"\r\n--{boundary}--\r\n".encode()
+    answer = http_.json("POST", "/jobs", body=body,
+                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return answer["id"]
+
+
+def _wait(http_: _Http, job_id: str, deadline: float, states=("done", "failed", "cancelled", "interrupted"),
+          interval: float = 0.5) -> dict:
+    while True:
+        s = http_.json("GET", f"/jobs/{job_id}")
+        if s["state"] in states:
+            return s
+        if time.time() > deadline:
+            raise TimeoutError(f"job {job_id} still {s['state']} at the benchmark's time limit (--timeout)")
+        time.sleep(interval)
+
+
+def _run_job(port: int, mesh_npz: bytes, settings: dict, deadline: float, clients: int = 0,
+             requests: int = 0, with_preview: bool = False, rate: float = 0.0) -> dict:
+    http_ = _Http(port)
+    try:
+        job_id = _submit(http_, mesh_npz, settings)
+        latencies: list[float] = []
+        burst_s = 0.0
+        if clients:
+            _wait(http_, job_id, deadline, states=("running", "done", "failed"), interval=0.02)
+            ctx = multiprocessing.get_context("spawn")
+            t0 = time.perf_counter()
+            with ctx.Pool(clients) as pool:
+                handles = [pool.apply_async(_burst_client, (port, job_id, requests, with_preview, deadline, rate))
+                           for _ in range(clients)]
+                for h in handles:
+                    latencies += h.get(timeout=max(1.0, deadline - time.time() + 5))
+            burst_s = time.perf_counter() - t0
+        status = _wait(http_, job_id, deadline)
+        if status["state"] != "done":
+            raise RuntimeError(f"benchmark job ended {status['state']}: {status['error']}")
+        return {"steps_per_second": status["steps_per_second"], "latencies": latencies, "burst_s": burst_s,
+                "elapsed_s": status["elapsed_seconds"]}
+    finally:
+        http_.close()
+
+
+def _pick_model(args, tmp: Path) -> str:
+    if args.model:
+        return args.model
+    from .prior import BUILTIN_DIR
+
+    if (BUILTIN_DIR / "unet").is_dir():
+        return "builtin"
+    from .tiny import build_tiny_model
+
+    return str(build_tiny_model(tmp / "tiny-model", prompt_words=(args.prompt,)))
+
+
+def _percentile_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1e3, q)) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="nfsd bench server", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model id or path (default: builtin if installed, else a tiny random one)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--prompt", default="red brick wall")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--render-size", type=int, default=64)
+    p.add_argument("--texture-size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--clients", type=int, default=2, help="polling processes during a burst")
+    p.add_argument("--requests", type=int, default=20000, help="most requests per client per burst")
+    p.add_argument("--rate", type=float, default=100.0,
+                   help="requests per second per client (0: back to back); the add-on polls about 2 per second")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each kind (medians are printed)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads in the server (0: torch's default)")
+    p.add_argument("--timeout", type=float, default=600.0, help="the whole benchmark stops after this many seconds")
+    args = p.parse_args(argv)
+    deadline = time.time() + args.timeout
+
+    from .mesh import builtin_mesh, write_wire_npz
+
+    buf = io.BytesIO()
+    write_wire_npz(builtin_mesh("sphere"), buf)
+    mesh_npz = buf.getvalue()
+
+    with tempfile.TemporaryDirectory(prefix="nfsd-bench-server-") as tmp_name:
+        tmp = Path(tmp_name)
+        model = _pick_model(args, tmp)
+        port = _free_port()
+        threads = f"import torch; torch.set_num_threads({args.threads}); " if args.threads else ""
+        code = (f"{threads}from nfsd.server import serve; serve(host='127.0.0.1', port={port}, "
+                f"data_dir={str(tmp / 'data')!r}, model={model!r}, device={args.device!r}, log_level='warning')")
+        package_parent = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        server = subprocess.Popen([sys.executable, "-c", code], env=env)
+        try:
+            http_ = _Http(port, timeout=10)
+            while True:
+                try:
+                    health = http_.json("GET", "/health")
+                    break
+                except OSError:
+                    if server.poll() is not None or time.time() > deadline:
+                        raise RuntimeError("the server did not start; see its output above") from None
+                    time.sleep(0.2)
+                    http_ = _Http(port, timeout=10)
+            settings = {"prompt": args.prompt, "steps": args.steps, "render_size": args.render_size,
+                        "texture_size": args.texture_size, "batch": args.batch}
+            # Warm-up: loads the model into the server's cache so no run below pays for it.
+            _run_job(port, mesh_npz, dict(settings, steps=min(10, args.steps)), deadline)
+            # Interleaved repeats: a shared machine's load drifts; medians of neighbours compare fairly.
+            runs: dict[str, list[dict]] = {"alone": [], "status": [], "mixed": []}
+            for _ in range(args.repeats):
+                runs["alone"].append(_run_job(port, mesh_npz, settings, deadline))
+                runs["status"].append(_run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
+                                               False, args.rate))
+                runs["mixed"].append(_run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
+                                              True, args.rate))
+        finally:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(5)
+
+    def rates(name):
+        return ", ".join(f"{r['steps_per_second']:.2f}" for r in runs[name])
+
+    def median_rate(name):
+        return float(np.median([r["steps_per_second"] for r in runs[name]]))
+
+    base = median_rate("alone")
+    print(f"server benchmark: model {model}, device {health['device']}"
+          f"{' (' + health['gpu_name'] + ')' if health.get('gpu_name') else ''}, {os.cpu_count()} CPUs, "
+          f"steps {args.steps}, render {args.render_size}, texture {args.texture_size}, batch {args.batch}, "
+          f"burst: {args.clients} clients x <= {args.requests} requests at "
+          f"{str(args.rate) + '/s each' if args.rate > 0 else 'full speed'}; median of {args.repeats} interleaved runs")
+    print(f"  job alone                                {base:8.2f} steps/s   "
+          f"(runs: {rates('alone')})")
+    verdict = None
+    for name, label in (("status", "status polls"), ("mixed", "status + preview polls")):
+        rate_ = median_rate(name)
+        ratio = rate_ / base if base else float("nan")
+        lat = [x for r in runs[name] for x in r["latencies"]]
+        burst_s = sum(r["burst_s"] for r in runs[name])
+        job_s = sum(r["elapsed_s"] for r in runs[name])
+        print(f"  job + burst of {label:<24s} {rate_:8.2f} steps/s   ratio {ratio:.3f}   "
+              f"(runs: {rates(name)})\n"
+              f"      {len(lat)} requests, {len(lat) / burst_s if burst_s else 0:.0f}/s during {burst_s:.1f} s of "
+              f"{job_s:.1f} s of jobs; latency p50 {_percentile_ms(lat, 50):.2f} ms, p99 {_percentile_ms(lat, 99):.2f} ms")
+        if name == "status":
+            verdict = ratio >= TARGET_RATIO
+    print(f"  target: status polls slow the job by at most {100 * (1 - TARGET_RATIO):.0f}%: "
+          f"{'met' if verdict else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
