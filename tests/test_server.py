@@ -135,6 +135,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 def config(tiny_model, data_dir, **kw) -> ServerConfig:
     kw.setdefault("preview_interval", 0.1)
+    kw.setdefault("torch_threads", 1)
     return ServerConfig(data_dir=data_dir, model=tiny_model, device="cpu", **kw)
 
 
@@ -389,7 +390,7 @@ def _free_port() -> int:
 def test_job_killed_mid_run_is_reported_interrupted(tiny_model, tmp_path):
     port = _free_port()
     code = (f"import torch; torch.set_num_threads(1); from nfsd.server import serve; "
-            f"serve(port={port}, data_dir={str(tmp_path)!r}, model={tiny_model!r}, device='cpu', log_level='warning')")
+            f"serve(port={port}, data_dir={str(tmp_path)!r}, model={tiny_model!r}, device='cpu', log_level='warning', torch_threads=1)")
     env = dict(os.environ, PYTHONPATH=str(BACKEND), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:

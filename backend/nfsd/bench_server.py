@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0,
                    help="requests per second per client (0: back to back); the add-on polls about 2 per second")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each kind (medians are printed)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads in the server (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads in the server's worker process (0: torch's default)")
     p.add_argument("--timeout", type=float, default=600.0, help="the whole benchmark stops after this many seconds")
     args = p.parse_args(argv)
     deadline = time.time() + args.timeout
@@ -188,13 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         model = _pick_model(args, tmp)
         port = _free_port()
-        threads = f"import torch; torch.set_num_threads({args.threads}); " if args.threads else ""
-        code = (f"{threads}from nfsd.server import serve; serve(host='127.0.0.1', port={port}, "
-                f"data_dir={str(tmp / 'data')!r}, model={model!r}, device={args.device!r}, log_level='warning')")
+        code = (f"from nfsd.server import serve; serve(host='127.0.0.1', port={port}, data_dir={str(tmp / 'data')!r}, "
+                f"model={model!r}, device={args.device!r}, log_level='warning', torch_threads={args.threads})")
         package_parent = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
-        if args.threads:
-            env["OMP_NUM_THREADS"] = str(args.threads)
         server = subprocess.Popen([sys.executable, "-c", code], env=env)
         try:
             http_ = _Http(port, timeout=10)

@@ -219,6 +219,7 @@ class ManagerConfig:
         max_age_days: remove finished jobs older than this (None: no age limit).
         status_interval: seconds between ``status.json`` writes while a job runs.
         preview_interval: seconds between preview snapshots while a job runs.
+        torch_threads: CPU threads of torch in the worker process (0: torch's default).
     """
 
     data_dir: Path
@@ -228,6 +229,7 @@ class ManagerConfig:
     max_age_days: float | None = 30.0
     status_interval: float = 0.5
     preview_interval: float = 2.0
+    torch_threads: int = 0
 
 
 class JobManager:
@@ -240,7 +242,13 @@ class JobManager:
     def __init__(self, config: ManagerConfig, make_job: Callable | None = None):
         self.config = config
         self.store = JobStore(config.data_dir)
+        # Jobs run in a child process (no GIL shared with the HTTP server, and a crash there cannot take
+        # the server down) unless a ``make_job`` factory is given: then in a thread here (tests' fakes).
+        self._isolated = make_job is None
         self._make_job = make_job or _make_texture_job
+        self._child: _Child | None = None
+        self._child_info: dict = {}
+        self._commands: collections.deque = collections.deque()
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._records: dict[str, JobRecord] = {}
@@ -284,6 +292,11 @@ class JobManager:
             if self._current_job is not None:
                 self._current_job.cancel()
             self._wake.notify_all()
+        for t in self._threads[:1]:
+            t.join(timeout)
+        if self._child is not None:
+            self._child.close()
+            self._child = None
         for t in self._threads:
             t.join(timeout)
         self._threads = []
@@ -401,10 +414,17 @@ class JobManager:
     def _worker_loop(self) -> None:
         while not self._stopping.is_set():
             with self._lock:
-                while not self._queue and not self._stopping.is_set():
+                while not self._queue and not self._commands and not self._stopping.is_set():
                     self._wake.wait(1.0)
                 if self._stopping.is_set():
                     return
+                command = self._commands.popleft() if self._commands else None
+            if command is not None:
+                self._run_command(*command)
+                continue
+            with self._lock:
+                if not self._queue:
+                    continue
                 job_id = self._queue.popleft()
                 rec = self._records[job_id]
                 rec.state, rec.started, rec.progress = LOADING, time.time(), 0.0
@@ -421,6 +441,12 @@ class JobManager:
                     self._prune()
 
     def _run(self, rec: JobRecord) -> None:
+        if self._isolated:
+            self._run_in_child(rec)
+        else:
+            self._run_here(rec)
+
+    def _run_here(self, rec: JobRecord) -> None:
         try:
             mesh_npz = self.store.read_bytes(rec.id, "mesh.npz")
             init_png = self.store.read_bytes(rec.id, "init_texture.png") if rec.has_init_texture else None
@@ -466,6 +492,111 @@ class JobManager:
         if rate:
             rec.steps_per_second = float(rate)
         self._finish(rec, DONE, None)
+
+    # -- the worker process -------------------------------------------------------------------------
+    def _ensure_child(self) -> "_Child":
+        if self._child is None or not self._child.process.is_alive():
+            if self._child is not None:
+                self._child.close()
+            self._child = _Child(self.config)
+        return self._child
+
+    def _run_in_child(self, rec: JobRecord) -> None:
+        child = self._ensure_child()
+        child.send(("run", rec.id, str(self.store.dir(rec.id)), rec.settings, rec.has_init_texture))
+        with self._lock:
+            self._current_job = child
+            if rec.id in self._cancel_requested or self._stopping.is_set():
+                child.cancel()
+        while True:
+            msg = child.recv()
+            if msg is None:  # the process died: CUDA fatal error, killed for memory, segfault...
+                code = child.exitcode()
+                self._child = None
+                if self._stopping.is_set():
+                    self._finish(rec, INTERRUPTED, f"the server stopped while this job ran (step {rec.step} of "
+                                                   f"{rec.total}); re-submit it with POST /jobs/{rec.id}/resubmit")
+                else:
+                    log.error("job %s: the worker process exited (code %s)", rec.id, code)
+                    self._finish(rec, FAILED, f"the worker process stopped unexpectedly (exit code {code}); if the "
+                                              f"machine ran out of memory, {OOM_HINT.split(': ', 1)[1]}")
+                return
+            kind = msg[0]
+            if kind == "progress":
+                self._on_progress(rec, _ChildProgress(*msg[1:]))
+            elif kind == "preview":
+                self._store_preview(rec, msg[2], msg[1])
+            elif kind == "info":
+                self._child_info = msg[1]
+            elif kind == "end":
+                outcome, payload = msg[1], msg[2]
+                break
+        if outcome == "failed":
+            self._finish(rec, FAILED, payload["error"])
+        elif outcome == "cancelled":
+            state = INTERRUPTED if self._stopping.is_set() and rec.id not in self._cancel_requested else CANCELLED
+            msg_ = (f"the server stopped while this job ran (step {rec.step} of {rec.total}); re-submit it with "
+                    f"POST /jobs/{rec.id}/resubmit") if state == INTERRUPTED else None
+            self._finish(rec, state, msg_)
+        else:
+            rec.step, rec.progress = int(payload["steps_done"]), 1.0
+            if payload.get("steps_per_s"):
+                rec.steps_per_second = float(payload["steps_per_s"])
+            self._finish(rec, DONE, None)
+
+    def _run_command(self, name: str, done: threading.Event, box: list) -> None:
+        """A command for the worker process while no job runs (only ``unload`` so far)."""
+        try:
+            if not self._isolated:
+                from .prior import unload_all
+
+                box.append(unload_all())
+                return
+            if self._child is None or not self._child.process.is_alive():
+                box.append(False)  # no process, no model
+                return
+            self._child.send(("unload",))
+            while True:
+                msg = self._child.recv()
+                if msg is None:
+                    self._child = None
+                    box.append(False)
+                    return
+                if msg[0] == "info":
+                    self._child_info = msg[1]
+                elif msg[0] == "unloaded":
+                    box.append(bool(msg[1]))
+                    return
+        except Exception as exc:
+            box.append(exc)
+        finally:
+            done.set()
+
+    def unload_model(self, timeout: float = 60.0) -> bool:
+        """Free the cached model in the worker; False when none was loaded. ValueError while a job runs."""
+        done, box = threading.Event(), []
+        with self._lock:
+            if self._current_id is not None:
+                raise ValueError("a job is running and uses the model; cancel it or wait, then unload")
+            self._commands.append(("unload", done, box))
+            self._wake.notify_all()
+        if not done.wait(timeout):
+            raise TimeoutError("the worker did not answer the unload request in time")
+        if isinstance(box[0], Exception):
+            raise box[0]
+        return box[0]
+
+    def device_and_models(self) -> dict:
+        """``{"device", "gpu_name", "gpu_free_bytes", "models": [...]}`` as the worker last reported them."""
+        if not self._isolated:
+            from .engine import device_info
+            from .prior import loaded_models
+
+            return dict(device_info(), models=loaded_models())
+        info = dict(self._child_info)
+        if not info:
+            info = {"device": _guess_device(self.config.device), "gpu_name": None, "gpu_free_bytes": None, "models": []}
+        return info
 
     def _on_progress(self, rec: JobRecord, p) -> None:
         # Runs on the worker thread at every step: attribute stores only, no I/O, no locks.
@@ -515,8 +646,10 @@ class JobManager:
                 log.exception("job monitor: could not write status or preview")
 
     def _write_preview(self, rec: JobRecord, texture: np.ndarray, step: int) -> None:
+        self._store_preview(rec, encode_png(texture), step)
+
+    def _store_preview(self, rec: JobRecord, data: bytes, step: int) -> None:
         try:
-            data = encode_png(texture)
             self.store.write_file(rec.id, "preview.png", data, durable=False)
             self._preview_cache = (rec.id, data)
             rec.preview_step = int(step)
@@ -585,3 +718,178 @@ def job_config_dict(settings: dict, default_model: str, device: str) -> dict:
     d["model"] = d.get("model") or default_model
     d["device"] = device
     return d
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker process
+
+@dataclass
+class _ChildProgress:
+    phase: str
+    step: int
+    total: int
+    loss: float | None
+    elapsed: float
+    eta: float | None
+    fraction: float
+
+
+def _guess_device(device: str) -> str:
+    if device != "auto":
+        return "cuda" if device.startswith("cuda") else device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _Child:
+    """The worker process and the parent's end of its pipe. ``recv`` returns None once the process is gone."""
+
+    def __init__(self, config: ManagerConfig):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or threads
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_child_main, name="nfsd-gpu-worker",
+            args=(child_conn, config.default_model, config.device, config.preview_interval, config.torch_threads),
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+        self._send_lock = threading.Lock()
+
+    def send(self, msg) -> None:
+        try:
+            with self._send_lock:
+                self.conn.send(msg)
+        except (OSError, ValueError):
+            pass  # the process is gone; recv() reports it
+
+    def recv(self):
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return None
+
+    def cancel(self) -> None:
+        self.send(("cancel",))
+
+    def snapshot(self):
+        return None  # previews arrive as messages
+
+    def exitcode(self):
+        self.process.join(2.0)
+        return self.process.exitcode
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.send(("exit",))
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5.0)
+        self.conn.close()
+
+
+def _child_info() -> dict:
+    from .engine import device_info
+    from .prior import loaded_models
+
+    return dict(device_info(), models=loaded_models())
+
+
+def _child_main(conn, default_model: str, device: str, preview_interval: float, torch_threads: int) -> None:
+    """Entry point of the worker process: runs one job at a time as the parent asks; exits with the parent."""
+    import torch
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    send_lock = threading.Lock()
+    state: dict = {"job": None, "cancel": False}
+
+    def send(msg) -> None:
+        with send_lock:
+            conn.send(msg)
+
+    config = ManagerConfig(data_dir=Path("."), default_model=default_model, device=device,
+                           preview_interval=preview_interval)
+    send(("info", _child_info()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # the server is gone: never outlive it
+        if msg[0] == "run":
+            state["job"], state["cancel"] = None, False
+            threading.Thread(target=_child_run, args=(send, state, config, *msg[1:]), daemon=True).start()
+        elif msg[0] == "cancel":
+            state["cancel"] = True
+            if state["job"] is not None:
+                state["job"].cancel()
+        elif msg[0] == "unload":
+            from .prior import unload_all
+
+            had = unload_all()
+            send(("info", _child_info()))
+            send(("unloaded", had))
+        elif msg[0] == "exit":
+            if state["job"] is not None:
+                state["job"].cancel()
+            return
+
+
+def _child_run(send, state: dict, config: ManagerConfig, job_id: str, job_dir: str, settings: dict,
+               has_init: bool) -> None:
+    folder = Path(job_dir)
+    finished = threading.Event()
+    try:
+        init_png = (folder / "init_texture.png").read_bytes() if has_init else None
+        job = _make_texture_job((folder / "mesh.npz").read_bytes(), settings, init_png, config)
+        state["job"] = job
+        if state["cancel"]:
+            job.cancel()
+        last = {"step": -1, "value": 0}
+
+        def on_progress(p) -> None:
+            last["value"] = p.step
+            send(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction))
+
+        def previews() -> None:
+            while not finished.wait(config.preview_interval):
+                step = last["value"]
+                if step != last["step"]:
+                    snap = job.snapshot()
+                    if snap is not None:
+                        send(("preview", step, encode_png(snap)))
+                        last["step"] = step
+
+        threading.Thread(target=previews, daemon=True).start()
+        result = job.run(on_progress)
+        finished.set()
+        send(("preview", int(result.steps_done), encode_png(np.asarray(result.texture))))
+        if result.cancelled:
+            outcome = ("cancelled", {"steps_done": int(result.steps_done)})
+        else:
+            atomic_write(folder / "result.npz", result_npz(result, job_id))
+            outcome = ("done", {"steps_done": int(result.steps_done),
+                                "steps_per_s": float(result.timings.get("steps_per_s") or 0.0)})
+    except NfsdError as exc:
+        if isinstance(exc, OutOfMemory):
+            _free_gpu_memory()
+        outcome = ("failed", {"error": str(exc)})
+    except Exception as exc:
+        if _is_cuda_oom(exc):
+            _free_gpu_memory()
+            outcome = ("failed", {"error": f"{OOM_HINT} ({str(exc).splitlines()[0] if str(exc) else 'OOM'})"})
+        else:
+            log.exception("job %s failed", job_id)
+            outcome = ("failed", {"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        finished.set()
+        state["job"] = None
+    try:
+        send(("info", _child_info()))
+    except Exception:
+        log.exception("could not report device info")
+    send(("end", *outcome))

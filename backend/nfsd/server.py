@@ -65,6 +65,7 @@ class ServerConfig:
         max_age_days: finished jobs older than this are pruned (None: never by age).
         max_upload_bytes: largest accepted ``POST /jobs`` body (413 beyond).
         max_faces: largest accepted mesh, in triangles (422 beyond).
+        torch_threads: CPU threads of torch in the worker process (0: torch's default).
     """
 
     host: str = "127.0.0.1"
@@ -79,6 +80,7 @@ class ServerConfig:
     max_faces: int = MAX_FACES
     preview_interval: float = 2.0
     status_interval: float = 0.5
+    torch_threads: int = 0
 
     def check(self) -> None:
         """Raise ``ConfigError`` for a configuration that must not start (e.g. a public host with no token)."""
@@ -336,11 +338,14 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
     config.check()
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
-    manager = JobManager(ManagerConfig(
-        data_dir=data_dir, default_model=config.model, device=config.device, max_finished=config.max_jobs,
-        max_age_days=config.max_age_days, status_interval=config.status_interval,
-        preview_interval=config.preview_interval,
-    ))
+    try:
+        manager = JobManager(ManagerConfig(
+            data_dir=data_dir, default_model=config.model, device=config.device, max_finished=config.max_jobs,
+            max_age_days=config.max_age_days, status_interval=config.status_interval,
+            preview_interval=config.preview_interval, torch_threads=config.torch_threads,
+        ))
+    except OSError as exc:
+        raise ConfigError(f"cannot use the data dir {data_dir} ({exc}); pass a writable folder with --data-dir") from exc
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -397,12 +402,13 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @app.get("/health", response_model=Health, summary="server, device and queue status (no token needed)")
     async def health() -> Health:
-        from .prior import loaded_models
-
-        info = await run_in_threadpool(_device_info)
+        info = manager.device_and_models()
         loading = manager.loading_model()
-        # The prior cache's lock is held for the whole of a model load: never wait on it then.
-        loaded = [] if loading else await run_in_threadpool(loaded_models)
+        running = manager.running_id()
+        loaded = [] if loading else info.get("models") or []
+        if running and not loading:  # the worker reports its cache between jobs; a running job holds its model
+            rec = manager.get(running)
+            loaded = [rec.settings.get("model") or config.model] if rec else loaded
         return Health(
             version=__version__, device=info.get("device", "unknown"), gpu_name=info.get("gpu_name"),
             gpu_free_bytes=info.get("gpu_free_bytes"), model_loaded=loaded[0] if loaded else None,
@@ -544,31 +550,20 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @app.post("/model/unload", response_model=Unloaded, dependencies=auth,
               summary="free the cached model (after the running job, if any, it is loaded again)")
     async def unload() -> Unloaded:
-        from .prior import unload_all
-
-        if manager.running_id() is not None:
-            raise HTTPException(409, "a job is running and uses the model; cancel it or wait, then unload")
-        return Unloaded(unloaded=await run_in_threadpool(unload_all))
+        try:
+            return Unloaded(unloaded=await run_in_threadpool(manager.unload_model))
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except TimeoutError as exc:
+            raise HTTPException(503, str(exc)) from None
 
     return app
 
 
-def _device_info() -> dict:
-    try:
-        from .engine import device_info
-    except ImportError:
-        import torch
-
-        if torch.cuda.is_available():
-            free, _ = torch.cuda.mem_get_info()
-            return {"device": "cuda", "gpu_name": torch.cuda.get_device_name(), "gpu_free_bytes": int(free)}
-        return {"device": "cpu", "gpu_name": None, "gpu_free_bytes": None}
-    return device_info()
-
-
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
           data_dir: str | Path | None = None, model: str = "builtin", max_jobs: int = 50,
-          max_age_days: float | None = 30.0, device: str = "auto", log_level: str = "info") -> None:
+          max_age_days: float | None = 30.0, device: str = "auto", log_level: str = "info",
+          torch_threads: int = 0) -> None:
     """Run the server until interrupted (what ``nfsd serve`` calls).
 
     Raises:
@@ -577,7 +572,8 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None =
     import uvicorn
 
     config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None,
-                          model=model, device=device, max_jobs=max_jobs, max_age_days=max_age_days)
+                          model=model, device=device, max_jobs=max_jobs, max_age_days=max_age_days,
+                          torch_threads=torch_threads)
     app = create_app(config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
