@@ -327,6 +327,28 @@ def test_failed_model_load_fails_the_job_and_the_next_job_runs(server, tiny_mode
     assert wait_for(c, good)["state"] == "done"
 
 
+def test_model_stays_loaded_between_jobs_until_unloaded(server):
+    c = server.client
+    assert wait_for(c, submit(c, cube(), FAST).json()["id"])["state"] == "done"
+    assert c.get("/health").json()["model_loaded"] == server.config.model
+    assert c.post("/model/unload").json() == {"unloaded": True}
+    assert c.get("/health").json()["model_loaded"] is None
+    assert c.post("/model/unload").json() == {"unloaded": False}
+
+
+def test_worker_process_that_dies_fails_its_job_and_the_next_job_runs(server):
+    c = server.client
+    job_id = submit(c, cube(), dict(FAST, steps=10000)).json()["id"]
+    wait_for(c, job_id, states=("running",), min_step=5)
+    worker = server.server.config.app.state.manager._child.process  # the spawned worker process
+    os.kill(worker.pid, signal.SIGKILL)
+    s = wait_for(c, job_id)
+    assert s["state"] == "failed" and "worker process stopped unexpectedly" in s["error"]
+    assert c.get("/health").status_code == 200
+    nxt = submit(c, cube(), FAST).json()["id"]
+    assert wait_for(c, nxt)["state"] == "done"
+
+
 def test_out_of_memory_fails_the_job_with_the_setting_to_lower(tiny_model, tmp_path):
     from nfsd.jobs import JobManager, ManagerConfig, _make_texture_job
 

@@ -279,6 +279,8 @@ class JobManager:
                 self._seq = max(self._seq, rec.seq + 1)
             self._prune()
         self._stopping.clear()
+        if self._isolated:
+            self._ensure_child()  # start-up (imports, CUDA init) overlaps with the server's own
         self._threads = [
             threading.Thread(target=self._worker_loop, name="nfsd-gpu-worker", daemon=True),
             threading.Thread(target=self._monitor_loop, name="nfsd-job-monitor", daemon=True),
