@@ -102,3 +102,18 @@ def test_out_of_memory_names_the_setting_to_lower(tiny_model, monkeypatch):
     monkeypatch.setattr(prior, "predict_eps", oom)
     with pytest.raises(OutOfMemory, match="lower batch first, then render_size"):
         texture_mesh(small_mesh(), config(tiny_model), prior=prior)
+
+
+@pytest.mark.parametrize("mode", ["nfsd", "sds", "csd"])
+def test_every_rule_pulls_the_texture_towards_what_the_prior_wants(mode):
+    """With an exact prior (every prompt = one flat colour) the rules have a known fixed point."""
+    from nfsd.tiny import AnalyticPrior
+
+    cfg = TextureConfig(prompt="solid red", mode=mode, steps=40, render_size=32, texture_size=32, batch=2,
+                        device="cpu", lr=0.05)
+    result = texture_mesh(small_mesh(), cfg, prior=AnalyticPrior())
+    from nfsd.texture import uv_coverage
+
+    covered = uv_coverage(torch.from_numpy(small_mesh().uvs), 32).numpy()
+    r, g, b = (result.texture[covered].astype(float) / 255).mean(0)
+    assert r > g + 0.25 and r > b + 0.25, (mode, r, g, b)

@@ -167,3 +167,77 @@ def build_random_prior(arch: str = "tiny", device="cpu", dtype=None, seed: int =
 def build_tiny_model(path, prediction_type: str = "epsilon", seed: int = 0, prompt_words=()):
     """A tiny random Stable-Diffusion-layout model (~2 MB) for tests: see ``build_random_model``."""
     return build_random_model(path, "tiny", prediction_type, seed, prompt_words)
+
+
+COLOUR_WORDS = {
+    "red": (0.9, 0.1, 0.1), "green": (0.1, 0.7, 0.2), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.85, 0.1),
+    "white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05), "orange": (1.0, 0.5, 0.05), "purple": (0.5, 0.15, 0.65),
+}
+
+
+class AnalyticPrior:
+    """A prior whose every prompt means ONE image: a flat colour. Its noise prediction is exact.
+
+    For data concentrated on a single image ``x*`` the optimal denoiser is known in closed form:
+    ``eps(z_t, t) = (z_t - sqrt(a_t) x*) / sqrt(1 - a_t)``. So with this prior the distillation
+    rules have a known fixed point (the render equals ``x*``), which makes the whole loop (render,
+    encode, rule, optimizer) testable and lets benchmarks measure convergence without a trained
+    model. Pixel space, float32. The prompt's first colour word picks ``x*`` (``COLOUR_WORDS``);
+    the empty prompt means mid grey, the negative prompt (any prompt with no colour word) dark grey.
+
+    Implements the ``nfsd.prior.Prior`` interface the engine uses.
+    """
+
+    def __init__(self, image_size: int = 32, device="cpu"):
+        from diffusers import DDPMScheduler
+
+        sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+        self.model_id = "analytic"
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+        self.alphas_cumprod = sched.alphas_cumprod.to(self.device)
+        self.prediction_type = "epsilon"
+        self.latent_scale = 1.0
+        self.image_size = image_size
+        self.max_prompt_tokens = 77
+        self.vae = None
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    def tune(self, **kwargs) -> None:
+        pass
+
+    def check_prompt(self, text: str, what: str = "prompt", reserve: int = 0) -> None:
+        pass
+
+    def colour(self, prompt: str) -> tuple[float, float, float]:
+        if not prompt.strip():
+            return (0.5, 0.5, 0.5)
+        for word in re.findall(r"[a-z]+", prompt.lower()):
+            if word in COLOUR_WORDS:
+                return COLOUR_WORDS[word]
+        return (0.2, 0.2, 0.2)
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """``[N, 1, 3]``: the target colour of each prompt in [-1, 1]."""
+        return torch.tensor([[self.colour(p)] for p in prompts], device=self.device) * 2 - 1
+
+    def encode(self, images: torch.Tensor, generator=None) -> torch.Tensor:
+        if images.shape[-1] != self.image_size:
+            images = torch.nn.functional.interpolate(images, (self.image_size, self.image_size), mode="bilinear",
+                                                     align_corners=False, antialias=True)
+        return images.float() * 2 - 1
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return ((latents + 1) / 2).clamp(0, 1)
+
+    def add_noise(self, z, noise, t):
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return a.sqrt() * z + (1 - a).sqrt() * noise
+
+    def predict_eps(self, z_t, t, embeddings):
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        target = embeddings[:, 0, :].view(-1, 3, 1, 1)
+        return (z_t - a.sqrt() * target) / (1 - a).sqrt()
