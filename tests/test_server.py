@@ -153,6 +153,7 @@ def test_job_runs_to_done_and_result_matches_mesh(server):
     c = server.client
     health = c.get("/health").json()
     assert health["status"] == "ok" and health["device"] == "cpu" and health["auth_required"] is False
+    assert health["queue_length"] == 0 and health["running_job"] is None
 
     r = submit(c, cube(), dict(FAST, steps=10, seed=3), init=png())
     assert r.status_code == 202, r.text

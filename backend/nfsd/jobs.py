@@ -418,6 +418,7 @@ class JobManager:
             with self._lock:
                 while not self._queue and not self._commands and not self._stopping.is_set():
                     self._wake.wait(1.0)
+                    self._drain_child()
                 if self._stopping.is_set():
                     return
                 command = self._commands.popleft() if self._commands else None
@@ -503,6 +504,19 @@ class JobManager:
             self._child = _Child(self.config)
         return self._child
 
+    def _drain_child(self) -> None:
+        """Read what an idle worker sent (its device report after start-up) so /health is current."""
+        child = self._child
+        try:
+            while child is not None and child.conn.poll():
+                msg = child.recv()
+                if msg is None:
+                    break
+                if msg[0] == "info":
+                    self._child_info = msg[1]
+        except (OSError, EOFError):
+            pass
+
     def _run_in_child(self, rec: JobRecord) -> None:
         child = self._ensure_child()
         child.send(("run", rec.id, str(self.store.dir(rec.id)), rec.settings, rec.has_init_texture))
@@ -530,6 +544,8 @@ class JobManager:
                 self._store_preview(rec, msg[2], msg[1])
             elif kind == "info":
                 self._child_info = msg[1]
+            elif kind == "device":
+                self._child_info = dict(self._child_info, **msg[1])
             elif kind == "end":
                 outcome, payload = msg[1], msg[2]
                 break
@@ -858,7 +874,14 @@ def _child_run(send, state: dict, config: ManagerConfig, job_id: str, job_dir: s
             send(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction))
 
         def previews() -> None:
+            from .engine import device_info
+
+            ticks = 0
             while not finished.wait(config.preview_interval):
+                ticks += 1
+                if ticks * config.preview_interval >= 5.0:  # free GPU memory for /health, every ~5 s
+                    ticks = 0
+                    send(("device", device_info()))
                 step = last["value"]
                 if step != last["step"]:
                     snap = job.snapshot()
