@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="required to listen on a non-loopback address")
     p.add_argument("--data-dir", default=None, help="where jobs are stored (default: ~/.cache/nfsd)")
     p.add_argument("--model", default="builtin", help="default model for jobs that name none")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--max-jobs", type=int, default=50, help="finished jobs kept on disk (default: %(default)s)")
+    p.add_argument("--max-age-days", type=float, default=30.0, help="finished jobs older than this are pruned")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the worker (0: torch's default)")
 
     p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer")
     p.add_argument("which", choices=("speed", "quality", "server", "renderer"))
@@ -159,7 +163,9 @@ def main(argv=None) -> int:
         elif args.command == "serve":
             from .server import serve
 
-            serve(host=args.host, port=args.port, token=args.token, data_dir=args.data_dir, model=args.model)
+            serve(host=args.host, port=args.port, token=args.token, data_dir=args.data_dir, model=args.model,
+                  device=args.device, max_jobs=args.max_jobs, max_age_days=args.max_age_days,
+                  torch_threads=args.threads)
         elif args.command == "bench":
             rest = [a for a in args.rest if a != "--"]
             if args.which == "speed":
