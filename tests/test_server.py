@@ -190,6 +190,46 @@ def test_unwrapped_mesh_with_offsets_returns_uvs_and_per_vertex_offsets(server):
     assert z["offsets"].shape == (6, 3) and z["offsets"].dtype == np.float32
     # Offsets are bounded by offset_strength times the bounding-sphere radius (1 here).
     assert np.abs(z["offsets"]).max() <= 0.05 + 1e-5
+    # The UVs served during the run are the ones the result's texture is laid out on.
+    early = np.load(io.BytesIO(c.get(f"/jobs/{job_id}/uvs").content), allow_pickle=False)
+    np.testing.assert_array_equal(early["uvs"], z["uvs"])
+    assert bool(early["uvs_generated"])
+
+
+def test_uvs_of_an_unwrapped_mesh_are_served_while_it_runs_and_404_before(server):
+    c = server.client
+    blocker = submit(c, cube(), dict(FAST, steps=10000)).json()["id"]
+    wait_for(c, blocker, states=("running",))
+    job_id = submit(c, octahedron(), dict(FAST, steps=10000)).json()["id"]
+    queued = c.get(f"/jobs/{job_id}").json()
+    assert queued["state"] == "queued" and queued["has_uvs"] is False
+    r = c.get(f"/jobs/{job_id}/uvs")
+    assert r.status_code == 404 and "queued" in r.json()["detail"] and "has_uvs" in r.json()["detail"]
+
+    c.post(f"/jobs/{blocker}/cancel")
+    s = wait_for(c, job_id, states=("running",), min_step=1)
+    assert s["has_uvs"] is True
+    r = c.get(f"/jobs/{job_id}/uvs")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    z = np.load(io.BytesIO(r.content), allow_pickle=False)
+    uvs = z["uvs"]
+    assert uvs.shape == (8, 3, 2) and uvs.dtype == np.float32 and bool(z["uvs_generated"])
+    assert 0.0 <= uvs.min() and uvs.max() <= 1.0
+    # A real unwrap: every triangle gets a UV triangle of non-zero area.
+    e1, e2 = uvs[:, 1] - uvs[:, 0], uvs[:, 2] - uvs[:, 0]
+    assert (np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) > 1e-4).all()
+    c.post(f"/jobs/{job_id}/cancel")
+    assert wait_for(c, job_id)["state"] == "cancelled"
+    assert c.get(f"/jobs/{job_id}/uvs").content == r.content  # still served once the job has ended
+
+
+def test_uvs_of_a_mesh_with_its_own_uvs_are_those_uvs(server):
+    c = server.client
+    job_id = submit(c, cube(), FAST).json()["id"]
+    assert wait_for(c, job_id)["has_uvs"] is True
+    z = np.load(io.BytesIO(c.get(f"/jobs/{job_id}/uvs").content), allow_pickle=False)
+    np.testing.assert_array_equal(z["uvs"], cube()["uvs"])
+    assert not bool(z["uvs_generated"])
 
 
 def test_cancel_running_job_then_resubmit_and_delete(server):
@@ -458,7 +498,9 @@ def test_token_required_when_set(tiny_model, tmp_path):
         assert wrong.status_code == 401 and "token" in wrong.json()["detail"]
         assert bare.post("/model/unload", headers={"Authorization": "Basic s3cret"}).status_code == 401
         assert live.client.get("/jobs").status_code == 200  # the right token
-        assert submit(live.client, cube(), FAST).status_code == 202
+        job_id = submit(live.client, cube(), FAST).json()["id"]
+        assert bare.get(f"/jobs/{job_id}/uvs").status_code == 401
+        assert live.client.get(f"/jobs/{job_id}/uvs").status_code in (200, 404)  # 404 only while queued
 
 
 def test_public_host_without_token_is_refused_at_start(tmp_path):

@@ -6,6 +6,8 @@ Every job lives in ``DATA_DIR/jobs/<id>/``::
     settings.json      the validated settings (model resolved to the server's default when absent)
     init_texture.png   optional texture to continue from
     status.json        JobRecord.to_dict(), rewritten at most every ``status_interval`` seconds while running
+    uvs.npz            the per-corner UVs the texture is laid out on (``uvs_npz``), written as soon as the
+                       job's mesh is prepared (its UVs unwrapped if it had none), before the model loads
     preview.png        the latest texture snapshot (top row first, as PNG files are)
     result.npz         the result (docs/API.md), written once when the job is done
 
@@ -92,6 +94,32 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(img.convert("RGB"))[::-1])
 
 
+def uvs_npz(uvs: np.ndarray, generated: bool) -> bytes:
+    """Per-corner ``uvs`` float32 ``[F, 3, 2]`` -> the ``GET /jobs/{id}/uvs`` .npz bytes (docs/API.md):
+    ``uvs`` float32 ``[F, 3, 2]`` and ``uvs_generated`` bool scalar (True: the backend unwrapped)."""
+    uvs = np.asarray(uvs, dtype=np.float32)
+    if uvs.ndim != 3 or uvs.shape[1:] != (3, 2):
+        raise ValueError(f"uvs must be [F, 3, 2], got {list(uvs.shape)}")
+    buf = io.BytesIO()
+    np.savez(buf, uvs=uvs, uvs_generated=np.array(bool(generated)))
+    return buf.getvalue()
+
+
+def store_job_uvs(folder: Path, job) -> bool:
+    """Write ``uvs.npz`` for a constructed job (anything with a ``mesh`` holding ``uvs`` and
+    ``uvs_generated``, as ``nfsd.engine.TextureJob`` has) into its folder; False when it has none."""
+    mesh = getattr(job, "mesh", None)
+    uvs = getattr(mesh, "uvs", None)
+    if uvs is None:
+        return False
+    try:
+        atomic_write(Path(folder) / "uvs.npz", uvs_npz(uvs, bool(getattr(mesh, "uvs_generated", False))))
+    except OSError:  # only the early preview needs them; the result carries them again
+        log.exception("could not write the UVs to %s", folder)
+        return False
+    return True
+
+
 def result_npz(result, job_id: str) -> bytes:
     """A ``TextureResult`` -> the result .npz bytes of docs/API.md (``nfsd.outputs.result_npz``), meta with the job id."""
     from .outputs import report_dict, result_npz as encode
@@ -106,7 +134,7 @@ class JobRecord:
     """What the server knows about a job; ``status.json`` holds ``to_dict()``.
 
     Times are Unix seconds (``created``, ``started``, ``finished``) or durations in seconds.
-    ``seq`` orders jobs first-in first-out across restarts.
+    ``seq`` orders jobs first-in first-out across restarts. ``has_uvs``: ``uvs.npz`` exists.
     """
 
     id: str
@@ -126,6 +154,7 @@ class JobRecord:
     started: float | None = None
     finished: float | None = None
     has_init_texture: bool = False
+    has_uvs: bool = False
     resubmitted_from: str | None = None
 
     def to_dict(self) -> dict:
@@ -409,6 +438,13 @@ class JobManager:
         except FileNotFoundError:
             return None
 
+    def uvs_bytes(self, job_id: str) -> bytes | None:
+        """The ``uvs.npz`` of ``job_id`` (see :func:`uvs_npz`), or None while its UVs are not known."""
+        try:
+            return self.store.read_bytes(job_id, "uvs.npz")
+        except FileNotFoundError:
+            return None
+
     def result_path(self, job_id: str) -> Path:
         return self.store.path(job_id, "result.npz")
 
@@ -454,6 +490,7 @@ class JobManager:
             mesh_npz = self.store.read_bytes(rec.id, "mesh.npz")
             init_png = self.store.read_bytes(rec.id, "init_texture.png") if rec.has_init_texture else None
             job = self._make_job(mesh_npz, rec.settings, init_png, self.config)
+            self._note_uvs(rec, store_job_uvs(self.store.dir(rec.id), job))
             with self._lock:
                 self._current_job = job
                 cancelled_early = rec.id in self._cancel_requested or self._stopping.is_set()
@@ -542,6 +579,8 @@ class JobManager:
                 self._on_progress(rec, _ChildProgress(*msg[1:]))
             elif kind == "preview":
                 self._store_preview(rec, msg[2], msg[1])
+            elif kind == "uvs":
+                self._note_uvs(rec, True)
             elif kind == "info":
                 self._child_info = msg[1]
             elif kind == "device":
@@ -631,6 +670,11 @@ class JobManager:
                 rec.steps_per_second = (rec.total - rec.step) / p.eta
         rec.elapsed_seconds = float(p.elapsed)
         self._dirty = True
+
+    def _note_uvs(self, rec: JobRecord, stored: bool) -> None:
+        if stored:
+            rec.has_uvs = True
+            self._dirty = True
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         with self._lock:
@@ -864,6 +908,10 @@ def _child_run(send, state: dict, config: ManagerConfig, job_id: str, job_dir: s
     try:
         init_png = (folder / "init_texture.png").read_bytes() if has_init else None
         job = _make_texture_job((folder / "mesh.npz").read_bytes(), settings, init_png, config)
+        # The UVs are final once the job exists (unwrapped if the mesh had none): clients can lay the
+        # live preview on the mesh from now on, long before the result.
+        if store_job_uvs(folder, job):
+            send(("uvs",))
         state["job"] = job
         if state["cancel"]:
             job.cancel()

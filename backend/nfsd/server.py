@@ -179,6 +179,7 @@ class JobStatus(BaseModel):
     settings: dict
     preview_step: int | None = Field(..., description="step of the latest preview.png; None before the first")
     has_result: bool
+    has_uvs: bool = Field(..., description="GET /jobs/{id}/uvs is ready: the UVs the texture is laid out on")
     resubmit_hint: str | None = Field(..., description="how to run the job again when it failed, was cancelled or interrupted")
     resubmitted_from: str | None
 
@@ -221,7 +222,8 @@ def _status_dict(rec: JobRecord, position: int) -> dict:
         "progress": rec.progress, "eta_seconds": rec.eta_seconds, "elapsed_seconds": rec.elapsed_seconds,
         "steps_per_second": rec.steps_per_second, "loss": rec.loss, "error": rec.error, "created": rec.created,
         "started": rec.started, "finished": rec.finished, "settings": rec.settings,
-        "preview_step": rec.preview_step, "has_result": rec.state == DONE, "resubmit_hint": hint,
+        "preview_step": rec.preview_step, "has_result": rec.state == DONE, "has_uvs": rec.has_uvs,
+        "resubmit_hint": hint,
         "resubmitted_from": rec.resubmitted_from,
     }
 
@@ -497,6 +499,25 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             raise HTTPException(404, f"job {job_id} has no preview yet (the first one comes a few seconds into "
                                      "the optimization)")
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.get("/jobs/{job_id}/uvs", dependencies=auth, response_class=Response,
+             summary="the per-corner UVs the texture is laid out on (.npz: uvs, uvs_generated), known before "
+                     "the optimization starts",
+             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": ErrorBody}})
+    async def uvs(job_id: str):
+        rec, _ = lookup(job_id)
+        data = await run_in_threadpool(manager.uvs_bytes, job_id) if rec.has_uvs else None
+        if data is None:
+            if rec.state in (FAILED, CANCELLED, INTERRUPTED):
+                msg = f"job {job_id} is {rec.state} and its UVs were never known"
+                if rec.error:
+                    msg += f" (error: {rec.error})"
+            else:
+                msg = (f"job {job_id} is {rec.state}: its UVs are known once its mesh is prepared, when it "
+                       "leaves the queue; poll GET /jobs/{id} until has_uvs is true")
+            raise HTTPException(404, msg)
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="nfsd-{job_id}-uvs.npz"'})
 
     @app.get("/jobs/{job_id}/result", dependencies=auth, response_class=FileResponse,
              summary="the result .npz (texture, uvs, uvs_generated, offsets, meta)",
