@@ -147,6 +147,16 @@ class Client:
                 return None
             raise
 
+    def uvs(self, job_id: str) -> bytes | None:
+        """``GET /jobs/{id}/uvs``: the .npz of the UVs the texture is laid out on; None while they
+        are not known yet, or from a backend without this endpoint (404)."""
+        try:
+            return self._request("GET", f"/jobs/{job_id}/uvs", timeout=self.transfer_timeout)
+        except BackendError as error:
+            if error.status == 404:
+                return None
+            raise
+
     def result(self, job_id: str) -> bytes:
         """``GET /jobs/{id}/result``: the result .npz bytes."""
         return self._request("GET", f"/jobs/{job_id}/result", timeout=self.transfer_timeout)

@@ -88,6 +88,11 @@ class Job:
         self.image_name = ""
         self.material_name = ""
         self.previous_materials: list[str] | None = None
+        # A mesh sent without UVs: the backend's unwrap, fetched while the job runs, becomes the
+        # UV map "NFSD_UV" so the live preview can be shown on the mesh (the result reuses it).
+        self.preview_uv_map = ""
+        self._created_uv_map = False
+        self._pending_uvs: np.ndarray | None = None
         self._pending_result: bytes | None = None
 
     # -- main thread ---------------------------------------------------------------------------
@@ -144,6 +149,9 @@ class Job:
             self._take_status(payload)
         elif kind == "preview":
             self._apply_preview(payload)
+        elif kind == "uvs":
+            self._pending_uvs = payload
+            self._try_apply_uvs()
         elif kind == "result":
             self._pending_result = payload
             self.state = "done"
@@ -200,12 +208,43 @@ class Job:
             self.image_name = image.name
         image_io.set_image_pixels(image, pixels)
         self.previews += 1
-        # Without UVs of our own the preview's layout is unknown until the result brings the
-        # backend's UVs: the image updates (Image Editor) but is not put on the mesh yet.
-        if self.uv_map and obj.mode != "EDIT" and bpy.data.materials.get(self.material_name) is None:
-            material = mesh_io.texture_material(material_name(self.settings), image, self.uv_map)
+        self._show_preview(obj, image)
+
+    def _show_preview(self, obj, image) -> None:
+        """Put the preview material on ``obj`` once there is a UV map to lay ``image`` on: the one
+        sent, or for a mesh sent without UVs the backend's unwrap (until it arrives, the image
+        updates in the Image Editor only)."""
+        import bpy
+
+        uv_map = self.uv_map or self.preview_uv_map
+        if uv_map and obj.mode != "EDIT" and bpy.data.materials.get(self.material_name) is None:
+            material = mesh_io.texture_material(material_name(self.settings), image, uv_map)
             self.material_name = material.name
             self.previous_materials = mesh_io.assign_material(obj, material)
+
+    def _try_apply_uvs(self) -> None:
+        """Store the backend's UVs (``_pending_uvs``) as UV map "NFSD_UV", then show the preview."""
+        if self._pending_uvs is None:
+            return
+        obj = self._object()
+        if obj is None or obj.type != "MESH" or not self.active or self.state == "cancelling":
+            self._pending_uvs = None
+            return
+        if obj.mode == "EDIT":
+            return  # Edit Mode would overwrite the layer on exit: a later process_events call applies it
+        import bpy
+
+        uvs, self._pending_uvs = self._pending_uvs, None
+        existed = mesh_io.GENERATED_UV_NAME in obj.data.uv_layers
+        try:
+            layer = mesh_io.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, uvs)
+        except ValueError:
+            return  # the mesh was edited since it was sent: no preview on it; the result says why
+        self.preview_uv_map = layer.name
+        self._created_uv_map = not existed
+        image = bpy.data.images.get(self.image_name) if self.image_name else None
+        if image is not None:
+            self._show_preview(obj, image)
 
     def _try_apply_result(self) -> None:
         obj = self._object()
@@ -238,6 +277,11 @@ class Job:
         material = bpy.data.materials.get(self.material_name) if self.material_name else None
         if obj is not None and self.previous_materials is not None:
             mesh_io.restore_materials(obj, self.previous_materials)
+        if obj is not None and self._created_uv_map and obj.mode != "EDIT":
+            layer = obj.data.uv_layers.get(self.preview_uv_map)
+            if layer is not None:
+                obj.data.uv_layers.remove(layer)
+        self._created_uv_map, self.preview_uv_map, self._pending_uvs = False, "", None
         if material is not None and material.users == 0:
             bpy.data.materials.remove(material)
         image = bpy.data.images.get(self.image_name) if self.image_name else None
@@ -278,6 +322,7 @@ class Job:
         last_preview = time.monotonic()
         last_snapshot = None
         failures = 0
+        want_uvs = not self.uv_map  # set before the thread started, never changed: safe to read here
         while True:
             if self._cancel.is_set():
                 try:
@@ -312,6 +357,8 @@ class Job:
                 hint = status.get("resubmit_hint") or "press Texture Selected again"
                 self._post("error", f"The backend stopped while the job ran: {hint}")
                 return
+            if want_uvs and state in ("loading", "running"):
+                want_uvs = self._fetch_uvs(client, job_id, status)
             now = time.monotonic()
             # The backend says which step its snapshot is from: fetch each new one at most once.
             snapshot = status.get("preview_step", status.get("step"))
@@ -323,6 +370,24 @@ class Job:
                     last_snapshot = snapshot
                     self._post("preview", png)
             self._cancel.wait(self.connection.poll_interval)
+
+    def _fetch_uvs(self, client: Client, job_id: str, status: dict) -> bool:
+        """Fetch the backend's unwrap once it is known and post it; returns whether to try again."""
+        # A backend that does not report has_uvs predates GET /jobs/{id}/uvs: one try once running.
+        if not status.get("has_uvs", status.get("state") == "running"):
+            return True
+        try:
+            data = client.uvs(job_id)
+        except BackendError as error:
+            return error.kind == "unreachable"  # a missed poll; anything else: the result brings them
+        if data is None:  # 404 although announced (or an older backend): the result brings them
+            return False
+        try:
+            uvs, _generated = mesh_io.read_uvs(data)
+        except ValueError:
+            return False
+        self._post("uvs", uvs)
+        return False
 
 
 # -- naming -------------------------------------------------------------------------------------
@@ -389,6 +454,8 @@ def process_events(max_events: int = 50) -> bool:
                 break
             job._handle(kind, payload)
             changed = True
+        if job._pending_uvs is not None:
+            job._try_apply_uvs()
         if job._pending_result is not None:
             job._try_apply_result()
     if _backend.take_changed():

@@ -9,9 +9,11 @@ Wire format (docs/ARCHITECTURE.md), one ``.npz``:
 - ``world_matrix`` float32 ``[4, 4]`` object -> world, row-major, column vectors
 
 Result format: ``texture`` uint8 ``[H, W, 4]`` (row 0 = bottom), ``uvs`` float32 ``[F, 3, 2]``,
-``uvs_generated`` bool, optional ``offsets`` float32 ``[V, 3]``, ``meta`` JSON text.
+``uvs_generated`` bool, optional ``offsets`` float32 ``[V, 3]``, ``meta`` JSON text. The UVs alone
+(``GET /jobs/{id}/uvs``, known before the optimization starts): ``uvs`` and ``uvs_generated``.
 
-Everything here touches bpy data and runs on the main thread only.
+Everything here touches bpy data and runs on the main thread only, except the pure-numpy readers
+(:func:`read_result`, :func:`read_uvs`).
 """
 
 from __future__ import annotations
@@ -133,6 +135,23 @@ def read_result(data: bytes) -> Result:
             except ValueError:
                 meta = {}
     return Result(texture.astype(np.float32), uvs, generated, offsets, meta)
+
+
+def read_uvs(data: bytes) -> tuple[np.ndarray, bool]:
+    """Parse ``GET /jobs/{id}/uvs`` .npz bytes into ``(uvs float32 [F, 3, 2], uvs_generated)``;
+    ValueError with what is missing or malformed. numpy only: safe on a worker thread."""
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"the backend's UVs are not a readable .npz file ({error})") from None
+    with npz:
+        if "uvs" not in npz.files:
+            raise ValueError("the backend's UVs .npz lacks 'uvs'")
+        uvs = np.asarray(npz["uvs"], np.float32)
+        generated = bool(npz["uvs_generated"]) if "uvs_generated" in npz.files else False
+    if uvs.ndim != 3 or uvs.shape[1:] != (3, 2):
+        raise ValueError(f"the backend's UVs have shape {list(uvs.shape)}, expected [F, 3, 2]")
+    return uvs, generated
 
 
 def write_uv_map(obj, name: str, uvs: np.ndarray):
