@@ -76,16 +76,29 @@ class FakeBackend:
                 "total": job["total"], "eta_seconds": 2.0 * (job["total"] - job["step"]),
                 "elapsed_seconds": 1.0 * job["step"], "loss": 0.5 / (1 + job["step"]), "error": job["error"],
                 "created": 0.0, "settings": job["settings"], "progress": job["step"] / job["total"],
-                "resubmit_hint": None}
+                "has_uvs": job["state"] != "queued", "resubmit_hint": None}
+
+    def uvs(self, job: dict) -> tuple[np.ndarray, bool]:
+        """``(uvs [F, 3, 2], generated)`` of a job: the mesh's own, else a made-up unwrap in [0, 1]
+        where each vertex has one UV (no seams, so every Blender loop gets one value)."""
+        mesh = job["mesh"]
+        if "uvs" in mesh:
+            return mesh["uvs"].astype(np.float32), False
+        vertex = np.arange(mesh["positions"].shape[0], dtype=np.float32)
+        per_vertex = np.stack([(vertex * 0.37) % 1.0, (vertex * 0.61) % 1.0], axis=1)
+        return per_vertex[mesh["triangles"]].astype(np.float32), True
+
+    def _uvs_npz(self, job: dict) -> bytes:
+        uvs, generated = self.uvs(job)
+        buffer = io.BytesIO()
+        np.savez(buffer, uvs=uvs, uvs_generated=np.array(generated))
+        return buffer.getvalue()
 
     def _result(self, job: dict) -> bytes:
         mesh = job["mesh"]
         size = int(job["settings"].get("texture_size", 64))
-        faces = mesh["triangles"].shape[0]
-        generated = "uvs" not in mesh
-        uvs = mesh["uvs"] if not generated else np.tile(
-            np.array([[0, 0], [1, 0], [0, 1]], np.float32), (faces, 1, 1)) * 0.5
-        arrays = {"texture": result_texture(size), "uvs": uvs.astype(np.float32),
+        uvs, generated = self.uvs(job)
+        arrays = {"texture": result_texture(size), "uvs": uvs,
                   "uvs_generated": np.array(generated),
                   "meta": np.array(json.dumps({"prompt": job["settings"]["prompt"]}))}
         if job["settings"].get("offsets"):
@@ -143,6 +156,11 @@ class FakeBackend:
                         job["previews"] += 1
                         return self._send(200, preview_png(int(job["settings"].get("texture_size", 64))),
                                           "image/png")
+                    if parts[2] == "uvs":
+                        if job["state"] == "queued":
+                            return self._send(404, {"detail": "UVs not known yet"})
+                        job["uvs_requests"] += 1
+                        return self._send(200, backend._uvs_npz(job), "application/octet-stream")
                     if parts[2] == "result":
                         if job["state"] != "done":
                             return self._send(409, {"detail": "job not done"})
@@ -188,7 +206,7 @@ class FakeBackend:
                 job_id = uuid.uuid4().hex
                 with backend.lock:
                     backend.jobs[job_id] = {"id": job_id, "state": "queued", "step": 0, "total": backend.total_steps,
-                                            "error": None, "settings": settings, "mesh": mesh, "previews": 0,
+                                            "error": None, "settings": settings, "mesh": mesh, "previews": 0, "uvs_requests": 0,
                                             "init_texture": fields.get("init_texture")}
                 self._send(202, {"id": job_id})
 

@@ -73,6 +73,68 @@ def test_a_mesh_without_uvs_gets_nfsd_uv_and_offsets_a_shape_key(addon, scene, f
     assert len(obj.data.shape_keys.key_blocks["NFSD offsets"].data) == len(obj.data.vertices)
 
 
+def corner_uvs(obj, name: str) -> np.ndarray:
+    """The UV map ``name`` of ``obj`` at its loop triangles' corners: float32 [F, 3, 2]."""
+    mesh = obj.data
+    mesh.calc_loop_triangles()
+    loops = np.array([triangle.loops[:] for triangle in mesh.loop_triangles], np.int64)
+    per_loop = np.empty(len(mesh.loops) * 2, np.float32)
+    mesh.uv_layers[name].data.foreach_get("uv", per_loop)
+    return per_loop.reshape(-1, 2)[loops]
+
+
+def run_until_previewed(addon, job, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not (job.state == "running" and job.previews) and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        time.sleep(0.01)
+    assert job.state == "running" and job.previews, job.error
+
+
+def test_a_mesh_without_uvs_shows_the_live_preview_on_the_backends_unwrap(addon, scene, fast_connection,
+                                                                         fake_backend):
+    fake_backend.total_steps = 8
+    obj = add_mesh("sphere", uvs=False)
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection)
+    run_until_previewed(addon, job)
+    # During the run: the unwrap is the active UV map "NFSD_UV" and the preview material reads it.
+    assert job.active and obj.data.uv_layers.active.name == "NFSD_UV"
+    served, generated = fake_backend.uvs(fake_backend.jobs[job.job_id])
+    assert generated
+    np.testing.assert_allclose(corner_uvs(obj, "NFSD_UV"), served, atol=1e-6)
+    material = obj.material_slots[0].material
+    assert material.name == "NFSD: a weathered bronze statue"
+    assert material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
+    assert material.node_tree.nodes["NFSD Texture"].image.name == job.image_name
+
+    addon.jobs.wait(job)
+    assert job.state == "done", job.error
+    # The result reuses the map, the material and the image: one of each, and the UVs were fetched once.
+    assert [layer.name for layer in obj.data.uv_layers] == ["NFSD_UV"]
+    assert obj.nfsd_runs[0].uv_map == "NFSD_UV" and obj.nfsd_runs[0].material == material
+    assert [m.name for m in bpy.data.materials] == [material.name]
+    assert fake_backend.jobs[job.job_id]["uvs_requests"] == 1
+
+
+def test_a_mesh_with_its_own_uvs_never_asks_for_the_backends(addon, scene, fast_connection, fake_backend):
+    obj = add_mesh("cube")
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection))
+    assert job.state == "done" and [layer.name for layer in obj.data.uv_layers] == ["UVMap"]
+    assert fake_backend.jobs[job.job_id]["uvs_requests"] == 0
+
+
+def test_cancelling_a_mesh_without_uvs_removes_the_unwrap_it_got(addon, scene, fast_connection, fake_backend):
+    fake_backend.total_steps = 10_000
+    obj = add_mesh("cube", uvs=False)
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection)
+    run_until_previewed(addon, job)
+    assert "NFSD_UV" in obj.data.uv_layers and len(obj.material_slots) == 1
+    addon.jobs.cancel(obj.name)
+    addon.jobs.wait(job)
+    assert job.state == "cancelled"
+    assert len(obj.data.uv_layers) == 0 and len(obj.material_slots) == 0
+
+
 def test_cancel_stops_the_job_and_puts_the_old_material_back(addon, scene, fast_connection, fake_backend):
     fake_backend.total_steps = 10_000
     obj = add_mesh("cube")

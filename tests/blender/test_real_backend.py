@@ -85,6 +85,23 @@ def test_a_mesh_without_uvs_gets_nfsd_uv(addon, scene, connection):
     layer = obj.data.uv_layers["NFSD_UV"]
     assert obj.data.uv_layers.active == layer and len(layer.data) == len(obj.data.loops)
     assert obj.nfsd_runs[0].material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
+    assert len(obj.data.uv_layers) == 1  # the map made for the live preview, if any, was reused
+
+
+def test_the_live_preview_of_a_mesh_without_uvs_is_on_the_mesh_before_the_end(addon, scene, connection):
+    scene.nfsd.steps = 5000
+    obj = add_mesh("sphere", uvs=False)
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection)
+    deadline = time.monotonic() + 120
+    while not (job.previews and len(obj.material_slots)) and job.active and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        time.sleep(0.05)
+    assert job.state == "running" and job.previews, job.error
+    assert obj.data.uv_layers.active.name == "NFSD_UV" and job.preview_uv_map == "NFSD_UV"
+    assert obj.material_slots[0].material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
+    addon.jobs.cancel(obj.name)
+    addon.jobs.wait(job, timeout=60)
+    assert job.state == "cancelled" and len(obj.data.uv_layers) == 0
 
 
 def test_cancel_stops_a_running_job(addon, scene, connection):
