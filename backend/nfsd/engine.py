@@ -69,7 +69,7 @@ class TextureConfig:
     model_config: str | None = None       # diffusers config folder for single-file checkpoints
 
     LIMITS = {  # field: (min, max) inclusive
-        "steps": (1, 100_000), "texture_size": (16, 8192), "render_size": (16, 2048), "batch": (1, 64),
+        "steps": (1, 20_000), "texture_size": (16, 8192), "render_size": (16, 2048), "batch": (1, 64),
         "guidance_scale": (0.0, 1000.0), "offset_strength": (0.0, 0.5), "seed": (0, 2**32 - 1),
         "lr": (0.0, 10.0), "offset_lr": (0.0, 10.0), "t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
         "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000),
@@ -265,12 +265,12 @@ class TextureJob:
         # Prompt embeddings, once per run: one per view word, the negative prompt, the empty prompt.
         emb_views = prior.embed([view_prompt(c.prompt, w) for w in VIEW_WORDS])
         emb_neg, emb_empty = prior.embed([c.negative_prompt, ""]).unbind(0)
-        word_index = {w: i for i, w in enumerate(VIEW_WORDS)}
         rule, scale = guidance.get_rule(c.mode), c.scale()
 
-        gen = torch.Generator().manual_seed(c.seed)  # CPU generator: the same run on any device
-        cam_config = CameraConfig()
-        num_t = prior.num_train_timesteps
+        # Every random view of the run is drawn up front on the CPU (reproducible on any device) and
+        # moved to the device once: no host-device copy, hence no sync, inside the loop.
+        plan = _sample_plan(c, prior.num_train_timesteps, device)
+        noise_gen = torch.Generator(device).manual_seed(c.seed)
         losses: list[torch.Tensor] = []
         loss_values: list[float] = []
         timings["setup_s"] = time.perf_counter() - t_start - timings["load_model_s"]
@@ -281,24 +281,19 @@ class TextureJob:
             if self._cancel.is_set():
                 step -= 1
                 break
-            frac = (step - 1) / max(c.steps - 1, 1)
-            t_max = c.t_max + (c.t_max_end - c.t_max) * frac
-            cams = sample_cameras(c.batch, gen, cam_config)
-            light = random_lighting(c.batch, gen, eye=cams.eye)
-            t = torch.randint(int(c.t_min * num_t), max(int(t_max * num_t), int(c.t_min * num_t) + 1), (c.batch,), generator=gen)
-            views = torch.tensor([word_index[w] for w in cams.view_words])
+            views = slice((step - 1) * c.batch, step * c.batch)
+            cams, light = _take(plan["cameras"], views), _take(plan["lighting"], views)
+            t_dev, word = plan["t"][views], plan["word"][views]
 
             with self._lock:
                 tex = texture()
             positions = base + offsets() if offsets is not None else base
-            out = render_views(rasterizer, positions, triangles, uvs, tex, cams.to(device), c.render_size,
-                               light.to(device))
+            out = render_views(rasterizer, positions, triangles, uvs, tex, cams, c.render_size, light)
             z = prior.encode(out.image)
-            noise = torch.randn(z.shape, generator=gen).to(device=device, dtype=z.dtype)
-            t_dev = t.to(device)
+            noise = torch.randn(z.shape, generator=noise_gen, device=device, dtype=z.dtype)
             with torch.no_grad():
                 z_t = prior.add_noise(z.detach(), noise, t_dev)
-                emb = torch.cat([emb_views[views.to(device)], emb_neg.expand(c.batch, -1, -1),
+                emb = torch.cat([emb_views[word], emb_neg.expand(c.batch, -1, -1),
                                  emb_empty.expand(c.batch, -1, -1)])
                 e = prior.predict_eps(torch.cat([z_t] * 3), torch.cat([t_dev] * 3), emb)
                 e_y, e_neg, e_0 = e.chunk(3)
@@ -346,6 +341,29 @@ class TextureJob:
                   "model": prior.model_id, "guidance_scale": scale, "transform_center": transform.center.tolist(),
                   "transform_scale": float(transform.scale), "mesh_warnings": list(mesh.warnings)},
         )
+
+
+def _sample_plan(c: TextureConfig, num_t: int, device) -> dict:
+    """All random views of a run, ``steps * batch`` of them, on ``device``.
+
+    ``t`` is drawn per view from ``[t_min, t_max(step)]`` (fractions of the ``num_t``-step
+    schedule) with ``t_max`` annealed linearly from ``c.t_max`` to ``c.t_max_end`` over the run.
+    """
+    gen = torch.Generator().manual_seed(c.seed)
+    n = c.steps * c.batch
+    cams = sample_cameras(n, gen, CameraConfig())
+    light = random_lighting(n, gen, eye=cams.eye)
+    frac = torch.arange(c.steps, dtype=torch.float64).repeat_interleave(c.batch) / max(c.steps - 1, 1)
+    t_max = c.t_max + (c.t_max_end - c.t_max) * frac
+    u = torch.rand(n, generator=gen, dtype=torch.float64)
+    t = ((c.t_min + u * (t_max - c.t_min)) * num_t).long().clamp(0, num_t - 1)
+    word = torch.tensor([VIEW_WORDS.index(w) for w in cams.view_words])
+    return {"cameras": cams.to(device), "lighting": light.to(device), "t": t.to(device), "word": word.to(device)}
+
+
+def _take(batch, index: slice):
+    """Rows ``index`` of a dataclass of per-view tensors (and lists), e.g. ``Cameras``, ``Lighting``."""
+    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[index] for f in dataclasses.fields(batch)})
 
 
 def texture_mesh(mesh, config: TextureConfig, prior: Prior | None = None,
