@@ -48,7 +48,7 @@ class PixelTexture(torch.nn.Module):
 
 
 class PyramidTexture(torch.nn.Module):
-    """A multi-resolution sum of logit images, bilinearly upsampled: ``image = sigmoid(sum_k up(L_k))``.
+    """A multi-resolution sum of logit images: ``image = sigmoid(L_n + up(L_n-1 + up(... + up(L_0))))``.
 
     Levels go from ``base`` texels up to ``size`` by factors of 2. With Adam every level moves at
     the same rate, so coarse levels make smooth, large-scale changes early on while fine levels add
@@ -78,9 +78,11 @@ class PyramidTexture(torch.nn.Module):
 
     def forward(self) -> torch.Tensor:
         """Texture ``[size, size, 3]`` float32 in [0, 1], row 0 bottom."""
-        total = self.levels[-1]
-        for level in list(self.levels)[:-1]:
-            total = total + F.interpolate(level, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        # Coarse to fine, one 2x upsampling per level: a single full-size interpolation instead of
+        # one per level (the sum is still a smooth multi-resolution field).
+        total = self.levels[0]
+        for level, size in zip(list(self.levels)[1:], self.sizes[1:]):
+            total = F.interpolate(total, size=(size, size), mode="bilinear", align_corners=False) + level
         return torch.sigmoid(total)[0].permute(1, 2, 0)
 
 
