@@ -33,7 +33,7 @@ CONFIG = WEIGHTS.with_suffix(".json")
 class ClassifierConfig:
     size: int = 32
     width: int = 24
-    steps: int = 1500
+    steps: int = 1200
     batch: int = 64
     lr: float = 3e-3
     seed: int = 0

@@ -1,10 +1,15 @@
 """Train the built-in prior: a small pixel-space text-to-texture diffusion model.
 
-    python -m nfsd.builtin.train_prior                     # the shipped weights (seed 0, CPU)
     python -m nfsd.builtin.train_prior --steps 200 --out /tmp/prior   # a quick try
 
-A ``UNet2DConditionModel`` (32x32 RGB, epsilon prediction, 1000-step linear DDPM schedule) and a
-tiny ``CLIPTextModel`` are trained together from scratch on ``nfsd.builtin.dataset`` batches drawn
+The shipped weights came from two seeded stages (about 20 minutes on the shared 2-core CPU):
+
+    python -m nfsd.builtin.train_prior --prediction-type epsilon --out /tmp/stage1     # 1500 steps, seed 0
+    python -m nfsd.builtin.train_prior --resume /tmp/stage1 --steps 500 --lr 5e-4 --warmup 50 --seed 1
+                                                                                      # v-prediction
+
+A ``UNet2DConditionModel`` (32x32 RGB, v-prediction, 1000-step linear DDPM schedule) and a tiny
+``CLIPTextModel`` are trained together on ``nfsd.builtin.dataset`` batches drawn
 on the fly. Captions carry view suffixes at random, 10% are the NFSD negative words on degraded
 images (so NFSD's ``e_0 - e_neg`` term points somewhere meaningful), and 12% are empty (condition
 dropout for classifier-free guidance). An EMA of the weights is what gets saved.
@@ -48,6 +53,8 @@ class PriorTrainConfig:
     text_layers: int = 2
     max_tokens: int = 32
     threads: int = 1  # the shared 2-core machine: one thread wastes less on contention
+    prediction_type: str = "v_prediction"
+    resume: str | None = None  # a saved prior folder to continue from (its EMA weights)
 
 
 # Cross-attention only at 8x8 (and in the mid block): the prompts name global properties (pattern,
@@ -80,8 +87,11 @@ def build_models(cfg: PriorTrainConfig):
     )
     # Pixel space needs the full DDPM schedule: with SD's scaled-linear betas a 32x32 image keeps
     # visible colour at t=999, so sampling from pure noise would start off the training distribution.
+    # v-prediction: an epsilon model of this size did worse than "eps = sqrt(1-a) z_t" at t > 600
+    # (the image is 1/sqrt(a) times its error there), its samples were noise, and it ignored the
+    # prompt at high t. The Prior converts v to epsilon, so distillation sees epsilon either way.
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                              prediction_type="epsilon", clip_sample=True)
+                              prediction_type=cfg.prediction_type, clip_sample=True)
     return tokenizer, text_encoder, unet, scheduler
 
 
@@ -107,6 +117,17 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
     """Train and save the prior to ``out``; returns a summary (final loss, wall time, steps)."""
     torch.set_num_threads(cfg.threads)
     tokenizer, text_encoder, unet, scheduler = build_models(cfg)
+    previous = None
+    if cfg.resume:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet = UNet2DConditionModel.from_pretrained(Path(cfg.resume) / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(Path(cfg.resume) / "text_encoder")
+        info_path = Path(cfg.resume) / "training.json"
+        previous = json.loads(info_path.read_text()) if info_path.is_file() else None
+    unet.train()
+    text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     log(f"unet {sum(p.numel() for p in unet.parameters())/1e6:.2f} M params, "
         f"text encoder {sum(p.numel() for p in text_encoder.parameters())/1e6:.2f} M")
@@ -135,7 +156,8 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
                         return_tensors="pt").input_ids
         emb = text_encoder(ids).last_hidden_state
         pred = unet(x_t, t, encoder_hidden_states=emb).sample
-        loss = F.mse_loss(pred, noise)
+        target = noise if cfg.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        loss = F.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -155,7 +177,7 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
             history.append((step, round(running, 5)))
     wall = time.time() - t0
     info = {"config": asdict(cfg), "final_loss_ema": running, "wall_seconds": round(wall, 1),
-            "loss_history": history, "torch": torch.__version__}
+            "loss_history": history, "torch": torch.__version__, "previous_stage": previous}
     save_prior(out, tokenizer, ema_text, ema_unet, scheduler, info)
     log(f"saved {out} after {wall:.0f}s, final loss {running:.4f}")
     return info
@@ -169,9 +191,13 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    parser.add_argument("--resume", default=None, help="continue from a saved prior folder")
+    parser.add_argument("--prediction-type", choices=("v_prediction", "epsilon"), default=defaults.prediction_type)
     parser.add_argument("--out", type=Path, default=PRIOR_DIR, help=f"output folder (default {PRIOR_DIR})")
     args = parser.parse_args(argv)
-    cfg = PriorTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads)
+    cfg = PriorTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
+                           warmup=args.warmup, resume=args.resume, prediction_type=args.prediction_type)
     train(cfg, args.out, log=lambda s: print(s, flush=True))
     return 0
 
