@@ -25,7 +25,7 @@ from .cameras import CameraConfig, sample_cameras
 from .errors import ConfigError, NfsdError, OutOfMemory
 from .guidance import NFSD_NEGATIVE_PROMPT, Predictions
 from .offsets import NormalOffsets
-from .prior import Prior, load_prior
+from .prior import VIEW_SUFFIX_TOKENS, Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
 from .texture import PARAMETRIZATIONS, dilate, from_uint8, make_texture, to_uint8, uv_coverage
 
@@ -237,7 +237,7 @@ class TextureJob:
         prior = self.prior
         device = prior.device
         prior.tune(channels_last=c.channels_last, compile=c.compile)
-        prior.check_prompt(c.prompt, "prompt", reserve=3)
+        prior.check_prompt(c.prompt, "prompt", reserve=VIEW_SUFFIX_TOKENS)
         prior.check_prompt(c.negative_prompt, "negative prompt")
         timings["load_model_s"] = time.perf_counter() - t_start
 

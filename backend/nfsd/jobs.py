@@ -44,6 +44,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import NfsdError, OutOfMemory
+from .texture import atomic_write_bytes, decode_png, encode_png as _encode_png
 
 log = logging.getLogger("nfsd.jobs")
 
@@ -67,31 +68,13 @@ def is_job_id(text: str) -> bool:
 
 
 def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``nfsd.texture.atomic_write_bytes``, durable by default (job files must survive a crash)."""
+    atomic_write_bytes(path, data, durable)
 
 
-def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """uint8 ``[H, W, 3|4]`` with row 0 = BOTTOM (texture convention) -> PNG bytes (top row first)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image[::-1])).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """PNG bytes -> uint8 ``[H, W, 3]`` with row 0 = BOTTOM (alpha dropped)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        return np.ascontiguousarray(np.asarray(img.convert("RGB"))[::-1])
+def encode_png(image: np.ndarray) -> bytes:
+    """A preview PNG: ``nfsd.texture.encode_png`` at the fastest compression (polled, not kept)."""
+    return _encode_png(image, compress_level=1)
 
 
 def uvs_npz(uvs: np.ndarray, generated: bool) -> bytes:
@@ -114,7 +97,7 @@ def store_job_uvs(folder: Path, job) -> bool:
         return False
     try:
         atomic_write(Path(folder) / "uvs.npz", uvs_npz(uvs, bool(getattr(mesh, "uvs_generated", False))))
-    except OSError:  # only the early preview needs them; the result carries them again
+    except (OSError, NfsdError):  # only the early preview needs them; the result carries them again
         log.exception("could not write the UVs to %s", folder)
         return False
     return True
@@ -555,6 +538,8 @@ class JobManager:
             pass
 
     def _run_in_child(self, rec: JobRecord) -> None:
+        from .engine import Progress
+
         child = self._ensure_child()
         child.send(("run", rec.id, str(self.store.dir(rec.id)), rec.settings, rec.has_init_texture))
         with self._lock:
@@ -576,7 +561,7 @@ class JobManager:
                 return
             kind = msg[0]
             if kind == "progress":
-                self._on_progress(rec, _ChildProgress(*msg[1:]))
+                self._on_progress(rec, Progress(*msg[1:]))
             elif kind == "preview":
                 self._store_preview(rec, msg[2], msg[1])
             elif kind == "uvs":
@@ -715,7 +700,7 @@ class JobManager:
             self.store.write_file(rec.id, "preview.png", data, durable=False)
             self._preview_cache = (rec.id, data)
             rec.preview_step = int(step)
-        except OSError:
+        except (OSError, NfsdError):
             log.exception("job %s: could not write its preview", rec.id)
 
     # -- pruning -----------------------------------------------------------------------------------
@@ -784,17 +769,6 @@ def job_config_dict(settings: dict, default_model: str, device: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # The worker process
-
-@dataclass
-class _ChildProgress:
-    phase: str
-    step: int
-    total: int
-    loss: float | None
-    elapsed: float
-    eta: float | None
-    fraction: float
-
 
 def _guess_device(device: str) -> str:
     if device != "auto":

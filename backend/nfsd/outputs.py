@@ -23,26 +23,34 @@ VIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0, 45.0)
 VIEW_ELEVATIONS = (15.0, 15.0, 15.0, 15.0, 60.0)
 
 
-def render_result_views(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
-                        device: str | torch.device = "cpu", rasterizer=None) -> np.ndarray:
-    """Render the textured (and displaced) mesh from fixed orbit cameras with flat lighting.
+def render_result(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
+                  background=(1.0, 1.0, 1.0), device: str | torch.device = "cpu", rasterizer=None):
+    """Render a result's textured (and displaced) mesh from fixed orbit cameras with flat lighting.
 
-    Returns:
-        uint8 ``[N, size, size, 3]``, row 0 top, one image per (azimuth, elevation), white background.
+    ``elevations`` may be one number for every azimuth. Returns the ``RenderOutput`` (images
+    ``[N, 3, size, size]`` float, row 0 top, and masks).
     """
     mesh = result.mesh
     world = mesh.world_positions()
     transform = mesh_lib.unit_sphere_transform(world)
-    if result.offsets is not None:
-        world = (mesh.world_matrix[:3, :3] @ (mesh.positions + result.offsets).T).T + mesh.world_matrix[:3, 3]
+    offsets = getattr(result, "offsets", None)  # anything with mesh, uvs and texture renders
+    if offsets is not None:
+        world = (mesh.world_matrix[:3, :3] @ (mesh.positions + offsets).T).T + mesh.world_matrix[:3, 3]
     positions = torch.from_numpy(transform.apply(world).astype(np.float32)).to(device)
     triangles = torch.from_numpy(mesh.triangles.astype(np.int32)).to(device)
     uvs = torch.from_numpy(result.uvs.astype(np.float32)).to(device)
     texture = from_uint8(result.texture).to(device)
-    cams = orbit_cameras(list(azimuths), list(elevations)).to(device)
+    cams = orbit_cameras(azimuths, elevations).to(device)
     rasterizer = rasterizer or get_rasterizer("auto", device)
     with torch.no_grad():
-        out = render_views(rasterizer, positions, triangles, uvs, texture, cams, size, flat_lighting(len(cams)))
+        return render_views(rasterizer, positions, triangles, uvs, texture, cams, size,
+                            flat_lighting(len(cams), background))
+
+
+def render_result_views(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
+                        device: str | torch.device = "cpu", rasterizer=None) -> np.ndarray:
+    """``render_result`` on a white background as uint8 ``[N, size, size, 3]`` (row 0 top): views.png."""
+    out = render_result(result, size, azimuths, elevations, device=device, rasterizer=rasterizer)
     return (out.image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -89,12 +89,7 @@ class Prior:
 
     def check_prompt(self, text: str, what: str = "prompt", reserve: int = 0) -> None:
         """Raise ``ConfigError`` if ``text`` (plus ``reserve`` tokens for a view suffix) is too long."""
-        n = self.count_tokens(text) + reserve
-        if n > self.max_prompt_tokens:
-            raise ConfigError(
-                f"{what} is too long: {n} tokens (view words included) but model {self.model_id!r} reads at "
-                f"most {self.max_prompt_tokens}; shorten it"
-            )
+        _refuse_too_long(self.tokenizer, self.model_id, text, what, reserve)
 
     @torch.no_grad()
     def embed(self, prompts: list[str]) -> torch.Tensor:
@@ -386,9 +381,12 @@ VIEW_SUFFIX_TOKENS = 3
 def check_prompt_length(model: str, prompt: str, what: str = "prompt") -> None:
     """Raise ``ConfigError`` when ``prompt`` plus a view suffix exceeds ``model``'s token limit."""
     tokenizer = load_tokenizer(model)
-    if tokenizer is None:
-        return
-    n = len(tokenizer(prompt, truncation=False).input_ids) + (VIEW_SUFFIX_TOKENS if what == "prompt" else 0)
+    if tokenizer is not None:
+        _refuse_too_long(tokenizer, model, prompt, what, VIEW_SUFFIX_TOKENS if what == "prompt" else 0)
+
+
+def _refuse_too_long(tokenizer, model: str, text: str, what: str, reserve: int) -> None:
+    n = len(tokenizer(text, truncation=False).input_ids) + reserve
     if n > tokenizer.model_max_length:
         raise ConfigError(
             f"{what} is too long: {n} tokens (view words included) but model {model!r} reads at most "

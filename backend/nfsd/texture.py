@@ -177,12 +177,15 @@ def from_uint8(image: np.ndarray, size: int | None = None) -> torch.Tensor:
     return t.clamp(0, 1)
 
 
-def encode_png(texture: np.ndarray) -> bytes:
-    """uint8 ``[H, W, C]`` with row 0 at the BOTTOM -> PNG bytes (PNG stores the top row first)."""
+def encode_png(texture: np.ndarray, compress_level: int = 6) -> bytes:
+    """uint8 ``[H, W, C]`` with row 0 at the BOTTOM -> PNG bytes (PNG stores the top row first).
+
+    ``compress_level`` 1 is several times faster for previews that are polled, not kept."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(np.asarray(texture)[::-1])).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(np.asarray(texture)[::-1])).save(buf, format="PNG",
+                                                                          compress_level=compress_level)
     return buf.getvalue()
 
 
@@ -198,8 +201,9 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"))[::-1])
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     """Write ``data`` to ``path`` via a temporary file and a rename: readers never see half a file.
+    ``durable`` also fsyncs the data before the rename (survives a power cut, costs a disk flush).
 
     A full disk or a read-only folder raises ``NfsdError`` naming the folder; the old file, if any,
     stays intact.
@@ -211,6 +215,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             try:

@@ -74,21 +74,9 @@ def _repo_root() -> Path:
 
 def render_result(result, size: int, azimuths, elevation: float, background=(0.5, 0.5, 0.5)):
     """Fixed orbit views of a ``TextureResult``: images ``[V, 3, S, S]`` and masks ``[V, 1, S, S]`` (row 0 top)."""
-    from .. import mesh as mesh_lib
-    from ..cameras import orbit_cameras
-    from ..renderer import flat_lighting, get_rasterizer, render_views
-    from ..texture import from_uint8
+    from ..outputs import render_result as render
 
-    mesh = result.mesh
-    transform = mesh_lib.unit_sphere_transform(mesh.world_positions())
-    pos = torch.from_numpy(transform.apply(mesh.world_positions()).astype(np.float32))
-    tri = torch.from_numpy(mesh.triangles.astype(np.int32))
-    uvs = torch.from_numpy(result.uvs.astype(np.float32))
-    tex = from_uint8(result.texture)
-    cams = orbit_cameras(list(azimuths), elevation)
-    with torch.no_grad():
-        out = render_views(get_rasterizer("torch", "cpu"), pos, tri, uvs, tex, cams, size,
-                           flat_lighting(len(cams), background))
+    out = render(result, size, azimuths, elevation, background)
     return out.image, out.mask
 
 
