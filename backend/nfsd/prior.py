@@ -1,9 +1,10 @@
 """Diffusion priors: a Stable Diffusion model (diffusers) seen through the few operations distillation needs.
 
 A prior is loaded from
-- ``"builtin"``: the small text-to-texture model that ships with the package (pixel space);
+- ``"builtin"``: the small text-to-texture model that ships with the package (a latent model with its
+  own tiny VAE, loaded through the same folder path as below);
 - a local diffusers folder (``unet/``, ``scheduler/``, ``text_encoder/``, ``tokenizer/``, optional ``vae/``;
-  no ``vae/`` means the UNet works in pixel space, as the built-in model does);
+  no ``vae/`` means the UNet works in pixel space);
 - a single-file checkpoint (``.safetensors`` / ``.ckpt``, what A1111 and ComfyUI keep);
 - a Hugging Face hub id (the local cache first; a download only when the hub is reachable and
   ``HF_HUB_OFFLINE`` is not set).
