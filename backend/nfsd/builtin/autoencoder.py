@@ -84,6 +84,18 @@ def reconstruction_report(vae, n: int = 512, seed: int = 1000, size: int = 32) -
             "classifier_accuracy_original": round(prompt_matches(clf, images, prompts).float().mean().item(), 4)}
 
 
+def warmup_cosine(opt, warmup: int, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 5% of the rate at ``steps``."""
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        p = (step - warmup) / max(1, steps - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def train(cfg: AutoencoderTrainConfig, out: Path, log=print) -> dict:
     """Train, set ``scaling_factor``, save the diffusers folder to ``out``; returns a summary."""
     torch.set_num_threads(cfg.threads)
@@ -101,13 +113,7 @@ def train(cfg: AutoencoderTrainConfig, out: Path, log=print) -> dict:
     log(f"autoencoder {sum(p.numel() for p in vae.parameters())/1e6:.2f} M params, training {sum(p.numel() for p in params)/1e6:.2f} M")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
-    def lr_at(step):
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     g = torch.Generator().manual_seed(cfg.seed)
     data_cfg = ds.DatasetConfig(size=cfg.size)
     t0, running = time.time(), None

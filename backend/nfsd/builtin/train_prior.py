@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from . import dataset as ds
+from .autoencoder import warmup_cosine
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 PRIOR_DIR = WEIGHTS_DIR / "prior"
@@ -203,13 +203,7 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
         f"text encoder {sum(p.numel() for p in text_encoder.parameters())/1e6:.2f} M")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
 
-    def lr_at(step):  # linear warmup, cosine decay to 5%
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     g = torch.Generator().manual_seed(cfg.seed)
     alphas = scheduler.alphas_cumprod
