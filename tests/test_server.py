@@ -503,6 +503,16 @@ def test_token_required_when_set(tiny_model, tmp_path):
         assert live.client.get(f"/jobs/{job_id}/uvs").status_code in (200, 404)  # 404 only while queued
 
 
+def test_docs_pages_are_served_on_loopback_only(tiny_model, tmp_path):
+    with LiveServer(config(tiny_model, tmp_path / "a", token="s3cret")) as live:
+        assert live.client.get("/openapi.json").status_code == 200  # schema only, no token needed
+    # The same app configured for a public address (served here on loopback by the test harness).
+    with LiveServer(config(tiny_model, tmp_path / "b", host="0.0.0.0", token="s3cret")) as live:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert live.client.get(path).status_code == 404, path
+        assert live.client.get("/health").status_code == 200
+
+
 def test_public_host_without_token_is_refused_at_start(tmp_path):
     with pytest.raises(ConfigError, match="without a token"):
         serve(host="0.0.0.0", port=_free_port(), data_dir=tmp_path)

@@ -57,7 +57,7 @@ class ServerConfig:
     Attributes:
         host, port: where to listen; anything but a loopback address requires ``token``.
         token: when set, every request but ``GET /health`` (and the docs pages) needs
-            ``Authorization: Bearer <token>``.
+            ``Authorization: Bearer <token>``. The docs pages are served on loopback only.
         data_dir: jobs live in ``data_dir/jobs/<id>/``; default :func:`default_data_dir`.
         model: the model of jobs whose settings name none.
         device: ``auto`` | ``cpu`` | ``cuda``.
@@ -358,8 +358,13 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(manager.stop)
 
+    # The documentation pages are for the artist's own machine: on a public address they would hand
+    # the API's whole surface to anyone who can reach it (docs/API.md is the contract there).
+    docs = is_loopback_host(config.host)
     app = FastAPI(
         title="nfsd backend", version=__version__, lifespan=lifespan,
+        docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
         description="Textures a mesh from a text prompt with Noise-Free Score Distillation. See docs/API.md.",
         responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
