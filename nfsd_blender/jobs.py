@@ -531,8 +531,11 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", job_id: 
     else:
         mesh_io.set_uv_map_of_material(material, uv_map)
     mesh_io.assign_material(obj, material)
-    if result.offsets is not None:
-        mesh_io.write_offsets(obj, result.offsets)
+    shape_key = ""
+    if result.offsets is not None:  # each run keeps its own key, so an earlier run can be re-applied
+        shape_key = mesh_io.write_offsets(obj, result.offsets, mesh_io.new_offsets_key_name(obj)).name
+    else:
+        mesh_io.show_offsets_key(obj, "")  # this run's texture belongs to the unrefined shape
 
     run = obj.nfsd_runs.add()
     run.prompt = settings.get("prompt", "")
@@ -544,13 +547,15 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", job_id: 
     run.material = material
     run.uv_map = uv_map
     run.has_offsets = result.offsets is not None
+    run.shape_key = shape_key
     run.created = time.strftime("%Y-%m-%d %H:%M")
     obj.nfsd_run_index = len(obj.nfsd_runs) - 1
     return run
 
 
 def apply_run(obj, index: int) -> None:
-    """Re-apply an earlier run of ``obj``: its material (texture and UV map) goes back on the mesh."""
+    """Re-apply an earlier run of ``obj``: its material (texture and UV map) goes back on the mesh,
+    and its offsets shape key is the only NFSD key at 1 (all at 0 for a run without offsets)."""
     if not 0 <= index < len(obj.nfsd_runs):
         raise ValueError(f"'{obj.name}' has no NFSD run number {index + 1}")
     run = obj.nfsd_runs[index]
@@ -558,7 +563,11 @@ def apply_run(obj, index: int) -> None:
         raise ValueError("That run's material was deleted")
     if run.uv_map and run.uv_map not in obj.data.uv_layers:
         raise ValueError(f"'{obj.name}' lost the UV map '{run.uv_map}' of that run")
+    keys = obj.data.shape_keys.key_blocks if obj.data.shape_keys else {}
+    if run.shape_key and run.shape_key not in keys:
+        raise ValueError(f"'{obj.name}' lost the shape key '{run.shape_key}' with that run's offsets")
     mesh_io.assign_material(obj, run.material)
+    mesh_io.show_offsets_key(obj, run.shape_key)
     if run.uv_map:
         obj.data.uv_layers.active = obj.data.uv_layers[run.uv_map]
     obj.nfsd_run_index = index

@@ -171,9 +171,29 @@ def write_uv_map(obj, name: str, uvs: np.ndarray):
     return layer
 
 
-def write_offsets(obj, offsets: np.ndarray):
-    """Store object-space ``offsets`` float32 ``[V, 3]`` as shape key "NFSD offsets" (value 1),
-    relative to the basis key (created if the mesh had none); returns the key."""
+def new_offsets_key_name(obj) -> str:
+    """"NFSD offsets" for an object's first run with offsets, then "NFSD offsets 2", 3, ..."""
+    keys = obj.data.shape_keys.key_blocks if obj.data.shape_keys else {}
+    name, n = SHAPE_KEY_NAME, 1
+    while name in keys:
+        n += 1
+        name = f"{SHAPE_KEY_NAME} {n}"
+    return name
+
+
+def show_offsets_key(obj, name: str) -> None:
+    """Set the NFSD shape key ``name`` to 1 and every other NFSD shape key to 0 (``""``: all 0)."""
+    if obj.data.shape_keys is None:
+        return
+    for key in obj.data.shape_keys.key_blocks:
+        if key.name.startswith(SHAPE_KEY_NAME):
+            key.value = 1.0 if key.name == name else 0.0
+    obj.data.update()
+
+
+def write_offsets(obj, offsets: np.ndarray, name: str = SHAPE_KEY_NAME):
+    """Store object-space ``offsets`` float32 ``[V, 3]`` as shape key ``name`` (value 1; other NFSD
+    keys go to 0), relative to the basis key (created if the mesh had none); returns the key."""
     mesh = obj.data
     if offsets.shape != (len(mesh.vertices), 3):
         raise ValueError(f"the result has offsets for {offsets.shape[0]} vertices but '{obj.name}' has "
@@ -181,14 +201,13 @@ def write_offsets(obj, offsets: np.ndarray):
     if mesh.shape_keys is None:
         obj.shape_key_add(name="Basis", from_mix=False)
     basis = mesh.shape_keys.reference_key
-    key = mesh.shape_keys.key_blocks.get(SHAPE_KEY_NAME) or obj.shape_key_add(name=SHAPE_KEY_NAME, from_mix=False)
+    key = mesh.shape_keys.key_blocks.get(name) or obj.shape_key_add(name=name, from_mix=False)
     base = np.empty(len(mesh.vertices) * 3, np.float32)
     basis.data.foreach_get("co", base)
     key.data.foreach_set("co", base + offsets.astype(np.float32).ravel())
     key.relative_key = basis
     key.slider_max = max(key.slider_max, 1.0)
-    key.value = 1.0
-    mesh.update()
+    show_offsets_key(obj, key.name)
     return key
 
 

@@ -112,6 +112,7 @@ class NFSD_PG_run(bpy.types.PropertyGroup):
     material: PointerProperty(name="Material", type=bpy.types.Material)
     uv_map: StringProperty(name="UV Map")
     has_offsets: BoolProperty(name="Offsets")
+    shape_key: StringProperty(name="Shape Key", description="the shape key holding this run's offsets")
     created: StringProperty(name="Created")
 
 

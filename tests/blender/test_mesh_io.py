@@ -118,3 +118,26 @@ def test_reapplying_an_earlier_run_puts_its_material_back(addon, scene):
     assert obj.material_slots[0].material == second and obj.nfsd_run_index == 1
     bpy.ops.nfsd.apply_run(index=0)
     assert obj.material_slots[0].material == first and obj.nfsd_run_index == 0
+
+
+def test_reapplying_a_run_brings_back_its_own_offsets(addon, scene):
+    obj = add_mesh("sphere", uvs=False)
+    count = len(obj.data.vertices)
+
+    def run_with(dz):
+        offsets = None if dz is None else np.tile(np.array([0.0, 0.0, dz], np.float32), (count, 1))
+        return addon.jobs.apply_result(obj, result_npz(obj, generated=True, offsets=offsets)[0], {"prompt": "p"})
+
+    first, second, plain = run_with(0.1), run_with(0.3), run_with(None)
+    keys = obj.data.shape_keys.key_blocks
+    assert (first.shape_key, second.shape_key, plain.shape_key) == ("NFSD offsets", "NFSD offsets 2", "")
+    assert (keys["NFSD offsets"].value, keys["NFSD offsets 2"].value) == (0.0, 0.0)  # the plain run shows the base shape
+    bpy.ops.nfsd.apply_run(index=0)
+    assert (keys["NFSD offsets"].value, keys["NFSD offsets 2"].value) == (1.0, 0.0)
+    bpy.ops.nfsd.apply_run(index=1)
+    assert (keys["NFSD offsets"].value, keys["NFSD offsets 2"].value) == (0.0, 1.0)
+    basis = obj.data.shape_keys.reference_key
+    assert np.allclose(np.array(keys["NFSD offsets 2"].data[3].co) - np.array(basis.data[3].co), [0, 0, 0.3])
+    obj.shape_key_remove(keys["NFSD offsets"])
+    with pytest.raises(RuntimeError, match="lost the shape key"):
+        bpy.ops.nfsd.apply_run(index=0)
