@@ -226,7 +226,8 @@ def texture_material(name: str, image, uv_map: str):
     import bpy
 
     material = bpy.data.materials.new(name)
-    material.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # 5.0 materials always use nodes; the flag goes in 6.0
+        material.use_nodes = True
     nodes, links = material.node_tree.nodes, material.node_tree.links
     bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
     texture = nodes.new("ShaderNodeTexImage")
