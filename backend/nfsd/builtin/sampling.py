@@ -40,3 +40,51 @@ def sample_images(prior: Prior, prompts: list[str], steps: int = 30, guidance_sc
         eps = e_neg + guidance_scale * (e_y - e_neg)
         x = sched.step(eps, t, x).prev_sample
     return prior.decode(x)
+
+
+def eval_prompts(n: int = 64, seed: int = 0) -> list[str]:
+    """``n`` dataset prompts in a seeded random order (the set the sample accuracy is measured on)."""
+    from . import dataset as ds
+
+    order = torch.randperm(len(ds.SPECS), generator=torch.Generator().manual_seed(seed))[:n]
+    return [ds.SPECS[i].prompt for i in order]
+
+
+def sample_accuracy(prior: Prior, prompts: list[str], steps: int = 25, guidance_scale: float = 3.0,
+                    seed: int = 0) -> dict:
+    """Sample one image per prompt and score it with the built-in classifier: the share whose
+    most likely class is the prompt's (``accuracy``), whose pattern is right, whose colours are."""
+    from .classifier import CLASS_KEYS, class_log_probs, class_of, load_classifier
+
+    images = sample_images(prior, prompts, steps=steps, guidance_scale=guidance_scale, seed=seed)
+    got = [CLASS_KEYS[i] for i in class_log_probs(load_classifier(), images).argmax(1).tolist()]
+    want = [CLASS_KEYS[class_of(p)] for p in prompts]
+    n = len(prompts)
+    return {"accuracy": sum(a == b for a, b in zip(got, want)) / n,
+            "pattern": sum(a[0] == b[0] for a, b in zip(got, want)) / n,
+            "colours": sum(a[1] == b[1] for a, b in zip(got, want)) / n, "n": n, "images": images}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from ..prior import load_prior
+
+    parser = argparse.ArgumentParser(prog="python -m nfsd.builtin.sampling",
+                                     description="Sample accuracy of a prior trained on the built-in dataset.")
+    parser.add_argument("--model", default="builtin")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, nargs="+", default=[3.0])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    prior = load_prior(args.model, "cpu")
+    for s in args.guidance:
+        r = sample_accuracy(prior, eval_prompts(args.prompts), args.steps, s, args.seed)
+        print(f"{args.model} guidance {s}: accuracy {r['accuracy']:.3f} (pattern {r['pattern']:.3f}, "
+              f"colours {r['colours']:.3f}) on {r['n']} prompts, DDIM {args.steps} steps, seed {args.seed}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,7 +15,8 @@ The shipped weights came from these seeded commands (about 90 minutes of wall ti
     python -m nfsd.builtin.train_prior --resume /tmp/p1 --steps 3000 --lr 3e-4 --warmup 20 --seed 3 \
         --threads 2 --out weights/prior                                                 # 13 min, idle CPU
 
-Sample accuracy (``nfsd.builtin.sampling``, DDIM 25 steps, guidance 3, 64 prompts) along the way:
+Sample accuracy (``python -m nfsd.builtin.sampling --model DIR``: DDIM 25 steps, guidance 3, 64
+prompts) along the way:
 0.30 after 1000 steps, 0.44 after 3000, 0.47 after 5000, 0.50 after 8000, 0.56 after the last 3000.
 The decoder fine-tunes raised the classifier's accuracy on reconstructions from 0.74 to 0.81
 (22.7 dB): the decoder, not the UNet, now caps what patterns can be read.
