@@ -412,11 +412,13 @@ def all_jobs() -> list[Job]:
     return list(_jobs.values())
 
 
-def start_job(obj, settings: dict, connection: Connection, *, continue_from=None) -> Job:
+def start_job(obj, settings: dict, connection: Connection, *, continue_from=None, unwrap: bool = False) -> Job:
     """Send ``obj`` to the backend with API ``settings``; returns the started Job.
 
     ``continue_from``: an item of ``obj.nfsd_runs`` whose texture (and UV map) the new run starts
-    from. Raises ValueError (a sentence for the artist) when the object cannot be sent.
+    from. ``unwrap``: a mesh without UVs gets a "NFSD_UV" map from Blender's Smart UV Project before
+    it is sent (seams along its polygons); otherwise the backend unwraps it. Raises ValueError (a
+    sentence for the artist) when the object cannot be sent.
     """
     problem = mesh_io.mesh_problem(obj)
     if problem:
@@ -438,6 +440,8 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
         init_texture = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         # The new texture keeps the old one's size: that is what the backend starts from.
         settings = dict(settings, texture_size=int(pixels.shape[1]))
+    elif not uv_map and unwrap:
+        uv_map = mesh_io.smart_unwrap(obj)
     job = Job(obj.name, settings, mesh_io.mesh_to_wire(obj, uv_map), uv_map, connection, init_texture)
     _jobs[obj.name] = job
     return job.start()

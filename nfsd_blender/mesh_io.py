@@ -171,6 +171,38 @@ def write_uv_map(obj, name: str, uvs: np.ndarray):
     return layer
 
 
+def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, island_margin: float = 0.01) -> str:
+    """Give ``obj`` (object mode) a UV map ``name`` from Blender's Smart UV Project and make it the
+    active map; returns its name.
+
+    Blender keeps one UV per polygon corner, so its own unwrap cuts seams only along polygon edges;
+    the backend's xatlas sees triangles and may cut through a quad's diagonal. The artist's
+    edit-mode selection and the other objects are left as they were.
+    """
+    import bpy
+
+    mesh = obj.data
+    layer = mesh.uv_layers.get(name) or mesh.uv_layers.new(name=name)
+    mesh.uv_layers.active = layer
+    saved = {}
+    for items in (mesh.vertices, mesh.edges, mesh.polygons):
+        flags = np.zeros(len(items), bool)
+        items.foreach_get("select", flags)
+        saved[items] = flags
+    override = dict(active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj])
+    with bpy.context.temp_override(**override):
+        bpy.ops.object.mode_set(mode="EDIT")
+        try:
+            bpy.ops.mesh.select_all(action="SELECT")
+            bpy.ops.uv.smart_project(angle_limit=angle_limit, island_margin=island_margin)
+        finally:
+            bpy.ops.object.mode_set(mode="OBJECT")
+    for items, flags in saved.items():
+        items.foreach_set("select", flags)
+    mesh.update()
+    return name
+
+
 def new_offsets_key_name(obj) -> str:
     """"NFSD offsets" for an object's first run with offsets, then "NFSD offsets 2", 3, ..."""
     keys = obj.data.shape_keys.key_blocks if obj.data.shape_keys else {}

@@ -102,7 +102,7 @@ class NFSD_OT_texture_selected(bpy.types.Operator):
         started = []
         for obj in objects:
             try:
-                jobs.start_job(obj, settings, conn)
+                jobs.start_job(obj, settings, conn, unwrap=context.scene.nfsd.unwrap_in_blender)
                 started.append(obj.name)
             except ValueError as error:
                 self.report({"WARNING"}, str(error))

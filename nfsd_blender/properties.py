@@ -68,6 +68,10 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
                               subtype="PIXEL", description="Side of the square texture image (a multiple of 64)")
     seed: IntProperty(name="Seed", default=0, min=0, max=2 ** 31 - 1,  # Blender ints are 32-bit signed
                       description="Same seed and settings give the same texture")
+    unwrap_in_blender: BoolProperty(
+        name="Unwrap in Blender", default=True,
+        description="A mesh without UVs gets an 'NFSD_UV' map from Smart UV Project before it is sent "
+                    "(seams follow its polygons); off: the backend unwraps it with xatlas")
     offsets: BoolProperty(name="Refine Shape", default=False,
                           description="Also optimize small vertex offsets, stored as a shape key")
     offset_strength: FloatProperty(name="Strength", default=0.02, min=0.0, max=0.2, soft_max=0.1, step=0.1,

@@ -62,6 +62,7 @@ class NFSD_PT_main(bpy.types.Panel):
         row.prop(settings, "seed")
         row.operator("nfsd.randomize_seed", text="", icon="FILE_REFRESH")
         layout.prop(settings, "texture_size")
+        layout.prop(settings, "unwrap_in_blender")
         row = layout.row(align=True)
         row.prop(settings, "offsets")
         sub = row.row(align=True)

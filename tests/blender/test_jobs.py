@@ -268,3 +268,21 @@ def test_health_answers_become_one_readable_line(addon):
         "model_loaded": None, "model_loading": None, "default_model": "/models/sd15/", "queue_length": 2})
     assert line == "Connected (v0.1.0): model sd15 (loads with the first job), NVIDIA H100, 70.0 GB free, 2 queued"
     assert "cpu, no GPU" in addon.jobs.describe_health({"device": "cpu", "model_loaded": "builtin"})
+
+
+def test_unwrap_in_blender_sends_smart_uv_project_uvs_and_keeps_the_selection(addon, scene, fast_connection,
+                                                                                fake_backend):
+    obj = add_mesh("cube", uvs=False)  # six quads: Blender's seams follow them, xatlas sees triangles
+    selected = np.zeros(len(obj.data.polygons), bool)
+    selected[::2] = True
+    obj.data.polygons.foreach_set("select", selected)
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection,
+                                               unwrap=True))
+    assert job.state == "done", job.error
+    sent = fake_backend.jobs[job.job_id]["mesh"]
+    assert "uvs" in sent and np.allclose(sent["uvs"], corner_uvs(obj, "NFSD_UV"))  # the backend did not unwrap
+    assert sent["uvs"].min() >= 0.0 and sent["uvs"].max() <= 1.0 and np.ptp(sent["uvs"]) > 0.5
+    assert obj.nfsd_runs[0].uv_map == "NFSD_UV" and obj.data.uv_layers.active.name == "NFSD_UV"
+    after = np.zeros(len(obj.data.polygons), bool)
+    obj.data.polygons.foreach_get("select", after)
+    assert np.array_equal(after, selected) and obj.mode == "OBJECT"
