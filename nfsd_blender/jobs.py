@@ -550,7 +550,6 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", job_id: 
     run.image = image
     run.material = material
     run.uv_map = uv_map
-    run.has_offsets = result.offsets is not None
     run.shape_key = shape_key
     run.created = time.strftime("%Y-%m-%d %H:%M")
     obj.nfsd_run_index = len(obj.nfsd_runs) - 1

@@ -184,11 +184,11 @@ def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, 
     mesh = obj.data
     layer = mesh.uv_layers.get(name) or mesh.uv_layers.new(name=name)
     mesh.uv_layers.active = layer
-    saved = {}
-    for items in (mesh.vertices, mesh.edges, mesh.polygons):
-        flags = np.zeros(len(items), bool)
-        items.foreach_get("select", flags)
-        saved[items] = flags
+    saved = {}  # by name: edit mode rebuilds the mesh's arrays
+    for what in ("vertices", "edges", "polygons"):
+        items = getattr(mesh, what)
+        saved[what] = np.zeros(len(items), bool)
+        items.foreach_get("select", saved[what])
     override = dict(active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj])
     with bpy.context.temp_override(**override):
         bpy.ops.object.mode_set(mode="EDIT")
@@ -197,8 +197,8 @@ def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, 
             bpy.ops.uv.smart_project(angle_limit=angle_limit, island_margin=island_margin)
         finally:
             bpy.ops.object.mode_set(mode="OBJECT")
-    for items, flags in saved.items():
-        items.foreach_set("select", flags)
+    for what, flags in saved.items():
+        getattr(mesh, what).foreach_set("select", flags)
     mesh.update()
     return name
 

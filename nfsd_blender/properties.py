@@ -115,8 +115,7 @@ class NFSD_PG_run(bpy.types.PropertyGroup):
     image: PointerProperty(name="Image", type=bpy.types.Image)
     material: PointerProperty(name="Material", type=bpy.types.Material)
     uv_map: StringProperty(name="UV Map")
-    has_offsets: BoolProperty(name="Offsets")
-    shape_key: StringProperty(name="Shape Key", description="the shape key holding this run's offsets")
+    shape_key: StringProperty(name="Shape Key", description="the shape key holding this run's offsets ('': none)")
     created: StringProperty(name="Created")
 
 

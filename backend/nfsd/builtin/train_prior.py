@@ -47,7 +47,7 @@ import argparse
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -185,7 +185,7 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
     """Train and save the prior to ``out``; returns a summary (final loss, wall time, steps)."""
     torch.set_num_threads(cfg.threads)
     if cfg.vae is None and cfg.resume and (Path(cfg.resume) / "vae").is_dir():
-        cfg.vae = str(Path(cfg.resume) / "vae")  # continuing a latent prior keeps its autoencoder
+        cfg = replace(cfg, vae=str(Path(cfg.resume) / "vae"))  # continuing a latent prior keeps its autoencoder
     vae = load_vae(cfg.vae)
     tokenizer, text_encoder, unet, scheduler = build_models(cfg, vae)
     previous = None
