@@ -14,11 +14,15 @@ from fake_backend import result_texture
 
 
 def result_npz(obj, *, size=16, generated=False, offsets=None, triangles=None):
+    """A result .npz for ``obj``. Its UVs are one random UV per loop, spread to the corners of the
+    loop triangles, as a real unwrap is: the two triangles of a quad agree on their shared corners
+    (a loop holds one UV, so per-corner noise could not survive the trip into Blender)."""
     mesh = obj.data
     mesh.calc_loop_triangles()
-    faces = triangles if triangles is not None else len(mesh.loop_triangles)
-    rng = np.random.default_rng(0)
-    arrays = {"texture": result_texture(size), "uvs": rng.random((faces, 3, 2)).astype(np.float32),
+    loops = np.array([list(triangle.loops) for triangle in mesh.loop_triangles])
+    loop_uvs = np.random.default_rng(0).random((len(mesh.loops), 2)).astype(np.float32)
+    uvs = loop_uvs[loops][:triangles]
+    arrays = {"texture": result_texture(size), "uvs": uvs,
               "uvs_generated": np.array(generated), "meta": np.array(json.dumps({"seed": 7}))}
     if offsets is not None:
         arrays["offsets"] = offsets
@@ -83,8 +87,11 @@ def test_generated_uvs_become_nfsd_uv_and_offsets_a_shape_key(addon, scene):
     run = addon.jobs.apply_result(obj, data, {"prompt": "marble"}, uv_map="")
     layer = obj.data.uv_layers["NFSD_UV"]
     assert obj.data.uv_layers.active == layer and run.uv_map == "NFSD_UV"
-    first = obj.data.loop_triangles[5]
-    assert np.allclose(layer.data[first.loops[2]].uv, arrays["uvs"][5, 2])
+    written = np.empty(len(obj.data.loops) * 2, np.float32)
+    layer.data.foreach_get("uv", written)
+    obj.data.calc_loop_triangles()
+    loops = np.array([list(triangle.loops) for triangle in obj.data.loop_triangles])
+    assert np.array_equal(written.reshape(-1, 2)[loops], arrays["uvs"])  # every corner, quads included
     key = obj.data.shape_keys.key_blocks["NFSD offsets"]
     assert key.value == 1.0 and len(key.data) == count
     basis = obj.data.shape_keys.reference_key
