@@ -59,10 +59,11 @@ class Job:
     worker thread talks to the main thread through ``events`` (kind, payload) tuples."""
 
     def __init__(self, object_name: str, settings: dict, mesh_npz: bytes, uv_map: str,
-                 connection: Connection, init_texture: np.ndarray | None = None):
+                 connection: Connection, init_texture: np.ndarray | None = None, base_key: str = ""):
         self.object_name = object_name
         self.settings = dict(settings)
         self.uv_map = uv_map  # the UV map whose UVs were sent; "" = the backend unwraps
+        self.base_key = base_key  # the shape key whose positions were sent; "" = the basis
         self.connection = connection
         self._mesh_npz = mesh_npz
         self._init_texture = init_texture  # uint8 [H, W, 4], row 0 = bottom (Continue)
@@ -260,7 +261,7 @@ class Job:
 
         data, self._pending_result = self._pending_result, None
         try:
-            apply_result(obj, data, self.settings, uv_map=self.uv_map, job_id=self.job_id,
+            apply_result(obj, data, self.settings, uv_map=self.uv_map, base_key=self.base_key, job_id=self.job_id,
                          image=bpy.data.images.get(self.image_name) if self.image_name else None,
                          material=bpy.data.materials.get(self.material_name) if self.material_name else None)
         except ValueError as error:
@@ -416,7 +417,8 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     """Send ``obj`` to the backend with API ``settings``; returns the started Job.
 
     ``continue_from``: an item of ``obj.nfsd_runs`` whose texture (and UV map) the new run starts
-    from. ``unwrap``: a mesh without UVs gets a "NFSD_UV" map from Blender's Smart UV Project before
+    from; a run that refined the shape sends its shape key's positions, so the texture goes on
+    growing on the shape it was made for (and new offsets add to the old ones). ``unwrap``: a mesh without UVs gets a "NFSD_UV" map from Blender's Smart UV Project before
     it is sent (seams along its polygons); otherwise the backend unwraps it. Raises ValueError (a
     sentence for the artist) when the object cannot be sent.
     """
@@ -429,6 +431,7 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     if not str(settings.get("prompt", "")).strip():
         raise ValueError("Type a prompt first")
     init_texture = None
+    base_key = ""
     uv_map = mesh_io.active_uv_name(obj)
     if continue_from is not None:
         if continue_from.image is None:
@@ -436,13 +439,18 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
         uv_map = continue_from.uv_map
         if uv_map not in obj.data.uv_layers:
             raise ValueError(f"'{obj.name}' lost the UV map '{uv_map}' the texture was made for")
+        base_key = continue_from.shape_key
+        if base_key:
+            mesh_io.shape_key_data(obj, base_key)  # ValueError when the artist deleted it
+            mesh_io.show_offsets_key(obj, base_key)  # the live preview goes on that shape
         pixels = image_io.image_pixels(continue_from.image)
         init_texture = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         # The new texture keeps the old one's size: that is what the backend starts from.
         settings = dict(settings, texture_size=int(pixels.shape[1]))
     elif not uv_map and unwrap:
         uv_map = mesh_io.smart_unwrap(obj)
-    job = Job(obj.name, settings, mesh_io.mesh_to_wire(obj, uv_map), uv_map, connection, init_texture)
+    job = Job(obj.name, settings, mesh_io.mesh_to_wire(obj, uv_map, base_key), uv_map, connection, init_texture,
+              base_key)
     _jobs[obj.name] = job
     return job.start()
 
@@ -506,15 +514,18 @@ def push_undo(message: str) -> None:
         pass
 
 
-def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", job_id: str = "",
+def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key: str = "", job_id: str = "",
                  image=None, material=None):
     """Put a result .npz on ``obj``: image (packed), material "NFSD: <prompt>", UV map "NFSD_UV"
     when the backend unwrapped, shape key "NFSD offsets" when offsets came back, and a new entry in
-    ``obj.nfsd_runs`` (returned). ``uv_map`` is the UV map whose UVs were sent ("" = none).
+    ``obj.nfsd_runs`` (returned). ``uv_map`` is the UV map whose UVs were sent ("" = none);
+    ``base_key`` the shape key whose positions were sent ("" = the basis): the result's offsets
+    add to it, and a result without offsets belongs to that shape.
     ``image``/``material``: the live preview's, reused so the viewport does not flicker.
     Raises ValueError, with nothing changed, when the result does not fit the mesh."""
     result = mesh_io.read_result(data)
     mesh = obj.data
+    base_offsets = mesh_io.shape_key_offsets(obj, base_key) if base_key else None  # ValueError if gone
     mesh.calc_loop_triangles()
     if result.uvs.shape != (len(mesh.loop_triangles), 3, 2):
         raise ValueError(f"the result has UVs for {result.uvs.shape[0]} triangles but '{obj.name}' has "
@@ -535,11 +546,12 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", job_id: 
     else:
         mesh_io.set_uv_map_of_material(material, uv_map)
     mesh_io.assign_material(obj, material)
-    shape_key = ""
+    shape_key = base_key
     if result.offsets is not None:  # each run keeps its own key, so an earlier run can be re-applied
-        shape_key = mesh_io.write_offsets(obj, result.offsets, mesh_io.new_offsets_key_name(obj)).name
+        offsets = result.offsets if base_offsets is None else base_offsets + result.offsets
+        shape_key = mesh_io.write_offsets(obj, offsets, mesh_io.new_offsets_key_name(obj)).name
     else:
-        mesh_io.show_offsets_key(obj, "")  # this run's texture belongs to the unrefined shape
+        mesh_io.show_offsets_key(obj, shape_key)  # the shape this run's texture was made on
 
     run = obj.nfsd_runs.add()
     run.prompt = settings.get("prompt", "")

@@ -59,19 +59,23 @@ def _loop_triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
     return vertices.reshape(count, 3), loops.reshape(count, 3)
 
 
-def mesh_arrays(obj, uv_map: str | None = None) -> dict[str, np.ndarray]:
+def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "") -> dict[str, np.ndarray]:
     """The wire-format arrays of ``obj`` (see module doc).
 
     ``uv_map``: name of the UV map to send; None means the active one; "" sends no UVs so the
-    backend unwraps. Modifiers are ignored on purpose: offsets come back per vertex of the mesh
-    itself, which is what a shape key can hold.
+    backend unwraps. ``shape_key``: send that shape key's positions instead of the mesh's own (the
+    basis), e.g. the refined shape of an earlier run. Modifiers are ignored on purpose: offsets come
+    back per vertex of the mesh itself, which is what a shape key can hold.
     """
     problem = mesh_problem(obj)
     if problem:
         raise ValueError(problem)
     mesh = obj.data
     positions = np.empty(len(mesh.vertices) * 3, np.float32)
-    mesh.vertices.foreach_get("co", positions)
+    if shape_key:
+        shape_key_data(obj, shape_key).foreach_get("co", positions)
+    else:
+        mesh.vertices.foreach_get("co", positions)
     triangles, loops = _loop_triangles(mesh)
     arrays = {
         "positions": positions.reshape(-1, 3),
@@ -90,11 +94,29 @@ def mesh_arrays(obj, uv_map: str | None = None) -> dict[str, np.ndarray]:
     return arrays
 
 
-def mesh_to_wire(obj, uv_map: str | None = None) -> bytes:
-    """``obj`` as wire-format .npz bytes (see :func:`mesh_arrays` for ``uv_map``)."""
+def mesh_to_wire(obj, uv_map: str | None = None, shape_key: str = "") -> bytes:
+    """``obj`` as wire-format .npz bytes (see :func:`mesh_arrays` for ``uv_map`` and ``shape_key``)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **mesh_arrays(obj, uv_map))
+    np.savez(buffer, **mesh_arrays(obj, uv_map, shape_key))
     return buffer.getvalue()
+
+
+def shape_key_data(obj, name: str):
+    """The per-vertex data of ``obj``'s shape key ``name``; ValueError when it is gone."""
+    keys = obj.data.shape_keys
+    key = keys.key_blocks.get(name) if keys is not None else None
+    if key is None:
+        raise ValueError(f"'{obj.name}' lost the shape key '{name}'")
+    return key.data
+
+
+def shape_key_offsets(obj, name: str) -> np.ndarray:
+    """float32 ``[V, 3]``: shape key ``name`` minus the basis, in object space."""
+    shaped = np.empty(len(obj.data.vertices) * 3, np.float32)
+    shape_key_data(obj, name).foreach_get("co", shaped)
+    basis = np.empty_like(shaped)
+    obj.data.shape_keys.reference_key.data.foreach_get("co", basis)
+    return (shaped - basis).reshape(-1, 3)
 
 
 @dataclass

@@ -195,6 +195,37 @@ def test_continue_sends_the_current_texture_as_init_texture(addon, scene, fast_c
     assert len(obj.nfsd_runs) == 2
 
 
+def test_continue_from_a_refined_shape_sends_it_and_adds_the_new_offsets(addon, scene, fast_connection,
+                                                                         fake_backend):
+    scene.nfsd.offsets = True  # the fake backend moves every vertex by +0.1 in z
+    obj = add_mesh("cube")
+    basis = np.array([v.co[:] for v in obj.data.vertices], np.float32)
+    addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection))
+    first = obj.nfsd_runs[0]
+    assert first.shape_key == "NFSD offsets"
+
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection,
+                                               continue_from=first))
+    assert job.state == "done", job.error
+    sent = fake_backend.jobs[job.job_id]["mesh"]["positions"]
+    assert np.allclose(sent - basis, [0, 0, 0.1])  # the shape the texture was made on, not the basis
+    second = obj.nfsd_runs[1]
+    assert second.shape_key == "NFSD offsets 2"
+    assert np.allclose(addon.mesh_io.shape_key_offsets(obj, second.shape_key), [0, 0, 0.2])  # old + new
+
+    scene.nfsd.offsets = False  # texture only: the run belongs to the refined shape it continued on
+    addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection,
+                                         continue_from=second))
+    third = obj.nfsd_runs[2]
+    assert third.shape_key == "NFSD offsets 2"
+    keys = obj.data.shape_keys.key_blocks
+    assert (keys["NFSD offsets"].value, keys["NFSD offsets 2"].value) == (0.0, 1.0)
+
+    obj.shape_key_remove(keys["NFSD offsets 2"])
+    with pytest.raises(ValueError, match="lost the shape key 'NFSD offsets 2'"):
+        addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection, continue_from=third)
+
+
 def test_panel_shows_progress_and_why_the_button_is_disabled(addon, scene, fast_connection, fake_backend):
     bpy.ops.object.light_add(type="POINT")
     layout = draw_panel(addon)
