@@ -75,6 +75,7 @@ class Job:
         self.state = "submitting"
         self.phase = "Uploading mesh"
         self.error = ""
+        self.warnings: list[str] = []  # what the result's run noticed (shown under "Done")
         self.step = 0
         self.total = int(settings.get("steps") or 0)
         self.progress = 0.0
@@ -130,7 +131,10 @@ class Job:
             loss = f" · loss {self.loss:.4g}" if self.loss is not None else ""
             return (f"Step {self.step}/{self.total} · {elapsed} elapsed · ETA {format_duration(self.eta)}{loss}")
         if self.state == "done":
-            return f"Done in {elapsed}" if self._pending_result is None else "Done: leave Edit Mode to apply"
+            if self._pending_result is not None:
+                return "Done: leave Edit Mode to apply"
+            noted = f" · {len(self.warnings)} warning(s)" if self.warnings else ""
+            return f"Done in {elapsed}{noted}"
         if self.state == "failed":
             return self.error
         if self.state == "cancelled":
@@ -261,12 +265,14 @@ class Job:
 
         data, self._pending_result = self._pending_result, None
         try:
-            apply_result(obj, data, self.settings, uv_map=self.uv_map, base_key=self.base_key, job_id=self.job_id,
-                         image=bpy.data.images.get(self.image_name) if self.image_name else None,
-                         material=bpy.data.materials.get(self.material_name) if self.material_name else None)
+            run = apply_result(obj, data, self.settings, uv_map=self.uv_map, base_key=self.base_key,
+                               job_id=self.job_id,
+                               image=bpy.data.images.get(self.image_name) if self.image_name else None,
+                               material=bpy.data.materials.get(self.material_name) if self.material_name else None)
         except ValueError as error:
             self._fail(f"The result could not be applied: {error}")
             return
+        self.warnings = run.warnings.splitlines()
         push_undo(f"NFSD texture '{obj.name}'")
 
     def _discard_preview(self) -> None:
@@ -534,8 +540,14 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
         raise ValueError(f"the result has offsets for {result.offsets.shape[0]} vertices but '{obj.name}' "
                          f"has {len(mesh.vertices)}; was the mesh edited while the job ran?")
 
+    warnings = result_warnings(result.meta)
     if result.uvs_generated or not uv_map:
         uv_map = mesh_io.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, result.uvs).name
+        cut = mesh_io.polygons_cut(obj, result.uvs)
+        if cut:
+            warnings.append(f"The backend's unwrap cut {cut} polygon(s) along a diagonal; Blender keeps one UV "
+                            "per corner, so the texture shows a seam there. Turn on 'Unwrap in Blender' or "
+                            "give the mesh a UV map, and run again.")
     height, width = result.texture.shape[:2]
     if image is None:
         image = mesh_io.new_texture_image(image_name(obj, settings), width, height)
@@ -564,8 +576,19 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
     run.uv_map = uv_map
     run.shape_key = shape_key
     run.created = time.strftime("%Y-%m-%d %H:%M")
+    run.warnings = "\n".join(warnings)
     obj.nfsd_run_index = len(obj.nfsd_runs) - 1
     return run
+
+
+def result_warnings(meta: dict) -> list[str]:
+    """The mesh warnings the backend put in a result's ``meta`` (non-manifold edges, duplicate
+    vertices, ...), each prefixed "Mesh: "; [] when there are none or ``meta`` is malformed."""
+    mesh = meta.get("mesh") if isinstance(meta, dict) else None
+    found = mesh.get("warnings") if isinstance(mesh, dict) else None
+    if not isinstance(found, list):
+        return []
+    return [f"Mesh: {text}" for text in found if isinstance(text, str) and text.strip()]
 
 
 def apply_run(obj, index: int) -> None:

@@ -193,6 +193,20 @@ def write_uv_map(obj, name: str, uvs: np.ndarray):
     return layer
 
 
+def polygons_cut(obj, uvs: np.ndarray) -> int:
+    """How many polygons of ``obj`` get two different UVs at one corner from per-loop-triangle-corner
+    ``uvs`` float32 ``[F, 3, 2]``: an unwrap of the triangles alone (xatlas in the backend) may put a
+    seam along a quad's diagonal, which a Blender UV map (one UV per loop) cannot hold."""
+    mesh = obj.data
+    _, loops = _loop_triangles(mesh)
+    polygon = np.empty(len(mesh.loop_triangles), np.int32)
+    mesh.loop_triangles.foreach_get("polygon_index", polygon)
+    kept = np.zeros((len(mesh.loops), 2), np.float32)
+    kept[loops.ravel()] = uvs.reshape(-1, 2)
+    differs = (np.abs(kept[loops] - uvs) > 1e-5).any(axis=(1, 2))
+    return int(np.unique(polygon[differs]).size)
+
+
 def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, island_margin: float = 0.01) -> str:
     """Give ``obj`` (object mode) a UV map ``name`` from Blender's Smart UV Project and make it the
     active map; returns its name.

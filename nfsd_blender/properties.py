@@ -117,6 +117,7 @@ class NFSD_PG_run(bpy.types.PropertyGroup):
     uv_map: StringProperty(name="UV Map")
     shape_key: StringProperty(name="Shape Key", description="the shape key holding this run's offsets ('': none)")
     created: StringProperty(name="Created")
+    warnings: StringProperty(name="Warnings", description="what the backend and the add-on noticed, one per line")
 
 
 classes = (NFSD_PG_settings, NFSD_PG_run)

@@ -28,6 +28,17 @@ def draw_job(layout, job) -> None:
         box.label(text="", icon="ERROR")
     else:
         layout.label(text=job.status_text(), icon="CHECKMARK" if job.state == "done" else "INFO")
+        draw_warnings(layout, job.warnings)
+
+
+def draw_warnings(layout, warnings: list[str]) -> None:
+    """A box with each warning, wrapped, under an alert icon (nothing when there are none)."""
+    if not warnings:
+        return
+    box = layout.box()
+    for warning in warnings:
+        for n, line in enumerate(_wrap(warning, 48)):
+            box.label(text=line, icon="ERROR" if n == 0 else "BLANK1")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -129,6 +140,8 @@ class NFSD_PT_history(bpy.types.Panel):
         obj = context.active_object
         self.layout.template_list("NFSD_UL_runs", "", obj, "nfsd_runs", obj, "nfsd_run_index", rows=3)
         self.layout.operator("nfsd.apply_run", icon="CHECKMARK")
+        if 0 <= obj.nfsd_run_index < len(obj.nfsd_runs):
+            draw_warnings(self.layout, obj.nfsd_runs[obj.nfsd_run_index].warnings.splitlines())
 
 
 def draw_status_bar(self, _context) -> None:

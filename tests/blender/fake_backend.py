@@ -48,6 +48,7 @@ class FakeBackend:
         self.token = token
         self.jobs: dict[str, dict] = {}
         self.unloaded = 0
+        self.mesh_warnings: list[str] = []  # what results report in meta["mesh"]["warnings"]
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -100,7 +101,8 @@ class FakeBackend:
         uvs, generated = self.uvs(job)
         arrays = {"texture": result_texture(size), "uvs": uvs,
                   "uvs_generated": np.array(generated),
-                  "meta": np.array(json.dumps({"prompt": job["settings"]["prompt"]}))}
+                  "meta": np.array(json.dumps({"prompt": job["settings"]["prompt"],
+                                               "mesh": {"warnings": self.mesh_warnings}}))}
         if job["settings"].get("offsets"):
             count = mesh["positions"].shape[0]
             arrays["offsets"] = np.tile(np.array([0.0, 0.0, 0.1], np.float32), (count, 1))

@@ -91,6 +91,18 @@ def run_until_previewed(addon, job, timeout=20.0):
     assert job.state == "running" and job.previews, job.error
 
 
+def test_a_finished_job_shows_the_backends_mesh_warnings(addon, scene, fast_connection, fake_backend):
+    fake_backend.mesh_warnings = ["3 non-manifold edges (shared by more than two faces)"]
+    obj = add_mesh("cube")
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection))
+    assert job.state == "done" and job.status_text().endswith("· 1 warning(s)")
+    assert job.warnings == ["Mesh: 3 non-manifold edges (shared by more than two faces)"]
+    labels = [entry for entry in draw_panel(addon).log if entry[0] == "label"]
+    warning = [entry for entry in labels if entry[2] in ("ERROR", "BLANK1")]
+    assert warning[0][2] == "ERROR"  # wrapped over several labels, the first with the alert icon
+    assert " ".join(text for _, text, _ in warning) == job.warnings[0]
+
+
 def test_a_mesh_without_uvs_shows_the_live_preview_on_the_backends_unwrap(addon, scene, fast_connection,
                                                                          fake_backend):
     fake_backend.total_steps = 8

@@ -3,17 +3,18 @@
 
 import io
 import json
+from types import SimpleNamespace
 
 import bpy
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import add_mesh
+from conftest import RecordingLayout, add_mesh
 from fake_backend import result_texture
 
 
-def result_npz(obj, *, size=16, generated=False, offsets=None, triangles=None):
+def result_npz(obj, *, size=16, generated=False, offsets=None, triangles=None, meta=None, uvs=None):
     """A result .npz for ``obj``. Its UVs are one random UV per loop, spread to the corners of the
     loop triangles, as a real unwrap is: the two triangles of a quad agree on their shared corners
     (a loop holds one UV, so per-corner noise could not survive the trip into Blender)."""
@@ -21,9 +22,9 @@ def result_npz(obj, *, size=16, generated=False, offsets=None, triangles=None):
     mesh.calc_loop_triangles()
     loops = np.array([list(triangle.loops) for triangle in mesh.loop_triangles])
     loop_uvs = np.random.default_rng(0).random((len(mesh.loops), 2)).astype(np.float32)
-    uvs = loop_uvs[loops][:triangles]
+    uvs = loop_uvs[loops][:triangles] if uvs is None else uvs
     arrays = {"texture": result_texture(size), "uvs": uvs,
-              "uvs_generated": np.array(generated), "meta": np.array(json.dumps({"seed": 7}))}
+              "uvs_generated": np.array(generated), "meta": np.array(json.dumps(meta or {"seed": 7}))}
     if offsets is not None:
         arrays["offsets"] = offsets
     buffer = io.BytesIO()
@@ -97,6 +98,24 @@ def test_generated_uvs_become_nfsd_uv_and_offsets_a_shape_key(addon, scene):
     basis = obj.data.shape_keys.reference_key
     assert np.allclose(np.array(key.data[3].co) - np.array(basis.data[3].co), [0, 0, 0.25])
     assert run.material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
+
+
+def test_the_backends_mesh_warnings_and_a_quad_cut_by_its_unwrap_are_kept_on_the_run(addon, scene):
+    obj = add_mesh("cube", uvs=False)  # six quads, twelve triangles
+    _, arrays = result_npz(obj)
+    assert addon.mesh_io.polygons_cut(obj, arrays["uvs"]) == 0  # one UV per loop: nothing to lose
+    cut = arrays["uvs"].copy()
+    cut[0] += 0.5  # triangle 0 leaves its quad partner at their shared diagonal: a seam inside a quad
+    assert addon.mesh_io.polygons_cut(obj, cut) == 1
+    meta = {"mesh": {"warnings": ["2 duplicate vertices (same position, different index)"]}}
+    run = addon.jobs.apply_result(obj, result_npz(obj, generated=True, uvs=cut, meta=meta)[0], {"prompt": "p"})
+    warnings = run.warnings.splitlines()
+    assert warnings[0] == "Mesh: 2 duplicate vertices (same position, different index)"
+    assert "cut 1 polygon(s)" in warnings[1] and "Unwrap in Blender" in warnings[1]
+    layout = RecordingLayout()  # the Earlier Runs panel shows the selected run's warnings
+    addon.ui.NFSD_PT_history.draw(SimpleNamespace(layout=layout), bpy.context)
+    shown = " ".join(entry[1] for entry in layout.log if entry[0] == "label")
+    assert "Mesh: 2 duplicate vertices" in shown and "Unwrap in Blender" in shown
 
 
 def test_a_result_that_does_not_fit_changes_nothing(addon, scene):
