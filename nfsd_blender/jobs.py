@@ -424,9 +424,10 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
 
     ``continue_from``: an item of ``obj.nfsd_runs`` whose texture (and UV map) the new run starts
     from; a run that refined the shape sends its shape key's positions, so the texture goes on
-    growing on the shape it was made for (and new offsets add to the old ones). ``unwrap``: a mesh without UVs gets a "NFSD_UV" map from Blender's Smart UV Project before
-    it is sent (seams along its polygons); otherwise the backend unwraps it. Raises ValueError (a
-    sentence for the artist) when the object cannot be sent.
+    growing on the shape it was made for (and new offsets add to the old ones). ``unwrap``: a mesh
+    without UVs gets a "NFSD_UV" map from Blender's Smart UV Project before it is sent (seams along
+    its polygons); otherwise the backend unwraps it. Raises ValueError (a sentence for the artist)
+    when the object cannot be sent.
     """
     problem = mesh_io.mesh_problem(obj)
     if problem:
