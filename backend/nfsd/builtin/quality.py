@@ -38,7 +38,8 @@ from . import dataset as ds
 from .classifier import load_classifier, prompt_matches
 
 # Three prompts, 36 textures: about 10 minutes on a shared 2-core CPU with one thread.
-DEFAULT_PROMPTS = ("red and white stripes", "blue dots on yellow", "solid green")
+DEFAULT_PROMPTS = ("red and white stripes", "blue dots on yellow", "solid green", "checkerboard of white and black",
+                   "yellow and blue waves", "gradient from red to black")  # one per pattern
 METHODS = {  # label: (mode, guidance scale)
     "NFSD s=7.5": ("nfsd", 7.5),
     "SDS s=7.5": ("sds", 7.5),
@@ -285,7 +286,7 @@ def report_markdown(result: dict, cfg: QualityConfig, seconds: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="nfsd bench quality", description="NFSD vs SDS vs CSD with the built-in prior.")
     d = QualityConfig()
-    parser.add_argument("--prompts", nargs="+", default=list(d.prompts), help="dataset prompts (default: 3)")
+    parser.add_argument("--prompts", nargs="+", default=list(d.prompts), help="dataset prompts (default: one per pattern)")
     parser.add_argument("--methods", nargs="+", default=list(d.methods), choices=list(METHODS), metavar="METHOD",
                         help=f"subset of {list(METHODS)}")
     parser.add_argument("--seeds", type=int, default=d.seeds, help="seeds 0..N-1 (default %(default)s)")
