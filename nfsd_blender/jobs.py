@@ -59,11 +59,13 @@ class Job:
     worker thread talks to the main thread through ``events`` (kind, payload) tuples."""
 
     def __init__(self, object_name: str, settings: dict, mesh_npz: bytes, uv_map: str,
-                 connection: Connection, init_texture: np.ndarray | None = None, base_key: str = ""):
+                 connection: Connection, init_texture: np.ndarray | None = None, base_key: str = "",
+                 loops: np.ndarray | None = None):
         self.object_name = object_name
         self.settings = dict(settings)
         self.uv_map = uv_map  # the UV map whose UVs were sent; "" = the backend unwraps
         self.base_key = base_key  # the shape key whose positions were sent; "" = the basis
+        self.loops = loops  # int32 [F, 3] loop of each sent triangle corner (mesh_io.loop_triangles)
         self.connection = connection
         self._mesh_npz = mesh_npz
         self._init_texture = init_texture  # uint8 [H, W, 4], row 0 = bottom (Continue)
@@ -242,7 +244,7 @@ class Job:
         uvs, self._pending_uvs = self._pending_uvs, None
         existed = mesh_io.GENERATED_UV_NAME in obj.data.uv_layers
         try:
-            layer = mesh_io.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, uvs)
+            layer = mesh_io.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, uvs, self.loops)
         except ValueError:
             return  # the mesh was edited since it was sent: no preview on it; the result says why
         self.preview_uv_map = layer.name
@@ -266,7 +268,7 @@ class Job:
         data, self._pending_result = self._pending_result, None
         try:
             run = apply_result(obj, data, self.settings, uv_map=self.uv_map, base_key=self.base_key,
-                               job_id=self.job_id,
+                               loops=self.loops, job_id=self.job_id,
                                image=bpy.data.images.get(self.image_name) if self.image_name else None,
                                material=bpy.data.materials.get(self.material_name) if self.material_name else None)
         except ValueError as error:
@@ -457,7 +459,7 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     elif not uv_map and unwrap:
         uv_map = mesh_io.smart_unwrap(obj)
     job = Job(obj.name, settings, mesh_io.mesh_to_wire(obj, uv_map, base_key), uv_map, connection, init_texture,
-              base_key)
+              base_key, mesh_io.loop_triangles(obj.data)[1])
     _jobs[obj.name] = job
     return job.start()
 
@@ -521,13 +523,14 @@ def push_undo(message: str) -> None:
         pass
 
 
-def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key: str = "", job_id: str = "",
-                 image=None, material=None):
+def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key: str = "",
+                 loops: np.ndarray | None = None, job_id: str = "", image=None, material=None):
     """Put a result .npz on ``obj``: image (packed), material "NFSD: <prompt>", UV map "NFSD_UV"
     when the backend unwrapped, shape key "NFSD offsets" when offsets came back, and a new entry in
     ``obj.nfsd_runs`` (returned). ``uv_map`` is the UV map whose UVs were sent ("" = none);
     ``base_key`` the shape key whose positions were sent ("" = the basis): the result's offsets
-    add to it, and a result without offsets belongs to that shape.
+    add to it, and a result without offsets belongs to that shape. ``loops``: the loop of each
+    sent triangle corner (:func:`mesh_io.loop_triangles` at send time; default: the current ones).
     ``image``/``material``: the live preview's, reused so the viewport does not flicker.
     Raises ValueError, with nothing changed, when the result does not fit the mesh."""
     result = mesh_io.read_result(data)
@@ -543,8 +546,8 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
 
     warnings = result_warnings(result.meta)
     if result.uvs_generated or not uv_map:
-        uv_map = mesh_io.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, result.uvs).name
-        cut = mesh_io.polygons_cut(obj, result.uvs)
+        uv_map = mesh_io.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, result.uvs, loops).name
+        cut = mesh_io.polygons_cut(obj, result.uvs, loops)
         if cut:
             warnings.append(f"The backend's unwrap cut {cut} polygon(s) along a diagonal; Blender keeps one UV "
                             "per corner, so the texture shows a seam there. Turn on 'Unwrap in Blender' or "

@@ -48,8 +48,12 @@ def active_uv_name(obj) -> str:
     return layer.name if layer is not None else ""
 
 
-def _loop_triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
-    """``(vertex_indices, loop_indices)``, both int32 ``[F, 3]``, of the mesh's loop triangles."""
+def loop_triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
+    """``(vertex_indices, loop_indices)``, both int32 ``[F, 3]``, of the mesh's loop triangles.
+
+    Keep the loop indices of what was sent: Blender re-splits a quad when an edit makes it concave,
+    so triangle ``f`` later may cover other loops of the same polygon; loop indices stay valid as
+    long as the topology does not change."""
     mesh.calc_loop_triangles()
     count = len(mesh.loop_triangles)
     vertices = np.empty(count * 3, np.int32)
@@ -76,7 +80,7 @@ def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "") -> dict[str
         shape_key_data(obj, shape_key).foreach_get("co", positions)
     else:
         mesh.vertices.foreach_get("co", positions)
-    triangles, loops = _loop_triangles(mesh)
+    triangles, loops = loop_triangles(mesh)
     arrays = {
         "positions": positions.reshape(-1, 3),
         "triangles": triangles,
@@ -176,14 +180,16 @@ def read_uvs(data: bytes) -> tuple[np.ndarray, bool]:
     return uvs, generated
 
 
-def write_uv_map(obj, name: str, uvs: np.ndarray):
+def write_uv_map(obj, name: str, uvs: np.ndarray, loops: np.ndarray | None = None):
     """Store per-loop-triangle-corner ``uvs`` float32 ``[F, 3, 2]`` as UV map ``name`` (made
-    active); returns the layer."""
+    active); returns the layer. ``loops`` int32 ``[F, 3]``: the loop of each corner, as
+    :func:`loop_triangles` gave them when the mesh was sent (default: the mesh's current ones)."""
     mesh = obj.data
-    _, loops = _loop_triangles(mesh)
-    if uvs.shape != loops.shape + (2,):
+    current = loop_triangles(mesh)[1]
+    loops = current if loops is None else loops
+    if uvs.shape != loops.shape + (2,) or loops.shape != current.shape or loops.max() >= len(mesh.loops):
         raise ValueError(f"the result has UVs for {uvs.shape[0]} triangles but '{obj.name}' has "
-                         f"{loops.shape[0]}; was the mesh edited while the job ran?")
+                         f"{current.shape[0]}; was the mesh edited while the job ran?")
     layer = mesh.uv_layers.get(name) or mesh.uv_layers.new(name=name)
     corner_uvs = np.zeros((len(mesh.loops), 2), np.float32)
     corner_uvs[loops.ravel()] = uvs.reshape(-1, 2)
@@ -193,18 +199,20 @@ def write_uv_map(obj, name: str, uvs: np.ndarray):
     return layer
 
 
-def polygons_cut(obj, uvs: np.ndarray) -> int:
+def polygons_cut(obj, uvs: np.ndarray, loops: np.ndarray | None = None) -> int:
     """How many polygons of ``obj`` get two different UVs at one corner from per-loop-triangle-corner
-    ``uvs`` float32 ``[F, 3, 2]``: an unwrap of the triangles alone (xatlas in the backend) may put a
-    seam along a quad's diagonal, which a Blender UV map (one UV per loop) cannot hold."""
+    ``uvs`` float32 ``[F, 3, 2]`` (``loops`` as in :func:`write_uv_map`): an unwrap of the triangles
+    alone (xatlas in the backend) may put a seam along a quad's diagonal, which a Blender UV map
+    (one UV per loop) cannot hold."""
     mesh = obj.data
-    _, loops = _loop_triangles(mesh)
-    polygon = np.empty(len(mesh.loop_triangles), np.int32)
-    mesh.loop_triangles.foreach_get("polygon_index", polygon)
+    loops = loop_triangles(mesh)[1] if loops is None else loops
+    sizes = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("loop_total", sizes)
+    polygon_of_loop = np.repeat(np.arange(len(sizes)), sizes)  # a polygon's loops are consecutive
     kept = np.zeros((len(mesh.loops), 2), np.float32)
     kept[loops.ravel()] = uvs.reshape(-1, 2)
     differs = (np.abs(kept[loops] - uvs) > 1e-5).any(axis=(1, 2))
-    return int(np.unique(polygon[differs]).size)
+    return int(np.unique(polygon_of_loop[loops[differs, 0]]).size)
 
 
 def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, island_margin: float = 0.01) -> str:

@@ -100,6 +100,21 @@ def test_generated_uvs_become_nfsd_uv_and_offsets_a_shape_key(addon, scene):
     assert run.material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
 
 
+def test_uvs_land_on_the_loops_they_were_sent_for_after_blender_re_splits_a_quad(addon, scene):
+    obj = add_mesh("plane", uvs=False)  # one quad, split along its loops 0-2
+    sent = addon.mesh_io.loop_triangles(obj.data)[1]
+    _, arrays = result_npz(obj, generated=True)
+    loop_uvs = np.zeros((4, 2), np.float32)
+    loop_uvs[sent.ravel()] = arrays["uvs"].reshape(-1, 2)
+    obj.data.vertices[1].co = (-0.2, 0.0, 0.0)  # the artist drags a corner while the job runs: concave
+    assert addon.mesh_io.loop_triangles(obj.data)[1].tolist() != sent.tolist()  # now split along 1-3
+    data, _ = result_npz(obj, generated=True, uvs=arrays["uvs"])
+    addon.jobs.apply_result(obj, data, {"prompt": "p"}, loops=sent)
+    written = np.empty(8, np.float32)
+    obj.data.uv_layers["NFSD_UV"].data.foreach_get("uv", written)
+    assert np.array_equal(written.reshape(4, 2), loop_uvs)  # each loop kept its own UV
+
+
 def test_the_backends_mesh_warnings_and_a_quad_cut_by_its_unwrap_are_kept_on_the_run(addon, scene):
     obj = add_mesh("cube", uvs=False)  # six quads, twelve triangles
     _, arrays = result_npz(obj)
