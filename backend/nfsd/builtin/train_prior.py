@@ -20,7 +20,7 @@ The shipped weights came from these seeded commands (about two hours of wall tim
 Sample accuracy (``python -m nfsd.builtin.sampling --model DIR``: DDIM 25 steps, guidance 3, 64
 prompts) along the way:
 0.30 after 1000 steps, 0.44 after 3000, 0.47 after 5000, 0.50 after 8000, 0.56 after 3000 more, 0.625
-after the last 6000 (on all 148 prompts, seeds 1 / 2: 0.635 / 0.628 before it, 0.655 / 0.642 after).
+after the last 6000 (on 148 of the 176 prompts, seeds 1 / 2: 0.635 / 0.628 before it, 0.655 / 0.642 after).
 The decoder fine-tunes raised the classifier's accuracy on reconstructions from 0.74 to 0.81
 (22.7 dB): the decoder, not the UNet, now caps what patterns can be read.
 
