@@ -449,17 +449,17 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
         if uv_map not in obj.data.uv_layers:
             raise ValueError(f"'{obj.name}' lost the UV map '{uv_map}' the texture was made for")
         base_key = continue_from.shape_key
-        if base_key:
-            mesh_io.shape_key_data(obj, base_key)  # ValueError when the artist deleted it
-            mesh_io.show_offsets_key(obj, base_key)  # the live preview goes on that shape
         pixels = image_io.image_pixels(continue_from.image)
         init_texture = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         # The new texture keeps the old one's size: that is what the backend starts from.
         settings = dict(settings, texture_size=int(pixels.shape[1]))
     elif not uv_map and unwrap:
         uv_map = mesh_io.smart_unwrap(obj)
-    job = Job(obj.name, settings, mesh_io.mesh_to_wire(obj, uv_map, base_key), uv_map, connection, init_texture,
-              base_key, mesh_io.loop_triangles(obj.data)[1])
+    wire = mesh_io.mesh_to_wire(obj, uv_map, base_key)  # ValueError when the artist deleted that key
+    if base_key:
+        mesh_io.show_offsets_key(obj, base_key)  # the live preview goes on the shape that was sent
+    loops = mesh_io.loop_triangles(obj.data)[1]
+    job = Job(obj.name, settings, wire, uv_map, connection, init_texture, base_key, loops)
     _jobs[obj.name] = job
     return job.start()
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from . import dataset as ds
 from .classifier import load_classifier, prompt_matches
 
-# Three prompts, 36 textures: about 10 minutes on a shared 2-core CPU with one thread.
+# Six prompts (one per pattern), 72 textures: about 20 minutes on a 2-core CPU with two threads.
 DEFAULT_PROMPTS = ("red and white stripes", "blue dots on yellow", "solid green", "checkerboard of white and black",
                    "yellow and blue waves", "gradient from red to black")  # one per pattern
 METHODS = {  # label: (mode, guidance scale)
