@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from ldm_layout import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, clip_to_ldm, folder_to_single_file, unet_to_ldm, vae_to_ldm
+from ldm_layout import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, folder_to_single_file, unet_to_ldm, vae_to_ldm
 from nfsd.errors import ModelError
 from nfsd.prior import load_prior
 from nfsd.tiny import ARCHS

@@ -16,7 +16,7 @@ import os
 import secrets
 import zipfile
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +31,7 @@ from starlette.datastructures import UploadFile
 
 from . import __version__
 from .errors import ConfigError, NfsdError
-from .jobs import ACTIVE, DONE, CANCELLED, FAILED, INTERRUPTED, JobManager, JobRecord, ManagerConfig, is_job_id
+from .jobs import DONE, CANCELLED, FAILED, INTERRUPTED, JobManager, JobRecord, ManagerConfig, is_job_id
 
 log = logging.getLogger("nfsd.server")
 
