@@ -66,6 +66,8 @@ class ServerConfig:
         max_upload_bytes: largest accepted ``POST /jobs`` body (413 beyond).
         max_faces: largest accepted mesh, in triangles (422 beyond).
         torch_threads: CPU threads of torch in the worker process (0: torch's default).
+        models_dir: diffusers folders and single files offered besides ``builtin`` and ``model``, LoRAs
+            in its ``loras/``; jobs may name only offered models (``nfsd.catalog``, ``GET /models``).
     """
 
     host: str = "127.0.0.1"
@@ -81,6 +83,12 @@ class ServerConfig:
     preview_interval: float = 2.0
     status_interval: float = 0.5
     torch_threads: int = 0
+    models_dir: Path | None = None
+
+    def catalog(self):
+        from .catalog import Catalog
+
+        return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None)
 
     def check(self) -> None:
         """Raise ``ConfigError`` for a configuration that must not start (e.g. a public host with no token)."""
@@ -96,6 +104,7 @@ class ServerConfig:
             raise ConfigError(f"--port {self.port} is out of range 0..65535")
         if self.max_jobs < 0:
             raise ConfigError(f"max_jobs must be >= 0, got {self.max_jobs}")
+        self.catalog().check()
 
 
 def is_loopback_host(host: str) -> bool:
@@ -128,7 +137,12 @@ class JobSettings(BaseModel):
     offsets: bool = False
     offset_strength: float = Field(0.03, ge=0.0, le=0.2)
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    model: str | None = Field(None, description="model id or path on the server; default: the server's --model")
+    model: str | None = Field(None, description="a model the server offers (GET /models: name or path); "
+                                                "default: the server's --model")
+    loras: list[dict | str] | None = Field(None, max_length=16, description="[{'name' or 'path', 'weight'}]: LoRAs "
+                                           "from GET /models (kind lora)")
+    encoder: Literal["full", "tiny"] = Field("full", description="tiny: the model folder's vae_tiny/ on the gradient path")
+    negative_weight: float = Field(0.0, ge=0.0, le=100.0, description="csd: weight of the negative prompt")
 
     @field_validator("prompt")
     @classmethod
@@ -265,11 +279,12 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
         settings = JobSettings.model_validate(raw)
     except ValidationError as exc:
         raise HTTPException(422, _format_validation(exc, "settings.")) from None
-    model = settings.model or config.model
     try:
-        from .prior import check_prompt_length, resolve_model
+        catalog = config.catalog()
+        model = catalog.check_model(settings.model)  # only offered models: `model` is no file-system probe
+        settings.loras = catalog.check_loras(settings.loras)
+        from .prior import check_prompt_length
 
-        resolve_model(model)
         check_prompt_length(model, settings.prompt)
         if settings.negative_prompt:
             check_prompt_length(model, settings.negative_prompt, what="negative_prompt")
@@ -573,6 +588,11 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             raise HTTPException(404, f"no job {job_id} on this server") from None
         return Deleted(deleted=job_id)
 
+    @app.get("/models", dependencies=auth, summary="the models and LoRAs this server offers (nfsd.catalog)")
+    async def models() -> dict:
+        entries = await run_in_threadpool(lambda: [e.to_dict() for e in config.catalog().entries()])
+        return {"default_model": config.model, "models": entries}
+
     @app.post("/model/unload", response_model=Unloaded, dependencies=auth,
               summary="free the cached model (after the running job, if any, it is loaded again)")
     async def unload() -> Unloaded:
@@ -589,7 +609,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
           data_dir: str | Path | None = None, model: str = "builtin", max_jobs: int = 50,
           max_age_days: float | None = 30.0, device: str = "auto", log_level: str = "info",
-          torch_threads: int = 0) -> None:
+          torch_threads: int = 0, models_dir: str | Path | None = None) -> None:
     """Run the server until interrupted (what ``nfsd serve`` calls).
 
     Raises:
@@ -599,7 +619,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None =
 
     config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None,
                           model=model, device=device, max_jobs=max_jobs, max_age_days=max_age_days,
-                          torch_threads=torch_threads)
+                          torch_threads=torch_threads, models_dir=Path(models_dir) if models_dir else None)
     app = create_app(config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
