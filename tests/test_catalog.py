@@ -123,3 +123,13 @@ def test_get_models_and_the_allowlist_on_the_server(models_dir, tiny_model, tmp_
         with pytest.raises(HTTPException, match="not offered") as info:
             validate_submission(b"", json.dumps({"prompt": "red", "model": probe}), None, app.state.config)
         assert info.value.status_code == 422
+
+
+def test_nfsd_models_prints_the_list(models_dir, capsys):
+    from nfsd.cli import main
+
+    assert main(["models", "--models-dir", str(models_dir), "--json"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert listed["juggernaut_xl.safetensors"]["family"] == "sdxl" and listed["styles/wood"]["kind"] == "lora"
+    assert main(["models", "--models-dir", str(models_dir / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err

@@ -75,3 +75,26 @@ def test_tiny_encoder_that_is_missing_or_does_not_fit(tiny_model, tmp_path):
         run(tiny_model, encoder="tiny", tiny_encoder=str(wrong))
     with pytest.raises(ConfigError, match="encoder must be full or tiny"):
         run(tiny_model, encoder="taesd")
+
+
+def test_cli_with_a_lora_and_the_tiny_encoder(model_with_tiny_encoder, tmp_path):
+    """What an artist types: `nfsd texture ... --lora FILE:0.8 --encoder tiny`; the report keeps both."""
+    import json
+
+    from diffusers import UNet2DConditionModel
+
+    from nfsd.cli import main
+    from nfsd.mesh import write_wire_npz
+    from nfsd.tiny import build_random_lora
+
+    mesh = tmp_path / "mesh.npz"
+    write_wire_npz(builtin_mesh("default"), mesh)
+    unet = UNet2DConditionModel.from_pretrained(model_with_tiny_encoder / "unet")
+    lora = build_random_lora(tmp_path / "wood.safetensors", unet)
+    out = tmp_path / "out"
+    code = main(["texture", str(mesh), "red and white stripes", "--out", str(out), "--model",
+                 str(model_with_tiny_encoder), "--steps", "2", "--render-size", "16", "--texture-size", "64",
+                 "--batch", "1", "--device", "cpu", "--threads", "1", "--encoder", "tiny", "--lora", f"{lora}:0.8"])
+    assert code == 0
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["encoder"] == "tiny" and settings["loras"] == [{"path": str(lora), "weight": 0.8}]
