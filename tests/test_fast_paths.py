@@ -98,3 +98,14 @@ def test_cli_with_a_lora_and_the_tiny_encoder(model_with_tiny_encoder, tmp_path)
     assert code == 0
     settings = json.loads((out / "report.json").read_text())["settings"]
     assert settings["encoder"] == "tiny" and settings["loras"] == [{"path": str(lora), "weight": 0.8}]
+
+
+def test_flop_table_at_real_shapes():
+    """FLOPs per step at SD-1.5 shapes (meta tensors: no weights; SDXL's rows take longer to build and are
+    left to `nfsd bench flops`)."""
+    from nfsd.bench_flops import flop_table
+
+    (sd15,) = flop_table(["SD-1.5 @512"])
+    assert 2.3 < sd15["unet_b3"] < 2.5 and sd15["unet_b2"] == pytest.approx(sd15["unet_b3"] * 2 / 3, rel=0.01)
+    assert sd15["full"] > 0.9 * sd15["unet_b3"]   # the full encoder costs about what the UNet does ...
+    assert sd15["tiny"] < 0.15 * sd15["full"]     # ... the tiny one a tenth of that

@@ -88,11 +88,13 @@ def build_networks(unet_cfg: dict, vae_cfg: dict, device="meta"):
     return nets
 
 
-def flop_table() -> list[dict]:
-    """One row per setup: TFLOPs of the UNet (batch 3 / 2) and of each encoder's forward + backward."""
+def flop_table(setups=tuple(SETUPS)) -> list[dict]:
+    """One row per setup (names of ``SETUPS``): TFLOPs of the UNet (batch 3 / 2) and of each encoder's
+    forward + backward."""
     rows = []
     built = {}
-    for name, (unet_cfg, vae_cfg, size, text, pooled) in SETUPS.items():
+    for name in setups:
+        unet_cfg, vae_cfg, size, text, pooled = SETUPS[name]
         key = id(unet_cfg)
         if key not in built:
             built[key] = build_networks(unet_cfg, vae_cfg)
