@@ -750,7 +750,7 @@ def _free_gpu_memory() -> None:
 def _make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, config: ManagerConfig):
     """The engine's TextureJob for a job's stored inputs (the default ``make_job`` of JobManager)."""
     from .engine import TextureConfig, TextureJob
-    from .mesh import read_wire_npz
+    from .wire import read_wire_npz
 
     mesh = read_wire_npz(mesh_npz)
     cfg = TextureConfig.from_dict(job_config_dict(settings, config.default_model, config.device))
