@@ -1,8 +1,9 @@
 """The optimization loop: one engine behind the CLI, the server and the benchmarks.
 
 Per step (shared/DESIGN.md): random cameras -> render the textured (and displaced) mesh -> encode
-with the prior's VAE (gradients flow) -> add noise at a random t per view -> ONE batched UNet call
-on [prompt+view, negative, ""] -> distillation rule -> loss -> Adam step on the texture (and offsets).
+with the prior's VAE or a tiny encoder (gradients flow) -> add noise at a random t per view -> ONE
+batched UNet call on [prompt+view, negative, ""] (SDS, CSD: no negative) -> distillation rule -> loss
+-> Adam step on the texture (and offsets).
 
     job = TextureJob(mesh, TextureConfig(prompt="red and white stripes"))
     result = job.run(on_progress=print)     # job.cancel() / job.snapshot() from any thread
