@@ -112,14 +112,14 @@ def flop_table(setups=tuple(SETUPS)) -> list[dict]:
 def print_flop_table(rows: list[dict]) -> None:
     print("TFLOP per step and view (FlopCounterMode; encoder = forward + backward to the render, weights frozen)")
     head = (f"{'setup':<12} | {'UNet b3':>7} {'UNet b2':>7} | {'VAE enc':>7} {'tiny enc':>8} | "
-            f"{'NFSD full':>9} {'NFSD tiny':>9} {'x':>5} | {'SDS full':>8} {'SDS tiny':>8} {'x':>5}")
+            f"{'NFSD full':>9} {'NFSD tiny':>9} {'x':>5} | {'SDS/CSD full':>12} {'tiny':>6} {'x':>5}")
     print(head)
     print("-" * len(head))
     for r in rows:
         nf, nt = r["unet_b3"] + r["full"], r["unet_b3"] + r["tiny"]
         sf, st = r["unet_b2"] + r["full"], r["unet_b2"] + r["tiny"]
         print(f"{r['setup']:<12} | {r['unet_b3']:7.2f} {r['unet_b2']:7.2f} | {r['full']:7.2f} {r['tiny']:8.3f} | "
-              f"{nf:9.2f} {nt:9.2f} {nf / nt:4.2f}x | {sf:8.2f} {st:8.2f} {sf / st:4.2f}x")
+              f"{nf:9.2f} {nt:9.2f} {nf / nt:4.2f}x | {sf:12.2f} {st:6.2f} {sf / st:4.2f}x")
 
 
 def time_encoders(size: int, repeats: int) -> tuple[list[float], list[float]]:
