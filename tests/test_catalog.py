@@ -84,6 +84,10 @@ def test_loras_resolve_by_name_or_path_inside_the_lora_folder(models_dir, tmp_pa
     assert catalog.check_loras([{"path": wood}]) == [{"path": wood, "weight": 1.0}]
     with pytest.raises(ModelError, match="not offered"):
         catalog.check_loras([{"path": str(models_dir / "dreamshaper_8.safetensors")}])  # a model, not a LoRA
+    sd1_model = catalog.check_model("dreamshaper_8.safetensors")
+    assert catalog.check_loras([{"name": "styles/wood"}], sd1_model)[0]["path"] == wood
+    with pytest.raises(ModelError, match="trained for sdxl but model .* is sd1"):
+        catalog.check_loras([{"name": "pixel_xl"}], sd1_model)
     with pytest.raises(ModelError, match="no --models-dir"):
         Catalog(include_hub_cache=False).check_loras([{"name": "styles/wood"}])
     with pytest.raises(ConfigError, match="not a folder"):

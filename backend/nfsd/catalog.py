@@ -291,10 +291,18 @@ class Catalog:
             raise ModelError(f"model {match.name!r} cannot be used: {match.note}")
         return match.path if match.kind in ("folder", "file") else match.name
 
-    def check_loras(self, loras) -> list[dict]:
+    def family_of(self, model: str) -> str | None:
+        """The family of an offered model (a ``check_model`` result); None when unknown."""
+        for entry in self.models():
+            if model in (entry.name, entry.path):
+                return entry.family
+        return None
+
+    def check_loras(self, loras, model: str | None = None) -> list[dict]:
         """A job's ``loras`` with every entry resolved to a file in the LoRA folder (names or paths).
 
-        Raises ``ModelError`` (one message for missing and existing paths) for anything else.
+        Raises ``ModelError`` (one message for missing and existing paths) for anything else, and for
+        a LoRA trained for another family than ``model``'s (when both families are known).
         """
         from .lora import normalize_loras
 
@@ -303,7 +311,7 @@ class Catalog:
             return []
         offered = {e.name: e for e in self.loras()}
         by_path = {os.path.realpath(e.path): e for e in offered.values()}
-        out = []
+        out, matches = [], []
         for entry in entries:
             ref = entry.get("name") or entry.get("path")
             match = offered.get(ref)
@@ -314,6 +322,12 @@ class Catalog:
                 where = "the server has no --models-dir" if self.lora_dir() is None else "see GET /models (kind lora)"
                 raise ModelError(f"LoRA {shown!r} is not offered by this server: {where}")
             out.append({"path": match.path, "weight": entry["weight"]})
+            matches.append(match)
+        family = self.family_of(model) if model else None
+        for entry in matches:
+            if family in DEFAULT_RENDER and entry.family in DEFAULT_RENDER and entry.family != family:
+                raise ModelError(f"LoRA {entry.name!r} was trained for {entry.family} but model {model!r} is "
+                                 f"{family}: choose a LoRA of the model's family")
         return out
 
 

@@ -51,7 +51,7 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
     try:
         catalog = config.catalog()
         model = catalog.check_model(settings.model)  # only offered models: `model` is no file-system probe
-        settings.loras = catalog.check_loras(settings.loras)
+        settings.loras = catalog.check_loras(settings.loras, model)
         from ..prior import check_prompt_length
 
         check_prompt_length(model, settings.prompt)
