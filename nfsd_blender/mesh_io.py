@@ -63,21 +63,39 @@ def loop_triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
     return vertices.reshape(count, 3), loops.reshape(count, 3)
 
 
-def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "") -> dict[str, np.ndarray]:
+def has_modifiers(obj) -> bool:
+    """True when a modifier shows in the viewport: the artist sees a different mesh than ``obj.data``."""
+    return any(modifier.show_viewport for modifier in obj.modifiers)
+
+
+def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "", evaluated: bool = False) -> dict[str, np.ndarray]:
     """The wire-format arrays of ``obj`` (see module doc).
 
     ``uv_map``: name of the UV map to send; None means the active one; "" sends no UVs so the
     backend unwraps. ``shape_key``: send that shape key's positions instead of the mesh's own (the
-    basis), e.g. the refined shape of an earlier run. Modifiers are ignored on purpose: offsets come
-    back per vertex of the mesh itself, which is what a shape key can hold.
+    basis), e.g. the refined shape of an earlier run. ``evaluated``: send the mesh with its
+    modifiers applied, as the viewport shows it (texture only: its UVs are ``uv_map``'s, so the
+    texture fits the base mesh too; offsets need the base mesh, whose vertices a shape key holds).
     """
     problem = mesh_problem(obj)
     if problem:
         raise ValueError(problem)
-    mesh = obj.data
+    if evaluated:
+        import bpy
+
+        evaluated_obj = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        mesh = evaluated_obj.to_mesh()
+        try:
+            return _arrays(obj, mesh, uv_map, None)
+        finally:
+            evaluated_obj.to_mesh_clear()
+    return _arrays(obj, obj.data, uv_map, shape_key_data(obj, shape_key) if shape_key else None)
+
+
+def _arrays(obj, mesh, uv_map: str | None, key_data) -> dict[str, np.ndarray]:
     positions = np.empty(len(mesh.vertices) * 3, np.float32)
-    if shape_key:
-        shape_key_data(obj, shape_key).foreach_get("co", positions)
+    if key_data is not None:
+        key_data.foreach_get("co", positions)
     else:
         mesh.vertices.foreach_get("co", positions)
     triangles, loops = loop_triangles(mesh)
@@ -87,7 +105,7 @@ def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "") -> dict[str
         # mathutils.Matrix iterates over rows, so this is row-major with column vectors.
         "world_matrix": np.array(obj.matrix_world, dtype=np.float32),
     }
-    name = active_uv_name(obj) if uv_map is None else uv_map
+    name = (mesh.uv_layers.active.name if mesh.uv_layers.active else "") if uv_map is None else uv_map
     if name:
         layer = mesh.uv_layers.get(name)
         if layer is None:
@@ -98,10 +116,10 @@ def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "") -> dict[str
     return arrays
 
 
-def mesh_to_wire(obj, uv_map: str | None = None, shape_key: str = "") -> bytes:
-    """``obj`` as wire-format .npz bytes (see :func:`mesh_arrays` for ``uv_map`` and ``shape_key``)."""
+def mesh_to_wire(obj, uv_map: str | None = None, shape_key: str = "", evaluated: bool = False) -> bytes:
+    """``obj`` as wire-format .npz bytes (see :func:`mesh_arrays`)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **mesh_arrays(obj, uv_map, shape_key))
+    np.savez(buffer, **mesh_arrays(obj, uv_map, shape_key, evaluated))
     return buffer.getvalue()
 
 
@@ -328,8 +346,8 @@ def set_uv_map_of_material(material, uv_map: str) -> None:
 
 def assign_material(obj, material) -> list[str]:
     """Put ``material`` in every material slot of ``obj`` (one slot if it had none), so the
-    whole mesh shows the texture whatever its faces' material indices. Returns the names of the
-    materials that were there before ("" for an empty slot), for :func:`restore_materials`."""
+    whole mesh shows the texture while each face keeps its material index. Returns the names of
+    the materials that were there before ("" for an empty slot); scene_state records them for real."""
     slots = obj.material_slots
     previous = [slot.material.name if slot.material else "" for slot in slots]
     if not slots:
@@ -338,13 +356,3 @@ def assign_material(obj, material) -> list[str]:
         slot.material = material
     return previous
 
-
-def restore_materials(obj, previous: list[str]) -> None:
-    """Undo :func:`assign_material` with the list it returned."""
-    import bpy
-
-    if not previous:
-        obj.data.materials.clear()
-        return
-    for slot, name in zip(obj.material_slots, previous):
-        slot.material = bpy.data.materials.get(name) if name else None

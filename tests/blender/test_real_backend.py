@@ -55,7 +55,7 @@ def connection(addon, backend_url):
 
 
 def test_the_backend_line_names_the_model(addon, connection):
-    ok, text = addon.jobs.check_backend(connection)
+    ok, text = addon.backend_status.check_backend(connection)
     assert ok and text.startswith("Connected") and "tiny-model" in text
 
 
@@ -99,7 +99,7 @@ def test_the_live_preview_of_a_mesh_without_uvs_is_on_the_mesh_before_the_end(ad
     assert job.state == "running" and job.previews, job.error
     assert obj.data.uv_layers.active.name == "NFSD_UV" and job.preview_uv_map == "NFSD_UV"
     assert obj.material_slots[0].material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
-    addon.jobs.cancel(obj.name)
+    addon.jobs.cancel(obj)
     addon.jobs.wait(job, timeout=60)
     assert job.state == "cancelled" and len(obj.data.uv_layers) == 0
 
@@ -113,7 +113,7 @@ def test_cancel_stops_a_running_job(addon, scene, connection):
         addon.jobs.process_events()
         time.sleep(0.05)
     assert job.state == "running", job.error
-    addon.jobs.cancel(obj.name)
+    addon.jobs.cancel(obj)
     addon.jobs.wait(job, timeout=60)
     assert job.state == "cancelled"
     status = connection.client().status(job.job_id)
