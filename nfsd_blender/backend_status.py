@@ -126,7 +126,7 @@ def model_entry(name: str) -> dict | None:
     """The ``GET /models`` entry of ``name`` ("" = the backend's default), or None."""
     if name:
         return next((entry for entry in _backend.models if entry["name"] == name), None)
-    default = _backend.default_model
+    default = _backend.default_model or DEFAULT_MODEL
     return next((entry for entry in _backend.models if entry["name"] == default or entry["default"]), None)
 
 

@@ -245,10 +245,8 @@ class Job:
         return client.submit(self._mesh_npz, self.settings, init_png)
 
     def _poll(self, client: Client, job_id: str) -> None:
-        last_preview = time.monotonic()
-        last_snapshot = None
+        seen = {"preview_at": time.monotonic(), "snapshot": None, "want_uvs": not self.uv_map}
         unreachable_since: float | None = None
-        want_uvs = not self.uv_map  # set before the thread started, never changed: safe to read here
         while True:
             if self._cancel.is_set():
                 if self._watch == "detached":
@@ -260,7 +258,9 @@ class Job:
                 self._post("cancelled")
                 return
             try:
-                status = client.status(job_id)
+                if self._poll_once(client, job_id, seen):
+                    return
+                unreachable_since = None
             except BackendError as error:
                 if error.kind != "unreachable":
                     raise
@@ -272,34 +272,38 @@ class Job:
                 self._post("reconnecting", now - unreachable_since)
                 self._cancel.wait(min(1.0, max(self.connection.poll_interval, 0.05)))
                 continue
-            unreachable_since = None
-            self._post("status", status)
-            state = status.get("state")
-            if state == "done":
-                self._post("result", client.result(job_id))
-                return
-            if state == "failed":
-                self._post("error", status.get("error") or "The backend reported the job as failed.")
-                return
-            if state == "cancelled":
-                self._post("cancelled")
-                return
-            if state == "interrupted":
-                self._post("interrupted", INTERRUPTED_TEXT)
-                return
-            if want_uvs and state in ("loading", "running"):
-                want_uvs = self._fetch_uvs(client, job_id, status)
-            now = time.monotonic()
-            # The backend says which step its snapshot is from: fetch each new one at most once.
-            snapshot = status.get("preview_step", status.get("step"))
-            if (state == "running" and snapshot != last_snapshot and snapshot is not None
-                    and now - last_preview >= self.connection.preview_interval):
-                png = client.preview_png(job_id)
-                last_preview = now
-                if png:
-                    last_snapshot = snapshot
-                    self._post("preview", png)
             self._cancel.wait(self.connection.poll_interval)
+
+    def _poll_once(self, client: Client, job_id: str, seen: dict) -> bool:
+        """One status poll (and the previews and UVs it announces); True when the job ended."""
+        status = client.status(job_id)
+        self._post("status", status)
+        state = status.get("state")
+        if state == "done":
+            self._post("result", client.result(job_id))
+            return True
+        if state == "failed":
+            self._post("error", status.get("error") or "The backend reported the job as failed.")
+            return True
+        if state == "cancelled":
+            self._post("cancelled")
+            return True
+        if state == "interrupted":
+            self._post("interrupted", INTERRUPTED_TEXT)
+            return True
+        if seen["want_uvs"] and state in ("loading", "running"):
+            seen["want_uvs"] = self._fetch_uvs(client, job_id, status)
+        now = time.monotonic()
+        # The backend says which step its snapshot is from: fetch each new one at most once.
+        snapshot = status.get("preview_step", status.get("step"))
+        if (state == "running" and snapshot != seen["snapshot"] and snapshot is not None
+                and now - seen["preview_at"] >= self.connection.preview_interval):
+            png = client.preview_png(job_id)
+            seen["preview_at"] = now
+            if png:
+                seen["snapshot"] = snapshot
+                self._post("preview", png)
+        return False
 
     def _fetch_uvs(self, client: Client, job_id: str, status: dict) -> bool:
         """Fetch the backend's unwrap once it is known and post it; returns whether to try again."""

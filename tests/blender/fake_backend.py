@@ -161,6 +161,8 @@ class FakeBackend:
                     return self._send(200, {"status": "ok", "version": "0.1.0", "device": "cpu", "gpu_name": None,
                                             "gpu_free_bytes": None, "model_loaded": False, "queue_length": 0,
                                             "auth_required": bool(backend.token)})
+                if parts == ["explode"]:  # a backend bug: HTTP 500 with no JSON detail
+                    return self._send(500, b"Internal Server Error", "text/plain")
                 if not self._authorized():
                     return
                 if parts == ["jobs"]:
