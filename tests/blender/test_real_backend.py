@@ -24,6 +24,9 @@ pytestmark = pytest.mark.skipif(
     reason="the backend server is not in this checkout")
 
 
+TOKEN = "s3cret"
+
+
 @pytest.fixture(scope="module")
 def backend_url(addon, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("real_backend")
@@ -38,7 +41,7 @@ def backend_url(addon, tmp_path_factory):
             port = sock.getsockname()[1]
         url = f"127.0.0.1:{port}/"  # the way an artist might type it
         command = shlex.join([sys.executable, "-m", "nfsd.cli", "serve", "--data-dir", str(tmp / "data"),
-                              "--model", model])
+                              "--model", model, "--token", TOKEN])
         addon.local_backend.start(command, url)
         addon.local_backend.wait_until_up(url, timeout=180)
         yield url
@@ -52,12 +55,72 @@ def backend_url(addon, tmp_path_factory):
 
 @pytest.fixture
 def connection(addon, backend_url):
-    return addon.jobs.Connection(url=backend_url, poll_interval=0.1, preview_interval=0.5)
+    return addon.jobs.Connection(url=backend_url, token=TOKEN, poll_interval=0.1, preview_interval=0.5)
 
 
 def test_the_backend_line_names_the_model(addon, connection):
     ok, text = addon.backend_status.check_backend(connection)
     assert ok and text.startswith("Connected") and "tiny-model" in text
+
+
+def test_a_wrong_token_fails_test_connection(addon, backend_url):
+    for token in ("wrong", ""):
+        ok, text = addon.backend_status.check_backend(addon.jobs.Connection(url=backend_url, token=token))
+        assert ok is False and text.startswith("Wrong token"), text
+
+
+def test_two_materials_survive_a_real_run_save_and_reload(addon, scene, connection, tmp_path):
+    from test_scene_safety import FACES, face_materials, slot_names, two_material_cube
+
+    obj = two_material_cube()
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection),
+                          timeout=240)
+    assert job.state == "done", job.error
+    path = str(tmp_path / "real.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    obj = bpy.data.objects["Crate"]
+    addon.results.restore_original(obj)
+    assert slot_names(obj) == ["Wood", "Metal"] and face_materials(obj) == FACES
+
+
+def test_a_rename_mid_run_gets_the_result(addon, scene, connection):
+    scene.nfsd.steps = 40
+    obj = add_mesh("cube", name="Before")
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection)
+    obj.name = "After"
+    addon.jobs.wait(job, timeout=240)
+    assert job.state == "done", job.error
+    assert len(bpy.data.objects["After"].nfsd_runs) == 1
+
+
+def test_a_save_mid_run_reopens_clean_and_reattaches_to_the_running_job(addon, scene, connection, tmp_path):
+    from test_scene_safety import nfsd_leftovers, slot_names
+
+    scene.nfsd.steps = 5000
+    obj = add_mesh("cube", name="Saved")
+    obj.data.materials.append(bpy.data.materials.new("Paint"))
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection)
+    deadline = time.monotonic() + 120
+    while not (job.previews and slot_names(obj)[0].startswith("NFSD")) and job.active \
+            and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        time.sleep(0.05)
+    assert job.state == "running", job.error
+    path = str(tmp_path / "mid.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    obj = bpy.data.objects["Saved"]
+    assert slot_names(obj) == ["Paint"] and nfsd_leftovers() == ([], [])
+    again = addon.jobs.reattach(obj, connection)
+    deadline = time.monotonic() + 60
+    while not (again.state == "running" and again.step > 0) and again.active and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        time.sleep(0.05)
+    assert again.state == "running" and again.job_id == job.job_id, again.error
+    addon.jobs.cancel(obj)
+    addon.jobs.wait(again, timeout=60)
+    assert again.state == "cancelled" and slot_names(obj) == ["Paint"] and nfsd_leftovers() == ([], [])
 
 
 def test_texture_a_cube_with_offsets(addon, scene, connection):
