@@ -35,9 +35,11 @@ def all_jobs() -> list[Job]:
     return list(_jobs.values())
 
 
-def send_problem(obj, settings: dict) -> str | None:
-    """Why ``obj`` cannot be sent with ``settings`` now (a sentence for the panel), or None."""
-    problem = mesh_io.mesh_problem(obj)
+def send_problem(obj, settings: dict, *, continuing: bool = False, faces_only: bool = False) -> str | None:
+    """Why ``obj`` cannot be sent with ``settings`` now (a sentence for the panel), or None.
+    ``continuing``: the run goes on from an earlier one (Continue); ``faces_only``: only the faces
+    selected in Edit Mode are re-textured (sending from Edit Mode is then fine)."""
+    problem = mesh_io.mesh_problem(obj, edit_mode_ok=faces_only)
     if problem:
         return problem
     running = job_for(obj)
@@ -45,6 +47,10 @@ def send_problem(obj, settings: dict) -> str | None:
         return f"'{obj.name}' is already being textured; cancel that job first"
     if obj.nfsd_job.job_id:
         return f"'{obj.name}' has a job from before the file was closed: Reattach or Forget it first"
+    if settings.get("mode") == "dds" and not continuing:
+        return "Edit changes an existing NFSD texture: select a run under Earlier Runs and press Continue"
+    if faces_only and obj.mode == "EDIT" and not mesh_io.active_uv_name(obj):
+        return f"'{obj.name}' has no UV map: leave Edit Mode so it can be unwrapped first"
     prompt = str(settings.get("prompt", "")).strip()
     if not prompt:
         return "Type a prompt first"
@@ -52,7 +58,7 @@ def send_problem(obj, settings: dict) -> str | None:
 
 
 def start_job(obj, settings: dict, connection: Connection, *, continue_from=None, unwrap: bool = False,
-              apply_into: bool = False) -> Job:
+              apply_into: bool = False, faces_only: bool = False) -> Job:
     """Send ``obj`` to the backend with API ``settings``; returns the started Job.
 
     ``continue_from``: an item of ``obj.nfsd_runs`` whose texture (and UV map) the new run starts
@@ -60,13 +66,21 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     UVs gets a "NFSD_UV" map from Blender's Smart UV Project before it is sent. ``apply_into``: the
     result goes into a copy of the active material (results module doc). A texture-only run of an
     object with modifiers sends the evaluated mesh (what the artist sees); with offsets the base
-    mesh. Before anything changes, the object's state is recorded (scene_state), and what this
-    changes is pushed as one undo step before sending. Raises ValueError (a sentence for the
-    artist), with nothing changed, when the object cannot be sent.
+    mesh. ``faces_only``: only the faces selected (in Edit Mode, where this may be started) are
+    re-textured: the wire gets a ``face_mask`` and the base mesh is sent. In the "dds" (Edit) mode
+    the continued run's prompt is the ``source_prompt``. Before anything changes, the object's
+    state is recorded (scene_state), and what this changes is pushed as one undo step before
+    sending. Raises ValueError (a sentence for the artist), with nothing changed, when the object
+    cannot be sent.
     """
-    problem = send_problem(obj, settings)
+    problem = send_problem(obj, settings, continuing=continue_from is not None, faces_only=faces_only)
     if problem:
         raise ValueError(problem)
+    with mesh_io.out_of_edit_mode(obj):  # "Selected faces only" may start in Edit Mode
+        return _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_only)
+
+
+def _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_only) -> Job:
     init_texture = None
     base_key = ""
     uv_map = mesh_io.active_uv_name(obj)
@@ -83,6 +97,8 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
         init_texture = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         # The new texture keeps the old one's size: that is what the backend starts from.
         settings = dict(settings, texture_size=int(pixels.shape[1]))
+        if settings.get("mode") == "dds":  # Edit: from what the continued run shows to the new prompt
+            settings["source_prompt"] = continue_from.prompt
 
     record = obj.nfsd_job
     scene_state.capture(obj, record.before)
@@ -92,8 +108,8 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     try:
         if continue_from is None and not uv_map and unwrap:
             uv_map = created_uv_map = mesh_io.smart_unwrap(obj)
-        evaluated = bool(uv_map) and not settings.get("offsets") and mesh_io.has_modifiers(obj)
-        wire = mesh_io.mesh_to_wire(obj, uv_map, base_key, evaluated=evaluated)
+        evaluated = bool(uv_map) and not settings.get("offsets") and not faces_only and mesh_io.has_modifiers(obj)
+        wire = mesh_io.mesh_to_wire(obj, uv_map, base_key, evaluated=evaluated, selected_faces=faces_only)
     except ValueError:
         if created_uv_map:
             obj.data.uv_layers.remove(obj.data.uv_layers[created_uv_map])

@@ -7,6 +7,8 @@ Wire format (docs/ARCHITECTURE.md), one ``.npz``:
 - ``triangles``    int32 ``[F, 3]`` vertex indices of the mesh's loop triangles
 - ``uvs``          float32 ``[F, 3, 2]`` per-corner UVs of one UV map (absent: the backend unwraps)
 - ``world_matrix`` float32 ``[4, 4]`` object -> world, row-major, column vectors
+- ``face_mask``    bool ``[F]`` optional: True where the triangle's polygon is selected (only those
+                   faces are re-textured)
 
 Result format: ``texture`` uint8 ``[H, W, 4]`` (row 0 = bottom), ``uvs`` float32 ``[F, 3, 2]``,
 ``uvs_generated`` bool, optional ``offsets`` float32 ``[V, 3]``, ``meta`` JSON text. The UVs alone
@@ -18,6 +20,7 @@ Everything here touches bpy data and runs on the main thread only, except the pu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -29,13 +32,14 @@ SHAPE_KEY_NAME = "NFSD offsets"
 MATERIAL_PREFIX = "NFSD: "
 
 
-def mesh_problem(obj) -> str | None:
-    """Why ``obj`` cannot be textured (a sentence for the panel), or None when it can."""
+def mesh_problem(obj, edit_mode_ok: bool = False) -> str | None:
+    """Why ``obj`` cannot be textured (a sentence for the panel), or None when it can.
+    ``edit_mode_ok``: sending from Edit Mode is fine ("Selected faces only")."""
     if obj is None:
         return "Select a mesh object"
     if obj.type != "MESH":
         return f"'{obj.name}' is not a mesh (it is a {obj.type.lower()})"
-    if obj.mode == "EDIT":
+    if obj.mode == "EDIT" and not edit_mode_ok:
         return f"Leave Edit Mode on '{obj.name}' first"
     if len(obj.data.polygons) == 0:
         return f"'{obj.name}' has no faces"
@@ -63,12 +67,32 @@ def loop_triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
     return vertices.reshape(count, 3), loops.reshape(count, 3)
 
 
+@contextlib.contextmanager
+def out_of_edit_mode(obj):
+    """Object Mode for the duration (Edit Mode keeps the mesh in its own copy: its UV maps and
+    selection are read from the mesh only outside it), then Edit Mode again."""
+    import bpy
+
+    if obj.mode != "EDIT":
+        yield
+        return
+    override = dict(active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj])
+    with bpy.context.temp_override(**override):
+        bpy.ops.object.mode_set(mode="OBJECT")
+    try:
+        yield
+    finally:
+        with bpy.context.temp_override(**override):
+            bpy.ops.object.mode_set(mode="EDIT")
+
+
 def has_modifiers(obj) -> bool:
     """True when a modifier shows in the viewport: the artist sees a different mesh than ``obj.data``."""
     return any(modifier.show_viewport for modifier in obj.modifiers)
 
 
-def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "", evaluated: bool = False) -> dict[str, np.ndarray]:
+def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "", evaluated: bool = False,
+                selected_faces: bool = False) -> dict[str, np.ndarray]:
     """The wire-format arrays of ``obj`` (see module doc).
 
     ``uv_map``: name of the UV map to send; None means the active one; "" sends no UVs so the
@@ -76,10 +100,14 @@ def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "", evaluated: 
     basis), e.g. the refined shape of an earlier run. ``evaluated``: send the mesh with its
     modifiers applied, as the viewport shows it (texture only: its UVs are ``uv_map``'s, so the
     texture fits the base mesh too; offsets need the base mesh, whose vertices a shape key holds).
+    ``selected_faces``: add ``face_mask`` from the polygons' selection (Edit Mode's, synced first).
     """
-    problem = mesh_problem(obj)
+    problem = mesh_problem(obj, edit_mode_ok=selected_faces)
     if problem:
         raise ValueError(problem)
+    if obj.mode == "EDIT":
+        with out_of_edit_mode(obj):
+            return mesh_arrays(obj, uv_map, shape_key, evaluated, selected_faces)
     if evaluated:
         import bpy
 
@@ -89,7 +117,22 @@ def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "", evaluated: 
             return _arrays(obj, mesh, uv_map, None)
         finally:
             evaluated_obj.to_mesh_clear()
-    return _arrays(obj, obj.data, uv_map, shape_key_data(obj, shape_key) if shape_key else None)
+    arrays = _arrays(obj, obj.data, uv_map, shape_key_data(obj, shape_key) if shape_key else None)
+    if selected_faces:
+        arrays["face_mask"] = selected_triangles(obj.data)
+        if not arrays["face_mask"].any():
+            raise ValueError(f"No faces of '{obj.name}' are selected: select the faces to re-texture in Edit Mode")
+    return arrays
+
+
+def selected_triangles(mesh) -> np.ndarray:
+    """bool ``[F]``: for each loop triangle, whether its polygon is selected."""
+    mesh.calc_loop_triangles()
+    polygon = np.empty(len(mesh.loop_triangles), np.int32)
+    mesh.loop_triangles.foreach_get("polygon_index", polygon)
+    selected = np.zeros(len(mesh.polygons), bool)
+    mesh.polygons.foreach_get("select", selected)
+    return selected[polygon]
 
 
 def _arrays(obj, mesh, uv_map: str | None, key_data) -> dict[str, np.ndarray]:
@@ -116,10 +159,11 @@ def _arrays(obj, mesh, uv_map: str | None, key_data) -> dict[str, np.ndarray]:
     return arrays
 
 
-def mesh_to_wire(obj, uv_map: str | None = None, shape_key: str = "", evaluated: bool = False) -> bytes:
+def mesh_to_wire(obj, uv_map: str | None = None, shape_key: str = "", evaluated: bool = False,
+                 selected_faces: bool = False) -> bytes:
     """``obj`` as wire-format .npz bytes (see :func:`mesh_arrays`)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **mesh_arrays(obj, uv_map, shape_key, evaluated))
+    np.savez(buffer, **mesh_arrays(obj, uv_map, shape_key, evaluated, selected_faces))
     return buffer.getvalue()
 
 

@@ -23,7 +23,7 @@ def texture_targets(context) -> tuple[list, str | None]:
     settings = properties.settings_dict(context.scene.nfsd)
     usable, reasons = [], []
     for obj in selected:
-        problem = jobs.send_problem(obj, settings)
+        problem = jobs.send_problem(obj, settings, faces_only=context.scene.nfsd.selected_faces_only)
         (reasons.append(problem) if problem else usable.append(obj))
     if not usable:
         return [], reasons[0]
@@ -33,12 +33,14 @@ def texture_targets(context) -> tuple[list, str | None]:
 def continue_problem(context) -> str | None:
     """Why "Continue" is unavailable for the active object, or None."""
     obj = getattr(context, "active_object", None)
-    problem = mesh_io.mesh_problem(obj)
+    faces_only = context.scene.nfsd.selected_faces_only
+    problem = mesh_io.mesh_problem(obj, edit_mode_ok=faces_only)
     if problem:
         return problem
     if len(obj.nfsd_runs) == 0:
         return f"'{obj.name}' has no NFSD texture to continue from yet"
-    return jobs.send_problem(obj, properties.settings_dict(context.scene.nfsd))
+    return jobs.send_problem(obj, properties.settings_dict(context.scene.nfsd), continuing=True,
+                             faces_only=faces_only)
 
 
 def continue_note(context) -> str | None:
@@ -111,7 +113,8 @@ class NFSD_OT_texture_selected(bpy.types.Operator):
         for obj in objects:
             try:
                 jobs.start_job(obj, settings, conn, unwrap=context.scene.nfsd.unwrap_in_blender,
-                               apply_into=context.scene.nfsd.apply_into_material)
+                               apply_into=context.scene.nfsd.apply_into_material,
+                               faces_only=context.scene.nfsd.selected_faces_only)
                 started.append(obj.name)
             except ValueError as error:
                 self.report({"WARNING"}, str(error))
@@ -140,7 +143,8 @@ class NFSD_OT_continue(bpy.types.Operator):
         run = obj.nfsd_runs[min(obj.nfsd_run_index, len(obj.nfsd_runs) - 1)]
         try:
             jobs.start_job(obj, properties.settings_dict(context.scene.nfsd), preferences.connection(context),
-                           continue_from=run, apply_into=context.scene.nfsd.apply_into_material)
+                           continue_from=run, apply_into=context.scene.nfsd.apply_into_material,
+                           faces_only=context.scene.nfsd.selected_faces_only)
         except ValueError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}

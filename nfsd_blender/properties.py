@@ -10,6 +10,8 @@ MODES = [
     ("nfsd", "NFSD", "Noise-Free Score Distillation: clean detail at normal guidance (recommended)"),
     ("sds", "SDS", "Score Distillation Sampling: the classic baseline, needs very high guidance"),
     ("csd", "CSD", "Classifier Score Distillation: the guidance direction alone"),
+    ("dds", "Edit", "Delta Denoising Score: change what the prompt says and keep the rest of the selected "
+                    "run's texture (use Continue)"),
 ]
 
 # What each quality preset sets. Values are shown next to the preset in the panel.
@@ -124,6 +126,10 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
         name="Unwrap in Blender", default=True,
         description="A mesh without UVs gets an 'NFSD_UV' map from Smart UV Project before it is sent "
                     "(seams follow its polygons); off: the backend unwraps it with xatlas")
+    selected_faces_only: BoolProperty(
+        name="Selected Faces Only", default=False,
+        description="Re-texture only the faces selected in Edit Mode; the rest of the texture stays as it is "
+                    "(works from Edit Mode)")
     apply_into_material: BoolProperty(
         name="Apply into Existing Material", default=False,
         description="Wire the texture into a copy of the active material's Base Color (Principled BSDF), "
@@ -209,6 +215,10 @@ class NFSD_PG_job(bpy.types.PropertyGroup):
     base_key: StringProperty(name="Base Shape Key")
     created_uv_map: StringProperty(name="Created UV Map", description="a UV map this job made (removed if it fails)")
     evaluated: BoolProperty(name="Evaluated Mesh", description="the mesh was sent with its modifiers applied")
+    selected_faces_only: BoolProperty(
+        name="Selected Faces Only", default=False,
+        description="Re-texture only the faces selected in Edit Mode; the rest of the texture stays as it is "
+                    "(works from Edit Mode)")
     apply_into_material: BoolProperty(name="Apply into Existing Material")
     preview_material: PointerProperty(name="Preview Material", type=bpy.types.Material)
     preview_image: PointerProperty(name="Preview Image", type=bpy.types.Image)

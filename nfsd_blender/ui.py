@@ -78,6 +78,7 @@ class NFSD_PT_main(bpy.types.Panel):
         layout.prop(settings, "texture_size")
         layout.prop(settings, "unwrap_in_blender")
         layout.prop(settings, "apply_into_material")
+        layout.prop(settings, "selected_faces_only")
         row = layout.row(align=True)
         row.prop(settings, "offsets")
         sub = row.row(align=True)
@@ -118,9 +119,15 @@ def object_notes(obj, settings) -> list[str]:
     if obj is None or obj.type != "MESH":
         return []
     notes = []
+    if settings.selected_faces_only:
+        notes.append("Only the faces selected in Edit Mode change; the rest of the texture stays")
+    if settings.mode == "dds":
+        notes.append("Edit keeps the selected run's texture and changes what the new prompt says: press Continue")
     if mesh_io.has_modifiers(obj):
         if settings.offsets:
             notes.append("Refine Shape works on the base mesh: modifiers are ignored for the shape")
+        elif settings.selected_faces_only:
+            notes.append("Selected faces are sent on the base mesh: modifiers are ignored")
         else:
             notes.append("Modifiers are applied for texturing (the mesh as the viewport shows it)")
     sharing = scene_state.objects_sharing_mesh(obj)

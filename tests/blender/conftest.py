@@ -77,6 +77,8 @@ def scene(addon):
     settings.steps = 3
     settings.offsets = False
     settings.apply_into_material = False
+    settings.selected_faces_only = False
+    settings.mode = "nfsd"
     settings.model = ""
     settings.seed = 7
     yield bpy.context.scene

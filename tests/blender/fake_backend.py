@@ -236,13 +236,16 @@ class FakeBackend:
                 settings = json.loads(fields["settings"])
                 unknown = set(settings) - {"prompt", "negative_prompt", "mode", "steps", "texture_size",
                                            "render_size", "batch", "guidance_scale", "offsets",
-                                           "offset_strength", "seed", "model"}
+                                           "offset_strength", "seed", "model", "source_prompt"}
                 if unknown:
                     return self._send(422, {"detail": f"unknown settings {sorted(unknown)}"})
                 if not settings.get("prompt", "").strip():
                     return self._send(422, {"detail": "prompt is empty: type what the texture should show"})
                 with np.load(io.BytesIO(fields["mesh"]), allow_pickle=False) as npz:
                     mesh = {key: npz[key] for key in npz.files}
+                mask = mesh.get("face_mask")
+                if mask is not None and (mask.dtype != np.bool_ or mask.shape != mesh["triangles"].shape[:1]):
+                    return self._send(422, {"detail": f"face_mask must be bool [F], got {mask.dtype} {list(mask.shape)}"})
                 job_id = uuid.uuid4().hex
                 with backend.lock:
                     backend.jobs[job_id] = {"id": job_id, "state": "queued", "step": 0, "total": backend.total_steps,

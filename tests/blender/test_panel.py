@@ -240,3 +240,58 @@ def test_backend_errors_never_show_the_route(addon):
             client._json("GET", "/explode")  # an HTTP 500 without a JSON detail
         text = str(caught.value)
     assert text == f"The backend at {backend.url} refused the request (HTTP 500)."
+
+
+def test_edit_mode_continues_a_run_with_its_prompt_as_the_source_prompt(addon, scene, fast_connection,
+                                                                        fake_backend):
+    obj = add_mesh("cube")
+    scene.nfsd.prompt = "red and white stripes"
+    addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), fast_connection))
+    scene.nfsd.mode = "dds"
+    scene.nfsd.prompt = "blue and white stripes"
+    assert not bpy.ops.nfsd.texture_selected.poll()  # Edit needs a texture to edit
+    with pytest.raises(ValueError, match="Edit changes an existing NFSD texture"):
+        addon.jobs.start_job(obj, settings(addon, scene), fast_connection)
+    assert bpy.ops.nfsd.continue_texture.poll()
+    job = addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), fast_connection,
+                                               continue_from=obj.nfsd_runs[0]))
+    sent = fake_backend.jobs[job.job_id]
+    assert sent["settings"]["mode"] == "dds" and sent["settings"]["source_prompt"] == "red and white stripes"
+    assert sent["init_texture"] is not None and obj.nfsd_runs[1].mode == "dds"
+
+
+def test_selected_faces_only_sends_a_face_mask_from_edit_mode(addon, scene, fast_connection, fake_backend):
+    obj = add_mesh("cube")
+    addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), fast_connection))
+    scene.nfsd.selected_faces_only = True
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.ops.mesh.select_all(action="DESELECT")
+    bpy.ops.object.mode_set(mode="OBJECT")
+    obj.data.polygons[2].select = True  # one quad: two triangles
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        assert bpy.ops.nfsd.continue_texture.poll() and bpy.ops.nfsd.texture_selected.poll()
+        job = addon.jobs.start_job(obj, settings(addon, scene), fast_connection, continue_from=obj.nfsd_runs[0],
+                                   faces_only=True)
+        addon.jobs.process_events()
+        while job.active:  # the result waits for Object Mode
+            addon.jobs.process_events()
+            time.sleep(0.01)
+        assert job.status_text() == "Done: leave Edit Mode to apply"
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+    addon.jobs.wait(job)
+    assert job.state == "done" and len(obj.nfsd_runs) == 2
+    mesh = fake_backend.jobs[job.job_id]["mesh"]
+    polygon = np.array([t.polygon_index for t in obj.data.loop_triangles])
+    assert mesh["face_mask"].dtype == np.bool_ and mesh["face_mask"].shape == (12,)
+    assert np.array_equal(mesh["face_mask"], polygon == 2)
+
+
+def test_selected_faces_only_with_nothing_selected_says_so(addon, scene, fast_connection, fake_backend):
+    obj = add_mesh("cube")
+    obj.data.polygons.foreach_set("select", np.zeros(6, bool))
+    scene.nfsd.selected_faces_only = True
+    with pytest.raises(ValueError, match="No faces of 'Cube' are selected"):
+        addon.jobs.start_job(obj, settings(addon, scene), fast_connection, faces_only=True)
+    assert fake_backend.jobs == {} and not obj.nfsd_job.job_id and len(obj.material_slots) == 0
