@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import backend_status, image_io, mesh_io, preview, results, scene_state
+from . import backend_status, image_io, mesh_io, mesh_write, preview, results, scene_state
 from .job import Connection, Job  # noqa: F401  (Connection: the add-on's public name for it)
 
 _jobs: dict[str, Job] = {}
@@ -116,7 +116,7 @@ def _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_o
         preview.discard(obj)
         raise
     if base_key:
-        mesh_io.show_offsets_key(obj, base_key)  # the live preview goes on the shape that was sent
+        mesh_write.show_offsets_key(obj, base_key)  # the live preview goes on the shape that was sent
     loops = mesh_io.loop_triangles(obj.data)[1]
     job = Job(scene_state.session_uid(obj), scene_state.object_key(obj), obj.name, settings, connection,
               mesh_npz=wire, uv_map=uv_map, init_texture=init_texture, base_key=base_key, loops=loops)

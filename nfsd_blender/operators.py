@@ -1,15 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Operators: thin wrappers that read the context and call plain functions in jobs/results."""
+"""Texturing operators (Texture, Continue, Cancel, Resubmit, Reattach, Forget) and the timer that
+pumps job events; thin wrappers that read the context and call jobs."""
 
 import random
-import threading
 import time
 
 import bpy
-from bpy.props import IntProperty, StringProperty
 
-from . import backend_status, jobs, local_backend, mesh_io, preferences, properties, results
-from .client import BackendError
+from . import backend_status, jobs, mesh_io, preferences, properties
 
 
 def texture_targets(context) -> tuple[list, str | None]:
@@ -243,193 +241,8 @@ class NFSD_OT_randomize_seed(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class NFSD_OT_apply_run(bpy.types.Operator):
-    """Put this earlier NFSD run's texture back on the object"""
-
-    bl_idname = "nfsd.apply_run"
-    bl_label = "Apply Run"
-    bl_options = {"REGISTER", "UNDO"}
-
-    index: IntProperty(name="Run", default=-1, options={"SKIP_SAVE"})
-
-    @classmethod
-    def poll(cls, context):
-        obj = getattr(context, "active_object", None)
-        return obj is not None and len(getattr(obj, "nfsd_runs", ())) > 0
-
-    def execute(self, context):
-        obj = context.active_object
-        index = self.index if self.index >= 0 else obj.nfsd_run_index
-        try:
-            results.apply_run(obj, index)
-        except ValueError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        return {"FINISHED"}
-
-
-class NFSD_OT_restore_original(bpy.types.Operator):
-    """Put the object's own materials back, as they were before the first NFSD run (slots and
-    per-face assignments)"""
-
-    bl_idname = "nfsd.restore_original"
-    bl_label = "Original"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        obj = _active_object(context)
-        return obj is not None and obj.type == "MESH" and obj.nfsd_original.captured
-
-    def execute(self, context):
-        try:
-            results.restore_original(context.active_object)
-        except ValueError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        return {"FINISHED"}
-
-
-class NFSD_OT_delete_run(bpy.types.Operator):
-    """Remove this run; its material, image and shape key go when nothing else uses them"""
-
-    bl_idname = "nfsd.delete_run"
-    bl_label = "Delete Run"
-    bl_options = {"REGISTER", "UNDO"}
-
-    index: IntProperty(name="Run", default=-1, options={"SKIP_SAVE"})
-
-    @classmethod
-    def poll(cls, context):
-        return NFSD_OT_apply_run.poll(context)
-
-    def execute(self, context):
-        obj = context.active_object
-        try:
-            results.delete_run(obj, self.index if self.index >= 0 else obj.nfsd_run_index)
-        except ValueError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        return {"FINISHED"}
-
-
-class NFSD_OT_export_run(bpy.types.Operator):
-    """Save the selected run's texture as a PNG file"""
-
-    bl_idname = "nfsd.export_run"
-    bl_label = "Export Texture"
-
-    filepath: StringProperty(subtype="FILE_PATH")
-    filter_glob: StringProperty(default="*.png", options={"HIDDEN"})
-    index: IntProperty(name="Run", default=-1, options={"SKIP_SAVE"})
-
-    @classmethod
-    def poll(cls, context):
-        return NFSD_OT_apply_run.poll(context)
-
-    def invoke(self, context, _event):
-        obj = context.active_object
-        run = obj.nfsd_runs[min(obj.nfsd_run_index, len(obj.nfsd_runs) - 1)]
-        name = "".join(c if c.isalnum() or c in "-_ " else "_" for c in f"{obj.name} {run.prompt}")[:80]
-        self.filepath = bpy.path.ensure_ext(name.strip() or "nfsd", ".png")
-        context.window_manager.fileselect_add(self)
-        return {"RUNNING_MODAL"}
-
-    def execute(self, context):
-        obj = context.active_object
-        index = self.index if self.index >= 0 else obj.nfsd_run_index
-        if not 0 <= index < len(obj.nfsd_runs):
-            self.report({"ERROR"}, f"'{obj.name}' has no NFSD run number {index + 1}")
-            return {"CANCELLED"}
-        try:
-            path = results.export_run_png(obj.nfsd_runs[index], self.filepath)
-        except (ValueError, OSError) as error:
-            self.report({"ERROR"}, f"Could not write the PNG: {error}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Saved {path}")
-        return {"FINISHED"}
-
-
-class NFSD_OT_test_connection(bpy.types.Operator):
-    """Ask the backend for its health; the answer shows in the panel and here"""
-
-    bl_idname = "nfsd.test_connection"
-    bl_label = "Test Connection"
-
-    def execute(self, context):
-        backend_status.refresh_backend_status(preferences.connection(context))
-        ensure_timer()
-        return {"FINISHED"}
-
-
-def _in_background(work, success_text: str | None = None) -> None:
-    # A slow backend must never freeze Blender: network work runs on a thread, its outcome
-    # lands in the backend status line that the timer redraws.
-    def run():
-        try:
-            work()
-            if success_text:
-                backend_status.set_status(True, success_text)
-        except BackendError as error:
-            backend_status.set_status(False, str(error))
-
-    threading.Thread(target=run, daemon=True, name="nfsd-action").start()
-
-
-class NFSD_OT_unload_model(bpy.types.Operator):
-    """Free the backend's model and its GPU memory (it loads again with the next job)"""
-
-    bl_idname = "nfsd.unload_model"
-    bl_label = "Unload Model"
-
-    def execute(self, context):
-        conn = preferences.connection(context)
-        _in_background(lambda: backend_status.unload_model(conn), "Model unloaded: the backend's GPU memory is free")
-        ensure_timer()
-        return {"FINISHED"}
-
-
-class NFSD_OT_start_backend(bpy.types.Operator):
-    """Start the backend on this computer with the command from the preferences"""
-
-    bl_idname = "nfsd.start_backend"
-    bl_label = "Start Local Backend"
-
-    def execute(self, context):
-        prefs = preferences.get_preferences(context)
-        try:
-            local_backend.start(preferences.start_command(prefs), prefs.backend_url)
-        except BackendError as error:
-            self.report({"ERROR"}, str(error))
-            backend_status.set_status(False, str(error))
-            return {"CANCELLED"}
-        conn = preferences.connection(context)
-
-        def wait_then_check():
-            local_backend.wait_until_up(conn.url, conn.token)
-            backend_status.check_backend(conn)
-
-        _in_background(wait_then_check)
-        ensure_timer()
-        return {"FINISHED"}
-
-
-class NFSD_OT_stop_backend(bpy.types.Operator):
-    """Stop the backend this add-on started"""
-
-    bl_idname = "nfsd.stop_backend"
-    bl_label = "Stop Local Backend"
-
-    def execute(self, context):
-        local_backend.stop()
-        backend_status.set_status(False, "Local backend stopped")
-        return {"FINISHED"}
-
-
 classes = (NFSD_OT_texture_selected, NFSD_OT_continue, NFSD_OT_cancel, NFSD_OT_resubmit, NFSD_OT_reattach,
-           NFSD_OT_forget, NFSD_OT_randomize_seed, NFSD_OT_apply_run, NFSD_OT_restore_original, NFSD_OT_delete_run,
-           NFSD_OT_export_run, NFSD_OT_test_connection, NFSD_OT_unload_model, NFSD_OT_start_backend,
-           NFSD_OT_stop_backend)
+           NFSD_OT_forget, NFSD_OT_randomize_seed)
 
 
 def register() -> None:

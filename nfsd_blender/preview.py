@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from . import image_io, mesh_io, scene_state
+from . import image_io, mesh_io, mesh_write, scene_state
 
 
 def material_name(settings: dict) -> str:
@@ -45,7 +45,7 @@ def show_png(job, obj, png: bytes) -> None:
     record = obj.nfsd_job
     image = record.preview_image
     if image is None:
-        image = mesh_io.new_texture_image(image_name(obj, job.settings), pixels.shape[1], pixels.shape[0])
+        image = mesh_write.new_texture_image(image_name(obj, job.settings), pixels.shape[1], pixels.shape[0])
         scene_state.tag(image)
         record.preview_image = image
         job.preview_image_name = image.name
@@ -61,11 +61,11 @@ def show_material(job, obj) -> None:
     uv_map = job.uv_map or job.preview_uv_map
     if not uv_map or record.preview_image is None or obj.mode == "EDIT" or record.preview_material is not None:
         return
-    material = mesh_io.texture_material(material_name(job.settings), record.preview_image, uv_map)
+    material = mesh_write.texture_material(material_name(job.settings), record.preview_image, uv_map)
     scene_state.tag(material)
     record.preview_material = material
     job.preview_material_name = material.name
-    mesh_io.assign_material(obj, material)
+    mesh_write.assign_material(obj, material)
 
 
 def apply_uvs(job, obj) -> None:
@@ -78,7 +78,7 @@ def apply_uvs(job, obj) -> None:
     uvs, job.pending_uvs = job.pending_uvs, None
     existed = mesh_io.GENERATED_UV_NAME in obj.data.uv_layers
     try:
-        layer = mesh_io.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, uvs, job.loops)
+        layer = mesh_write.write_uv_map(obj, mesh_io.GENERATED_UV_NAME, uvs, job.loops)
     except ValueError:
         return  # the mesh was edited since it was sent: no preview on it; the result says why
     job.preview_uv_map = layer.name
@@ -111,9 +111,9 @@ def reattach_after_save(obj, stashed: tuple) -> None:
         node = material.node_tree.nodes.get("NFSD Texture")
         if node is not None:
             node.image = image
-        mesh_io.assign_material(obj, material)
+        mesh_write.assign_material(obj, material)
     if record.base_key:
-        mesh_io.show_offsets_key(obj, record.base_key)
+        mesh_write.show_offsets_key(obj, record.base_key)
 
 
 def drop_preview(obj) -> None:

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import image_io, mesh_io, preview, scene_state
+from . import image_io, mesh_io, mesh_write, preview, scene_state
 
 
 def result_warnings(meta: dict) -> list[str]:
@@ -79,16 +79,16 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
 
     warnings = result_warnings(result.meta)
     if not evaluated and (result.uvs_generated or not uv_map or uv_map not in mesh.uv_layers):
-        uv_map = mesh_io.write_uv_map(obj, uv_map if uv_map and not result.uvs_generated
+        uv_map = mesh_write.write_uv_map(obj, uv_map if uv_map and not result.uvs_generated
                                       else mesh_io.GENERATED_UV_NAME, result.uvs, loops).name
-        cut = mesh_io.polygons_cut(obj, result.uvs, loops)
+        cut = mesh_write.polygons_cut(obj, result.uvs, loops)
         if cut:
             warnings.append(f"The backend's unwrap cut {cut} polygon(s) along a diagonal; Blender keeps one UV "
                             "per corner, so the texture shows a seam there. Turn on 'Unwrap in Blender' or "
                             "give the mesh a UV map, and run again.")
     height, width = result.texture.shape[:2]
     if image is None:
-        image = mesh_io.new_texture_image(preview.image_name(obj, settings), width, height)
+        image = mesh_write.new_texture_image(preview.image_name(obj, settings), width, height)
         scene_state.tag(image)
     image_io.set_image_pixels(image, result.texture)
     image.pack()
@@ -109,17 +109,17 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
         put_into_slots_of(obj, target, material)
     else:
         if material is None:
-            material = mesh_io.texture_material(preview.material_name(settings), image, uv_map)
+            material = mesh_write.texture_material(preview.material_name(settings), image, uv_map)
             scene_state.tag(material)
         else:
-            mesh_io.set_uv_map_of_material(material, uv_map)
-        mesh_io.assign_material(obj, material)
+            mesh_write.set_uv_map_of_material(material, uv_map)
+        mesh_write.assign_material(obj, material)
     shape_key = base_key
     if result.offsets is not None:  # each run keeps its own key, so an earlier run can be re-applied
         offsets = result.offsets if base_offsets is None else base_offsets + result.offsets
-        shape_key = mesh_io.write_offsets(obj, offsets, mesh_io.new_offsets_key_name(obj)).name
+        shape_key = mesh_write.write_offsets(obj, offsets, mesh_write.new_offsets_key_name(obj)).name
     else:
-        mesh_io.show_offsets_key(obj, shape_key)  # the shape this run's texture was made on
+        mesh_write.show_offsets_key(obj, shape_key)  # the shape this run's texture was made on
 
     run = obj.nfsd_runs.add()
     run.prompt = settings.get("prompt", "")
@@ -210,8 +210,8 @@ def apply_run(obj, index: int) -> None:
             if slot.material == run.target_material:
                 slot.material = run.material
     else:
-        mesh_io.assign_material(obj, run.material)
-    mesh_io.show_offsets_key(obj, run.shape_key)
+        mesh_write.assign_material(obj, run.material)
+    mesh_write.show_offsets_key(obj, run.shape_key)
     if run.uv_map:
         obj.data.uv_layers.active = obj.data.uv_layers[run.uv_map]
     obj.nfsd_run_index = index
@@ -223,7 +223,7 @@ def restore_original(obj) -> None:
     if not obj.nfsd_original.captured:
         raise ValueError(f"'{obj.name}' has no original materials recorded (it was never textured)")
     scene_state.restore(obj, obj.nfsd_original)
-    mesh_io.show_offsets_key(obj, "")
+    mesh_write.show_offsets_key(obj, "")
 
 
 def delete_run(obj, index: int) -> None:

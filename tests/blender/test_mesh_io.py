@@ -118,10 +118,10 @@ def test_uvs_land_on_the_loops_they_were_sent_for_after_blender_re_splits_a_quad
 def test_the_backends_mesh_warnings_and_a_quad_cut_by_its_unwrap_are_kept_on_the_run(addon, scene):
     obj = add_mesh("cube", uvs=False)  # six quads, twelve triangles
     _, arrays = result_npz(obj)
-    assert addon.mesh_io.polygons_cut(obj, arrays["uvs"]) == 0  # one UV per loop: nothing to lose
+    assert addon.mesh_write.polygons_cut(obj, arrays["uvs"]) == 0  # one UV per loop: nothing to lose
     cut = arrays["uvs"].copy()
     cut[0] += 0.5  # triangle 0 leaves its quad partner at their shared diagonal: a seam inside a quad
-    assert addon.mesh_io.polygons_cut(obj, cut) == 1
+    assert addon.mesh_write.polygons_cut(obj, cut) == 1
     meta = {"mesh": {"warnings": ["2 duplicate vertices (same position, different index)"]}}
     run = addon.results.apply_result(obj, result_npz(obj, generated=True, uvs=cut, meta=meta)[0], {"prompt": "p"})
     warnings = run.warnings.splitlines()
