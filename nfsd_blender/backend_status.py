@@ -160,7 +160,10 @@ def check_backend(connection) -> tuple[bool, str]:
                                     f"preferences {what}. Set the token the backend was started with (--token).")
                 return _backend.ok, _backend.text
             raise
-        found = client.models()
+        try:
+            found = client.models()
+        except BackendError:
+            found = None  # the model list is a convenience: the backend's default still works
         _backend.set(True, text, read_models(found) if found is not None else [],
                      str(health.get("default_model") or ""))
     except BackendError as error:

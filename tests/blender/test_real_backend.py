@@ -85,7 +85,6 @@ def test_two_materials_survive_a_real_run_save_and_reload(addon, scene, connecti
 
 
 def test_a_rename_mid_run_gets_the_result(addon, scene, connection):
-    scene.nfsd.steps = 40
     obj = add_mesh("cube", name="Before")
     job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection)
     obj.name = "After"
