@@ -182,8 +182,9 @@ def process_events(max_events: int = 50) -> bool:
             except queue.Empty:
                 break
             changed = True
-            if obj is None:
-                job.take(kind, payload) if kind in ("cancelled", "error") else None
+            if obj is None:  # deleted: however the worker ended, the job was cancelled
+                if kind in ("cancelled", "error", "interrupted"):
+                    job.state, job.finished_at = "cancelled", time.monotonic()
                 continue
             if kind == "preview":
                 preview.show_png(job, obj, payload)

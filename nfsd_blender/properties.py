@@ -36,7 +36,8 @@ SIZE_KEYS = ("texture_size", "render_size")
 
 
 def _size_items(sizes):
-    return [(str(size), f"{size} px", f"{size} x {size} pixels") for size in sizes]
+    # Each item's number is its size: a file saved when these were plain numbers opens with them.
+    return [(str(size), f"{size} px", f"{size} x {size} pixels", size) for size in sizes]
 
 
 def preset_summary(name: str) -> str:

@@ -70,3 +70,9 @@ def test_settings_dict_holds_only_api_keys_and_leaves_defaults_to_the_backend(ad
     data = addon.properties.settings_dict(settings)
     assert data["offset_strength"] == pytest.approx(0.05) and data["guidance_scale"] == 20.0
 
+
+
+def test_a_size_saved_as_a_number_by_an_older_version_opens_as_that_choice(addon, scene):
+    scene.nfsd["texture_size"] = 2048  # what the ID property held when the setting was an IntProperty
+    scene.nfsd["render_size"] = 256
+    assert (scene.nfsd.texture_size, scene.nfsd.render_size) == ("2048", "256")
