@@ -61,6 +61,9 @@ def connection(addon, backend_url):
 def test_the_backend_line_names_the_model(addon, connection):
     ok, text = addon.backend_status.check_backend(connection)
     assert ok and text.startswith("Connected") and "tiny-model" in text
+    # The model picker: the backend's list when it has GET /models, else its default by name.
+    labels = [item[1] for item in addon.properties.model_items()]
+    assert labels[0] == "Backend default (tiny-model)"
 
 
 def test_a_wrong_token_fails_test_connection(addon, backend_url):
