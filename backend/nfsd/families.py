@@ -44,7 +44,7 @@ class Family:
         pipeline: the diffusers pipeline class that reads its single files.
         render_size: default render size in pixels (the resolution it was trained at).
         size_conditioning: the UNet takes pooled text embeddings and ``time_ids`` (SDXL); such a
-            model sees renders at their own size (down to 256 px), not resized to ``render_size``.
+            model sees renders at their own size (up to its native size), and ``time_ids`` say which.
         prediction_type: what its single files predict when nothing says otherwise.
     """
 
