@@ -14,9 +14,10 @@ import torch
 from ldm_layout import (CLIP_PREFIX, SDXL_OPEN_CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, folder_to_single_file,
                         open_clip_to_ldm, unet_to_ldm, vae_to_ldm)
 from nfsd.errors import ModelError
-from nfsd.families import config_folder, FAMILIES, OPENCLIP_BIGG
+from nfsd import families
+from nfsd.families import FAMILIES, OPENCLIP_BIGG, config_folder
 from nfsd.prior import load_prior
-from nfsd.tiny import ARCHS
+from nfsd.tiny import ARCHS, build_random_model
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,33 @@ def test_config_folder_of_another_architecture_is_refused(tiny_model, single_fil
     path, _ = single_file
     with pytest.raises(ModelError, match=r"could not load the single-file checkpoint .*attn2\.to_k\.weight"):
         load_prior(str(path), config=str(config))
+
+
+def test_sdxl_single_file_loads_offline_with_nothing_but_the_file(tmp_path, monkeypatch):
+    """The path a real SDXL file takes: nfsd's own configs (here the tiny shapes stand in for SDXL's)
+    and CLIP's shipped vocabulary; no config folder, an empty hub cache, the same model as the folder."""
+    from huggingface_hub import constants
+
+    folder = build_random_model(tmp_path / "folder", "tiny-sdxl", tokenizer="clip")
+    path = tmp_path / "tiny-sdxl.safetensors"
+    folder_to_single_file(folder, path)
+
+    def cfg(sub):
+        return json.loads((folder / sub / "config.json").read_text())
+
+    monkeypatch.setitem(families.ARCHITECTURES, "sdxl", (cfg("unet"), cfg("vae"), [
+        ("text_encoder", "CLIPTextModel", cfg("text_encoder")),
+        ("text_encoder_2", "CLIPTextModelWithProjection", cfg("text_encoder_2"))]))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    prior = load_prior(str(path))
+    reference = load_prior(str(folder))
+    assert prior.family.name == "sdxl" and prior.tokenizer("a red car").input_ids == [49406, 320, 736, 1615, 49407]
+    assert prior.text[1].tokenizer.pad_token_id == 0  # OpenCLIP pads with "!"
+    prompts = ["a weathered bronze statue, " * 16, ""]  # 80 CLIP tokens: two windows
+    emb, emb_ref = prior.embed(prompts), reference.embed(prompts)
+    assert emb.chunks == [2, 1] and torch.allclose(emb.hidden, emb_ref.hidden, atol=1e-6)
+    assert torch.allclose(emb.pooled, emb_ref.pooled, atol=1e-6)
+    torch.manual_seed(0)
+    z, t = torch.randn(2, 4, 8, 8), torch.tensor([50, 900])
+    assert torch.allclose(prior.predict_eps(z, t, emb), reference.predict_eps(z, t, emb_ref), atol=1e-5)
+    assert not (tmp_path / "hf-cache").exists()

@@ -83,7 +83,7 @@ def build_char_tokenizer(model_max_length: int = 77, pad_token: str = "<pad>"):
 
 
 def _text_encoder(vocab_size: int, hidden: int, layers: int, heads: int, max_positions: int,
-                  projection: int | None = None):
+                  projection: int | None = None, token_ids: tuple[int, int, int] = (0, 2, 3)):
     """``CLIPTextModel``, or ``CLIPTextModelWithProjection`` (SDXL's second encoder) when ``projection`` is set."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -95,9 +95,9 @@ def _text_encoder(vocab_size: int, hidden: int, layers: int, heads: int, max_pos
         num_attention_heads=heads,
         max_position_embeddings=max_positions,
         projection_dim=projection or hidden,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
+        pad_token_id=token_ids[0],
+        bos_token_id=token_ids[1],
+        eos_token_id=token_ids[2],  # the pooled output is read at the first end token
     )
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
@@ -146,8 +146,11 @@ def build_random_components(arch: str = "tiny", prediction_type: str | None = No
         seed: weights are ``torch.manual_seed(seed)``-deterministic.
         prompt_words: extra words for the word tokenizer's vocabulary.
         model_max_length: the text window, start/end tokens included (longer prompts take more windows).
-        tokenizer: ``"word"`` (``build_word_tokenizer``) or ``"char"`` (``build_char_tokenizer``).
+        tokenizer: ``"word"`` (``build_word_tokenizer``), ``"char"`` (``build_char_tokenizer``) or
+            ``"clip"`` (CLIP's real 49,408-token vocabulary, ``nfsd.families.clip_tokenizer``).
     """
+    from .families import TOKENIZER_PADS, clip_tokenizer
+
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     if arch not in ARCHS:
@@ -157,10 +160,15 @@ def build_random_components(arch: str = "tiny", prediction_type: str | None = No
     parts = {}
     for i, (hidden, layers, heads, projection) in enumerate(encoders):
         suffix = "" if i == 0 else f"_{i + 1}"
-        tok = build_char_tokenizer(model_max_length) if tokenizer == "char" else \
-            build_word_tokenizer(prompt_words, model_max_length)
+        if tokenizer == "clip":
+            tok = clip_tokenizer(TOKENIZER_PADS["sdxl" if len(encoders) > 1 else "sd1"][i])
+        elif tokenizer == "char":
+            tok = build_char_tokenizer(model_max_length)
+        else:
+            tok = build_word_tokenizer(prompt_words, model_max_length)
         parts["tokenizer" + suffix] = tok
-        parts["text_encoder" + suffix] = _text_encoder(len(tok), hidden, layers, heads, model_max_length, projection)
+        ids = (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+        parts["text_encoder" + suffix] = _text_encoder(len(tok), hidden, layers, heads, model_max_length, projection, ids)
     parts["unet"] = UNet2DConditionModel(**unet_cfg)
     parts["vae"] = AutoencoderKL(**vae_cfg)
     parts["scheduler"] = DDPMScheduler(
