@@ -63,3 +63,22 @@ def test_sdxl_time_ids_and_pooled_embeddings_reach_the_unet(tiny_sdxl):
     ids = {"text_embeds": emb.pooled, "time_ids": torch.full((2, 6), 16.0)}
     lying = prior.unet(z[:, :, :4, :4], t, encoder_hidden_states=emb.hidden, added_cond_kwargs=ids).sample
     assert not torch.allclose(small, lying)
+
+
+def test_vae_with_force_upcast_runs_wider_than_a_float16_unet(tiny_sdxl):
+    prior = load_prior(str(tiny_sdxl), dtype=torch.float16)  # CPU: no bfloat16 choice, float32
+    assert prior.vae.config.force_upcast and prior.vae_dtype == torch.float32
+    assert next(prior.vae.parameters()).dtype == torch.float32 and next(prior.unet.parameters()).dtype == torch.float16
+    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    z = prior.encode(images)
+    assert z.dtype == torch.float16
+    z.float().sum().backward()
+    assert images.grad.abs().sum() > 0  # the gradient crosses the dtype boundary
+
+
+def test_non_finite_latents_become_zero_not_nan(tiny_sdxl):
+    prior = load_prior(str(tiny_sdxl))
+    images = torch.rand(2, 3, 16, 16)
+    images[1, :, 3, 3] = float("nan")  # one poisoned view
+    z = prior.encode(images)
+    assert torch.isfinite(z).all() and z[0].abs().sum() > 0

@@ -164,7 +164,8 @@ class Prior:
             z = enc.latent_dist.sample(generator)
         else:  # AutoencoderTiny returns latents directly
             z = enc.latents
-        return torch.nan_to_num(z * self.latent_scale).to(self.dtype)
+        # After the cast: a value beyond float16's range becomes inf there, and then 0 like a NaN.
+        return torch.nan_to_num((z * self.latent_scale).to(self.dtype), nan=0.0, posinf=0.0, neginf=0.0)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
