@@ -26,6 +26,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
+    from .texture import PARAMETRIZATIONS
+
     p.add_argument("--model", default=defaults.model,
                    help="'builtin', a diffusers folder, a .safetensors checkpoint or a hub id (default: %(default)s)")
     p.add_argument("--model-config", default=None,
@@ -45,7 +47,8 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--renderer", choices=("auto", "torch", "nvdiffrast"), default=defaults.renderer)
-    p.add_argument("--parametrization", choices=("pyramid", "pixels"), default=defaults.parametrization)
+    p.add_argument("--parametrization", choices=PARAMETRIZATIONS, default=defaults.parametrization,
+                   help="surface: coarse colour on the surface in 3D, seamless (BENCHMARKS.md, Seams)")
     p.add_argument("--init-texture", default=None, help="PNG to continue from")
     p.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="a LoRA .safetensors (kohya/A1111 or diffusers format) and its weight (default 1); repeatable")

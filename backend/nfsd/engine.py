@@ -58,7 +58,7 @@ class TextureConfig:
     device: str = "auto"                  # auto | cpu | cuda
     # Advanced.
     renderer: str = "auto"                # auto | torch | nvdiffrast
-    parametrization: str = "pyramid"      # pyramid | pixels
+    parametrization: str = "pyramid"      # pyramid | pixels | surface (nfsd.surface_field)
     lr: float = 0.02                      # texture learning rate (Adam, on logits)
     offset_lr: float = 0.01               # offsets learning rate (Adam, on the tanh argument)
     t_min: float = 0.02                   # fraction of the schedule
@@ -264,7 +264,7 @@ class TextureJob:
         # Parameters.
         init = from_uint8(self.init_texture, c.texture_size).to(device) if self.init_texture is not None else None
         torch.manual_seed(c.seed)
-        texture = make_texture(c.parametrization, c.texture_size, init).to(device)
+        texture = make_texture(c.parametrization, c.texture_size, init, surface=(base, triangles, uvs)).to(device)
         params = [{"params": texture.parameters(), "lr": c.lr}]
         offsets = None
         if c.offsets and c.offset_strength > 0:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError, NfsdError
 
-PARAMETRIZATIONS = ("pyramid", "pixels")
+PARAMETRIZATIONS = ("pyramid", "pixels", "surface")
 
 
 def _logit(x: torch.Tensor) -> torch.Tensor:
@@ -86,8 +86,18 @@ class PyramidTexture(torch.nn.Module):
         return torch.sigmoid(total)[0].permute(1, 2, 0)
 
 
-def make_texture(kind: str, size: int, init: torch.Tensor | None = None) -> torch.nn.Module:
-    """A texture parametrization by name: ``"pyramid"`` (default) or ``"pixels"``."""
+def make_texture(kind: str, size: int, init: torch.Tensor | None = None, surface=None) -> torch.nn.Module:
+    """A texture parametrization by name: ``"pyramid"`` (default), ``"pixels"`` or ``"surface"``.
+
+    ``"surface"`` (``nfsd.surface_field``) needs the mesh: ``surface = (positions [V, 3] in
+    [-1, 1]^3, triangles [F, 3], uvs [F, 3, 2])``; the others ignore it.
+    """
+    if kind == "surface":
+        from .surface_field import SurfaceFieldTexture
+
+        if surface is None:
+            raise ConfigError("the surface parametrization needs the mesh (positions, triangles, uvs)")
+        return SurfaceFieldTexture.from_mesh(size, *surface, init=init)
     if kind == "pyramid":
         return PyramidTexture(size, init=init)
     if kind == "pixels":

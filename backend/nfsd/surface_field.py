@@ -1,0 +1,104 @@
+"""A texture whose coarse colour lives on the surface in 3D: seamless by construction.
+
+The UV pyramid (``nfsd.texture.PyramidTexture``) keeps its coarse levels in UV space, so the two
+sides of a UV seam are separate parameters that only the rendered views tie together: the coarse
+bands of a pattern stop at the seam and rarely line up (BENCHMARKS.md, "Seams"). Here the coarse
+levels are small 3D grids of logits around the object; every texel takes the grid's value at the
+3D surface point it is laid on, so the two texels that show one point from both sides of a seam
+read the same coarse colour. Only the finest UV levels add detail per texel:
+
+    image = sigmoid( grid(point(texel)) + L_fine(texel) + up(L_coarser_fine(texel)) ... )
+
+The texel -> point map is the mesh rasterized in UV space with its positions interpolated
+(``texel_points``); texels no triangle covers take their neighbours' points (dilation), so bilinear
+lookups across island borders read the same field.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def texel_points(positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Tensor, size: int,
+                 rasterizer=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3D surface point each texel centre is laid on.
+
+    Args:
+        positions: ``[V, 3]`` float32 vertex positions.
+        triangles: ``[F, 3]`` int vertex indices.
+        uvs: ``[F, 3, 2]`` float32 per-corner UVs, (0, 0) bottom-left.
+        size: texture width and height.
+        rasterizer: a ``nfsd.renderer`` rasterizer (default: the pure-PyTorch one on ``positions.device``).
+
+    Returns:
+        ``(points [size, size, 3] float32, covered [size, size] bool)``, row 0 = v = 0 = bottom. Texels
+        outside every triangle get the mean point of their covered neighbours, ring by ring
+        (``nfsd.texture.dilate``): what bilinear lookups just outside an island border read.
+    """
+    from .renderer import get_rasterizer
+    from .texture import dilate
+
+    rasterizer = rasterizer or get_rasterizer("torch", positions.device)
+    n = uvs.shape[0]
+    corners = uvs.reshape(-1, 2).float()
+    clip = torch.cat([corners * 2 - 1, torch.zeros_like(corners[:, :1]), torch.ones_like(corners[:, :1])], dim=1)
+    tri = torch.arange(3 * n, dtype=torch.int32, device=uvs.device).view(n, 3)
+    rast = rasterizer.rasterize(clip[None].contiguous(), tri, (size, size))
+    attr = positions.float()[triangles.long()].reshape(-1, 3)
+    points = rasterizer.interpolate(attr, rast, tri)[0]
+    covered = rast[0, :, :, 3] > 0
+    return dilate(points, covered, iterations=8), covered
+
+
+class SurfaceFieldTexture(torch.nn.Module):
+    """Coarse logits on 3D grids sampled at each texel's surface point, fine logits in UV space.
+
+    Args:
+        size: texture width and height.
+        points: ``[size, size, 3]`` float32 surface point of every texel (``texel_points``), in the
+            grid's box ``[-1, 1]^3`` (the engine's render space: the unit bounding sphere).
+        grid_sizes: the 3D levels' cells per side, coarse to fine; summed like the pyramid's levels.
+        uv_levels: how many of the finest UV pyramid levels (``size``, ``size / 2``, ...) add detail.
+        init: optional ``[size, size, 3]`` float in [0, 1] (row 0 bottom), put in the finest UV level.
+    """
+
+    def __init__(self, size: int, points: torch.Tensor, grid_sizes=(8, 16, 32, 64), uv_levels: int = 2,
+                 init: torch.Tensor | None = None):
+        super().__init__()
+        from .texture import _logit
+
+        if points.shape != (size, size, 3):
+            raise ValueError(f"points must be [{size}, {size}, 3], got {list(points.shape)}")
+        self.size = size
+        self.grid_sizes = tuple(int(g) for g in grid_sizes)
+        self.grids = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, 3, g, g, g)) for g in self.grid_sizes])
+        uv_sizes = [size]
+        while len(uv_sizes) < uv_levels and uv_sizes[0] >= 32:
+            uv_sizes.insert(0, uv_sizes[0] // 2)
+        self.uv_sizes = uv_sizes
+        self.levels = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, 3, s, s)) for s in uv_sizes])
+        # grid_sample wants (x, y, z) -> (W, H, D) of the grid: a grid [1, 1, size, size, 3] of points.
+        self.register_buffer("points", points.float().clamp(-1, 1).reshape(1, 1, size, size, 3), persistent=False)
+        if init is not None:
+            with torch.no_grad():
+                self.levels[-1].copy_(_logit(init.permute(2, 0, 1)[None].float()))
+
+    @classmethod
+    def from_mesh(cls, size: int, positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Tensor,
+                  init: torch.Tensor | None = None, **kwargs) -> "SurfaceFieldTexture":
+        """Lay the field on a mesh whose ``positions`` ``[V, 3]`` lie in ``[-1, 1]^3``."""
+        points, _ = texel_points(positions, triangles, uvs, size)
+        return cls(size, points, init=init, **kwargs)
+
+    def forward(self) -> torch.Tensor:
+        """Texture ``[size, size, 3]`` float32 in [0, 1], row 0 bottom."""
+        # Coarse to fine, one 2x trilinear upsampling per level, then one lookup per texel.
+        field = self.grids[0]
+        for grid, g in zip(list(self.grids)[1:], self.grid_sizes[1:]):
+            field = F.interpolate(field, size=(g, g, g), mode="trilinear", align_corners=True) + grid
+        total = F.grid_sample(field, self.points, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
+        detail = self.levels[0]
+        for level, s in zip(list(self.levels)[1:], self.uv_sizes[1:]):
+            detail = F.interpolate(detail, size=(s, s), mode="bilinear", align_corners=False) + level
+        return torch.sigmoid(total + detail)[0].permute(1, 2, 0)
