@@ -4,7 +4,7 @@
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
     nfsd models [--models-dir DIR] [--json]           the models and LoRAs a server would offer
-    nfsd bench speed|quality|server|renderer|flops   benchmarks (print their figures)
+    nfsd bench speed|quality|server|renderer|flops|seams   benchmarks (print their figures)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback.
 """
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (what GET /models returns)")
 
     p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer")
-    p.add_argument("which", choices=("speed", "quality", "server", "renderer", "flops"))
+    p.add_argument("which", choices=("speed", "quality", "server", "renderer", "flops", "seams"))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
     return parser
 
@@ -220,6 +220,8 @@ def main(argv=None) -> int:
                 from .bench_flops import main as bench_main
             elif args.which == "renderer":
                 from .bench_renderer import main as bench_main
+            elif args.which == "seams":
+                from .bench_seams import main as bench_main
             elif args.which == "quality":
                 from .builtin.quality import main as bench_main
             else:

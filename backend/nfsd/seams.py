@@ -111,7 +111,7 @@ def seam_mismatch(texture, positions, triangles, uvs, samples: int = 8, edges: S
         edges = find_seam_edges(positions, triangles, uvs)
     if isinstance(texture, np.ndarray):
         texture = torch.from_numpy(texture.astype(np.float32) / 255.0 if texture.dtype == np.uint8 else texture)
-    texture = texture[..., :3]
+    texture = texture.detach()[..., :3]
     if len(edges) == 0:
         return {"mean": 0.0, "p95": 0.0, "max": 0.0, "edges": 0, "seam_length": 0.0}
     t = torch.tensor((np.arange(samples) + 0.5) / samples, dtype=torch.float32).view(1, -1, 1)

@@ -9,9 +9,9 @@ read the same coarse colour. Only the finest UV levels add detail per texel:
 
     image = sigmoid( grid(point(texel)) + L_fine(texel) + up(L_coarser_fine(texel)) ... )
 
-The texel -> point map is the mesh rasterized in UV space with its positions interpolated
-(``texel_points``); texels no triangle covers take their neighbours' points (dilation), so bilinear
-lookups across island borders read the same field.
+The texel -> point map is the mesh rasterized in UV space (``texel_points``); texels just outside
+an island extend a neighbouring triangle's map, so bilinear lookups on a seam read the field
+continued across it from both sides.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 
 def texel_points(positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Tensor, size: int,
-                 rasterizer=None) -> tuple[torch.Tensor, torch.Tensor]:
+                 rasterizer=None, rings: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """The 3D surface point each texel centre is laid on.
 
     Args:
@@ -30,11 +30,16 @@ def texel_points(positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Te
         uvs: ``[F, 3, 2]`` float32 per-corner UVs, (0, 0) bottom-left.
         size: texture width and height.
         rasterizer: a ``nfsd.renderer`` rasterizer (default: the pure-PyTorch one on ``positions.device``).
+        rings: texels around each island that get a point too.
 
     Returns:
-        ``(points [size, size, 3] float32, covered [size, size] bool)``, row 0 = v = 0 = bottom. Texels
-        outside every triangle get the mean point of their covered neighbours, ring by ring
-        (``nfsd.texture.dilate``): what bilinear lookups just outside an island border read.
+        ``(points [size, size, 3] float32, covered [size, size] bool)``, row 0 = v = 0 = bottom.
+        A covered texel gets its triangle's point; a texel up to ``rings`` texels outside an island
+        borrows a neighbouring texel's triangle and extends its map linearly (barycentrics outside
+        [0, 1], clamped to [-1, 2]). A bilinear lookup on a seam reads half a texel beyond the
+        border: extended, the field there continues across the seam as the other side's does,
+        where a plain average of inner neighbours would pull both sides inwards, apart. Texels
+        farther out get the mean point of their neighbours (``nfsd.texture.dilate``).
     """
     from .renderer import get_rasterizer
     from .texture import dilate
@@ -45,10 +50,35 @@ def texel_points(positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Te
     clip = torch.cat([corners * 2 - 1, torch.zeros_like(corners[:, :1]), torch.ones_like(corners[:, :1])], dim=1)
     tri = torch.arange(3 * n, dtype=torch.int32, device=uvs.device).view(n, 3)
     rast = rasterizer.rasterize(clip[None].contiguous(), tri, (size, size))
-    attr = positions.float()[triangles.long()].reshape(-1, 3)
-    points = rasterizer.interpolate(attr, rast, tri)[0]
-    covered = rast[0, :, :, 3] > 0
-    return dilate(points, covered, iterations=8), covered
+    face = rast[0, :, :, 3] - 1  # float face index, -1 where no triangle covers the texel centre
+    covered = face >= 0
+    # Ring by ring, an uncovered texel takes a covered neighbour's triangle (any one: all are
+    # adjacent in UV, and most share the border the texel lies beyond).
+    grown = face[None, None]
+    for _ in range(rings):
+        grown = torch.where(grown >= 0, grown, F.max_pool2d(grown, 3, stride=1, padding=1))
+    face = grown[0, 0].long()
+    has = face >= 0
+    idx = face[has]
+    centre = (torch.arange(size, device=uvs.device, dtype=torch.float32) + 0.5) / size
+    v, u = torch.meshgrid(centre, centre, indexing="ij")  # row = v (row 0 bottom), column = u
+    p = torch.stack([u[has], v[has]], dim=-1)
+    a, b, c = uvs.float()[idx].unbind(1)
+    e1, e2, d = b - a, c - a, p - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = det.abs() > 1e-12  # zero-area UV triangles have no map to extend
+    det = torch.where(ok, det, torch.ones_like(det))
+    w1 = ((d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det).clamp(-1, 2)
+    w2 = ((e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det).clamp(-1, 2)
+    corner_pos = positions.float()[triangles.long()[idx]]  # [N, 3, 3]
+    point = corner_pos[:, 0] + w1[:, None] * (corner_pos[:, 1] - corner_pos[:, 0]) + \
+        w2[:, None] * (corner_pos[:, 2] - corner_pos[:, 0])
+    points = torch.zeros(size, size, 3, device=uvs.device)
+    known = torch.zeros(size, size, dtype=torch.bool, device=uvs.device)
+    flat = has.nonzero(as_tuple=True)
+    points[flat[0][ok], flat[1][ok]] = point[ok]
+    known[flat[0][ok], flat[1][ok]] = True
+    return dilate(points, known, iterations=4), covered
 
 
 class SurfaceFieldTexture(torch.nn.Module):

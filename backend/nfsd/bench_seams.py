@@ -1,0 +1,136 @@
+"""Seam benchmark: colour mismatch across UV seams, and prompt accuracy, per texture parametrization.
+
+    nfsd bench seams [--meshes blob sphere cube xatlas] [--parametrizations pyramid surface]
+                     [--seeds 2] [--steps 300] [--write]
+    python -m nfsd.bench_seams --steps 2 --seeds 1 --meshes cube      # a quick check of the pipe
+
+Every parametrization textures the same meshes from the same prompts and seeds (hence the same
+cameras) at ``nfsd demo``'s settings (built-in prior, CPU, texture 256, render 64, batch 2). Each
+result is scored by:
+
+- seam mismatch (``nfsd.seams``): the colour jump across UV seam edges, RGB distance in [0, 1]
+  units, mean and 95th percentile weighted by 3D edge length;
+- prompt accuracy: the built-in classifier on four orbit views, as ``nfsd bench quality`` does, so
+  a seam fix is not bought with a worse texture.
+
+Meshes: the built-in ``blob`` (the demo's), ``sphere`` and ``cube``, and ``xatlas`` (the blob
+without its UVs, unwrapped by xatlas as a mesh file without UVs would be). ``--write`` replaces the
+"Seams" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SECTION_START = "<!-- seams-benchmark:start -->"
+SECTION_END = "<!-- seams-benchmark:end -->"
+MESHES = ("blob", "sphere", "cube", "xatlas")
+
+
+def bench_mesh(name: str):
+    """A built-in mesh by name, or ``"xatlas"``: the blob unwrapped by xatlas."""
+    from . import mesh as mesh_lib
+
+    if name == "xatlas":
+        return mesh_lib.ensure_uvs(dataclasses.replace(mesh_lib.builtin_mesh("blob"), uvs=None))
+    return mesh_lib.builtin_mesh(name)
+
+
+def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) -> list[dict]:
+    """Texture every (mesh, prompt, seed, parametrization); one row per run."""
+    from .builtin.classifier import load_classifier, prompt_matches
+    from .builtin.quality import render_result
+    from .engine import TextureConfig, texture_mesh
+    from .prior import load_prior
+    from .seams import find_seam_edges, seam_mismatch
+
+    classifier, prior = load_classifier(), load_prior("builtin", "cpu")
+    rows = []
+    for mesh_name in meshes:
+        mesh = bench_mesh(mesh_name)
+        edges = find_seam_edges(mesh.positions, mesh.triangles, mesh.uvs)
+        for prompt in prompts:
+            for seed in range(seeds):
+                for kind in parametrizations:
+                    config = TextureConfig(prompt=prompt, steps=steps, texture_size=256, render_size=64, batch=2,
+                                           device="cpu", seed=seed, parametrization=kind)
+                    t0 = time.perf_counter()
+                    result = texture_mesh(mesh, config, prior=prior)
+                    seconds = time.perf_counter() - t0
+                    seam = seam_mismatch(result.texture, mesh.positions, mesh.triangles, result.uvs, edges=edges)
+                    images, _ = render_result(result, 64, (0.0, 90.0, 180.0, 270.0), 15.0)
+                    acc = float(prompt_matches(classifier, images, [prompt] * len(images)).float().mean())
+                    rows.append({"mesh": mesh_name, "parametrization": kind, "prompt": prompt, "seed": seed,
+                                 "seam_mean": seam["mean"], "seam_p95": seam["p95"], "seam_edges": seam["edges"],
+                                 "prompt_accuracy": acc, "seconds": seconds})
+                    log(f"{mesh_name:7s} {kind:8s} {prompt!r} seed {seed}: seam {seam['mean']:.3f} "
+                        f"(p95 {seam['p95']:.3f}, {seam['edges']} edges) acc {acc:.2f} ({seconds:.0f}s)")
+    return rows
+
+
+def format_table(rows: list[dict], parametrizations) -> str:
+    """Markdown: one line per (mesh, parametrization), means over prompts and seeds."""
+    lines = ["| mesh | seam edges | parametrization | seam mismatch, mean | seam mismatch, p95 | prompt accuracy | s / run |",
+             "|---|---|---|---|---|---|---|"]
+    meshes = list(dict.fromkeys(r["mesh"] for r in rows))
+    for mesh in meshes:
+        for kind in parametrizations:
+            sel = [r for r in rows if r["mesh"] == mesh and r["parametrization"] == kind]
+            if not sel:
+                continue
+
+            def mean(key):
+                return float(np.mean([r[key] for r in sel]))
+
+            lines.append(f"| {mesh} | {sel[0]['seam_edges']} | {kind} | {mean('seam_mean'):.3f} | {mean('seam_p95'):.3f} "
+                         f"| {mean('prompt_accuracy'):.2f} | {mean('seconds'):.0f} |")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    """Put ``text`` between this benchmark's markers in ``path``, leaving the rest."""
+    old = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"{SECTION_START}\n{text.rstrip()}\n{SECTION_END}"
+    if SECTION_START in old and SECTION_END in old:
+        before, rest = old.split(SECTION_START, 1)
+        new = before + block + rest.split(SECTION_END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(new)
+
+
+def main(argv=None) -> int:
+    from .cli import DEMO_PROMPT
+
+    p = argparse.ArgumentParser(prog="nfsd bench seams", description=__doc__.split("\n\n")[0])
+    p.add_argument("--meshes", nargs="+", choices=MESHES, default=list(MESHES))
+    p.add_argument("--parametrizations", nargs="+", default=["pyramid", "surface"])
+    p.add_argument("--prompts", nargs="+", default=[DEMO_PROMPT])
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--write", action="store_true", help="replace the Seams table in BENCHMARKS.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    rows = run(args.meshes, args.parametrizations, args.prompts, args.seeds, args.steps)
+    table = format_table(rows, args.parametrizations)
+    print(table)
+    if args.write:
+        root = Path(__file__).resolve().parents[2]
+        prompts = ", ".join(f'"{p}"' for p in args.prompts)
+        write_section(root / "BENCHMARKS.md", (
+            f"Measured by `nfsd bench seams --seeds {args.seeds} --steps {args.steps} --write` "
+            f"({time.perf_counter() - t0:.0f} s, {args.threads} thread(s)); prompt(s) {prompts}, seeds 0..{args.seeds - 1}, "
+            "`nfsd demo` settings (texture 256, render 64, batch 2). Means over prompts and seeds.\n\n" + table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
