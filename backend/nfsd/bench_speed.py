@@ -56,7 +56,7 @@ def time_naive(mesh, prior, config: TextureConfig, warmup: int, steps: int) -> l
     tri = torch.from_numpy(mesh.triangles.astype(np.int32)).to(device)
     uvs = torch.from_numpy(mesh.uvs.astype(np.float32)).to(device)
     rasterizer = get_rasterizer(config.renderer, device)
-    texture = make_texture(config.parametrization, config.texture_size).to(device)
+    texture = make_texture(config.parametrization, config.texture_size, surface=(base, tri, uvs)).to(device)
     opt = torch.optim.Adam(texture.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(0)
     times = []
