@@ -10,8 +10,9 @@ result is scored by:
 
 - seam mismatch (``nfsd.seams``): the colour jump across UV seam edges, RGB distance in [0, 1]
   units, mean and 95th percentile weighted by 3D edge length;
-- prompt accuracy: the built-in classifier on four orbit views, as ``nfsd bench quality`` does, so
-  a seam fix is not bought with a worse texture.
+- prompt accuracy: the built-in classifier on four orbit views, as ``nfsd bench quality`` does, and
+- texel noise: mean |texture - its 5x5 box blur| over covered texels (as in the pyramid-vs-pixels
+  table), so a seam fix is not bought with a worse texture.
 
 Meshes: the built-in ``blob`` (the demo's), ``sphere`` and ``cube``, and ``xatlas`` (the blob
 without its UVs, unwrapped by xatlas as a mesh file without UVs would be). ``--write`` replaces the
@@ -66,18 +67,31 @@ def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) ->
                     seam = seam_mismatch(result.texture, mesh.positions, mesh.triangles, result.uvs, edges=edges)
                     images, _ = render_result(result, 64, (0.0, 90.0, 180.0, 270.0), 15.0)
                     acc = float(prompt_matches(classifier, images, [prompt] * len(images)).float().mean())
+                    noise = texel_noise(result.texture, result.uvs)
                     rows.append({"mesh": mesh_name, "parametrization": kind, "prompt": prompt, "seed": seed,
                                  "seam_mean": seam["mean"], "seam_p95": seam["p95"], "seam_edges": seam["edges"],
-                                 "prompt_accuracy": acc, "seconds": seconds})
+                                 "prompt_accuracy": acc, "texel_noise": noise, "seconds": seconds})
                     log(f"{mesh_name:7s} {kind:8s} {prompt!r} seed {seed}: seam {seam['mean']:.3f} "
-                        f"(p95 {seam['p95']:.3f}, {seam['edges']} edges) acc {acc:.2f} ({seconds:.0f}s)")
+                        f"(p95 {seam['p95']:.3f}, {seam['edges']} edges) acc {acc:.2f} noise {noise:.4f} ({seconds:.0f}s)")
     return rows
+
+
+def texel_noise(texture: np.ndarray, uvs: np.ndarray) -> float:
+    """Mean |texture - 5x5 box blur| over covered texels, for uint8 ``[H, W, 3]`` (row 0 bottom)."""
+    import torch.nn.functional as F
+
+    from .texture import uv_coverage
+
+    img = torch.from_numpy(texture[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    blurred = F.avg_pool2d(F.pad(img, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    mask = uv_coverage(torch.from_numpy(uvs), texture.shape[0])
+    return float((img - blurred).abs().mean(1)[0][mask].mean())
 
 
 def format_table(rows: list[dict], parametrizations) -> str:
     """Markdown: one line per (mesh, parametrization), means over prompts and seeds."""
-    lines = ["| mesh | seam edges | parametrization | seam mismatch, mean | seam mismatch, p95 | prompt accuracy | s / run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| mesh | seam edges | parametrization | seam mismatch, mean | seam mismatch, p95 | prompt accuracy "
+             "| texel noise | s / run |", "|---|---|---|---|---|---|---|---|"]
     meshes = list(dict.fromkeys(r["mesh"] for r in rows))
     for mesh in meshes:
         for kind in parametrizations:
@@ -89,7 +103,7 @@ def format_table(rows: list[dict], parametrizations) -> str:
                 return float(np.mean([r[key] for r in sel]))
 
             lines.append(f"| {mesh} | {sel[0]['seam_edges']} | {kind} | {mean('seam_mean'):.3f} | {mean('seam_p95'):.3f} "
-                         f"| {mean('prompt_accuracy'):.2f} | {mean('seconds'):.0f} |")
+                         f"| {mean('prompt_accuracy'):.2f} | {mean('texel_noise'):.4f} | {mean('seconds'):.0f} |")
     return "\n".join(lines)
 
 
