@@ -4,7 +4,9 @@ Modules, one concept each:
 
 - ``mesh``      mesh input (OBJ/PLY/GLB/wire .npz), checks, UV unwrap, normalization
 - ``cameras``   random and fixed orbit cameras, view words (Blender axes: Z up, front is -Y)
-- ``renderer``  rasterize / interpolate / texture / antialias: nvdiffrast or pure PyTorch
+- ``renderer``  render_views (lighting, shading) over a rasterizer; picks the rasterizer
+- ``rasterizer`` the rasterize / interpolate / texture / antialias interface and conventions;
+  backends ``torch_rasterizer`` (pure PyTorch) and ``nvdiffrast_rasterizer`` (CUDA)
 - ``texture``   texture parametrizations, PNG I/O, UV-island dilation
 - ``prior``     diffusion priors (diffusers Stable Diffusion, the built-in model), model cache
 - ``guidance``  the distillation rules (NFSD, SDS, CSD) as pure functions
