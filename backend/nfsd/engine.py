@@ -212,7 +212,7 @@ class TextureJob:
         """
         try:
             return self._run(on_progress or (lambda p: None))
-        except torch.OutOfMemoryError as exc:
+        except torch.cuda.OutOfMemoryError as exc:  # torch.OutOfMemoryError is 2.5+ only
             self._texture = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
