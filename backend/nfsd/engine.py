@@ -227,6 +227,8 @@ class TextureJob:
         t_start = time.perf_counter()
         device = resolve_device(c.device)
         timings: dict[str, float] = {}
+        if device.type == "cuda":  # this job's own peak (a server's worker runs many jobs)
+            torch.cuda.reset_peak_memory_stats(device)
 
         if self.prior is None:
             def on_load(name, i, n):
@@ -332,6 +334,8 @@ class TextureJob:
                 offsets_obj = mesh_lib.render_offsets_to_object(mesh, transform, offsets().cpu().numpy()).astype(np.float32)
         timings["finish_s"] = time.perf_counter() - t_fin
         timings["total_s"] = time.perf_counter() - t_start
+        if device.type == "cuda":
+            timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         report(Progress("done", step, c.steps, last_loss, timings["total_s"], 0.0, 1.0))
         return TextureResult(
             texture=to_uint8(final), uvs=mesh.uvs.astype(np.float32), uvs_generated=bool(mesh.uvs_generated),
