@@ -6,7 +6,8 @@
 #   scripts/gpu_check.sh dry-run   here, CPU: installs .whl/ with Python 3.12 into a scratch folder the
 #                                  way the device does, then every check below at tiny sizes on the CPU
 #   scripts/gpu_check.sh           on the GPU machine: install, then the checks; all output goes to
-#                                  $OUT/gpu_check.log (and stdout)
+#                                  $OUT/gpu_check.log (and stdout), plus the texture job's report.json
+#                                  and views.png as $OUT/texture_report.json, $OUT/texture_views.png
 #
 # The device call (a session whose task has a GPU; `prepare` run first in the checkout that calls):
 #
@@ -16,7 +17,8 @@
 # back before the call's limit: each check gets a timeout cut to what is left, and the optional ones
 # are skipped, saying so, when too little is left. The checks, most important first:
 #
-#   1. nvdiffrast: JIT-builds its CUDA plugin (TORCH_CUDA_ARCH_LIST=9.0), then `nfsd bench renderer`
+#   1. nvdiffrast: JIT-builds its CUDA plugin (TORCH_CUDA_ARCH_LIST=9.0; if that fails, nvdiffrast is
+#      removed so the later checks run at once on the PyTorch rasterizer), then `nfsd bench renderer`
 #      (nvdiffrast against the PyTorch reference at 512, textures 1024 and 768: coverage, interior
 #      colours within 1e-3, position-gradient cosine >= 0.99; a PASS/FAIL line per filter mode).
 #   2. `nfsd bench speed --arch sd15 --render-size 512 --batch 1,4 --texture-size 1024,2048` (the
@@ -128,16 +130,27 @@ step() {
     local t=$(( $(left) - 10 )); (( t > max )) && t=$max
     echo
     echo "=== $name ($(date -u +%H:%M:%S), ${SECONDS}s in, timeout ${t}s)"
+    LAST_RC=1
     if (( t < min )); then echo "SKIPPED: $name needs ${min}s, $(left)s left"; RESULTS+=("$name: skipped (time)"); return; fi
     local t0=$SECONDS
     timeout --kill-after=5 "$t" bash -c '"$@"' _ "$@"  # bash -c: the functions below are exported
     local rc=$?
+    LAST_RC=$rc
     local verdict=ok; (( rc == 124 || rc == 137 )) && verdict="TIMED OUT"; (( rc != 0 && rc != 124 && rc != 137 )) && verdict="FAILED rc=$rc"
     echo "--- $name: $verdict in $((SECONDS - t0))s"
     RESULTS+=("$name: $verdict ($((SECONDS - t0))s)")
 }
 
 nvdiffrast_build() {
+    # torch's CUDA headers (ATen/cuda/CUDAContext.h) include cusparse.h, cublas_v2.h, cusolverDn.h...:
+    # where the toolkit beside nvcc lacks them, the pip CUDA wheels in site-packages have them.
+    local nvcc_dir; nvcc_dir=$(dirname "$(command -v nvcc)")
+    if [[ ! -f ${CUDA_HOME:-$nvcc_dir/..}/include/cusparse.h ]]; then
+        local extra; extra=$($PY -c "import glob, os, site
+print(':'.join(sorted({os.path.dirname(p) for d in site.getsitepackages() for p in glob.glob(d + '/nvidia/**/include/cusparse.h', recursive=True) + glob.glob(d + '/nvidia/**/include/cublas_v2.h', recursive=True) + glob.glob(d + '/nvidia/**/include/cusolverDn.h', recursive=True)})))")
+        echo "cusparse.h is not beside nvcc: CPATH += ${extra:-nothing found}"
+        export CPATH=$extra${CPATH:+:$CPATH}
+    fi
     $PY - <<'EOF'
 import time, torch
 t0 = time.perf_counter()
@@ -180,6 +193,7 @@ print(f"mesh: {r['mesh']} (uvs_generated: xatlas unwrapped it)")
 print(f"info: {r.get('info')}")
 EOF
     ls -la "$work/out"
+    cp "$work/out/report.json" "$OUT/texture_report.json"; cp "$work/out/views.png" "$OUT/texture_views.png"
 }
 
 serve_job() {
@@ -306,7 +320,7 @@ optional_bench() {  # `nfsd bench speed --arch $1 ...` only if its --help knows 
 }
 
 checks() {
-    export PY DEVICE ARCH RENDER_SIZE WORK RENDERER_ARGS SPEED_ARGS COMPILE_ARGS SDXL_1024_ARGS SDXL_512_ARGS JOB_ARGS \
+    export OUT PY DEVICE ARCH RENDER_SIZE WORK RENDERER_ARGS SPEED_ARGS COMPILE_ARGS SDXL_1024_ARGS SDXL_512_ARGS JOB_ARGS \
         SERVE_STEPS SERVE_SIZES ARCH_OVERRIDE
     export -f nvdiffrast_build texture_job serve_job profile_steps optional_bench
     RESULTS=()
@@ -316,8 +330,10 @@ checks() {
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
     command -v nvcc >/dev/null && nvcc --version | tail -n 2
 
-    if [[ $DEVICE == cuda ]]; then
-        step "nvdiffrast build" 60 300 nvdiffrast_build
+    step "nvdiffrast build" 60 300 nvdiffrast_build  # (fails in the dry run: no CUDA)
+    if (( LAST_RC != 0 )); then  # else every later process would retry the build before falling back
+        rm -rf "$SITE/nvdiffrast"
+        echo "nvdiffrast removed from $SITE: the checks below run on the PyTorch rasterizer"
     fi
     step "bench renderer" 20 120 $PY -m nfsd bench renderer --device "$DEVICE" $RENDERER_ARGS
     step "bench speed sd15" 60 200 $PY -m nfsd bench speed --device "$DEVICE" $SPEED_ARGS
@@ -347,8 +363,9 @@ run)  # on the device
     PY=python3 DEVICE=cuda ARCH=sd15 RENDER_SIZE=512 WORK=/tmp/gpu_check
     export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} TORCH_EXTENSIONS_DIR=/tmp/torch_extensions
     echo "=== install ($(date -u))"
-    install "$PY" /tmp/site || { echo "install failed: nothing else can run"; exit 1; }
-    export PYTHONPATH=/tmp/site
+    SITE=/tmp/site
+    install "$PY" "$SITE" || { echo "install failed: nothing else can run"; exit 1; }
+    export PYTHONPATH=$SITE
     RENDERER_ARGS="--resolution 512 --texture-size 1024,768 --repeat 3"
     SPEED_ARGS="--arch sd15 --render-size 512 --batch 1,4 --texture-size 1024,2048"
     COMPILE_ARGS="--arch sd15 --render-size 512 --batch 1,4 --texture-size 1024"
@@ -365,7 +382,8 @@ dry-run)  # here, on the CPU at tiny sizes
     echo "=== install with $PY312 into $OUT/site (as on the device)"
     # A stand-in for the device image: what it has (IMAGE_HAS but torch) from PyPI, beside the target.
     "$PY312" -m pip install -q --target "$OUT/tools" ${IMAGE_HAS//torch/} || exit 1
-    PYTHONPATH="$OUT/tools" install "$PY312" "$OUT/site" || { echo "install failed"; exit 1; }
+    SITE=$OUT/site
+    PYTHONPATH="$OUT/tools" install "$PY312" "$SITE" || { echo "install failed"; exit 1; }
     # The checks themselves run with this machine's Python (it has a CPU torch), on this tree.
     PY=${PY:-python} DEVICE=cpu ARCH=tiny RENDER_SIZE=64 WORK=$OUT/work
     export OMP_NUM_THREADS=1  # the CPU here is shared
