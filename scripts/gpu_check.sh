@@ -208,7 +208,8 @@ serve_job() {
     $PY - "$port" "$SERVE_STEPS" "$SERVE_SIZES" <<'EOF'
 import http.client, io, json, sys, time, uuid
 import numpy as np
-from nfsd.mesh import builtin_mesh, write_wire_npz
+from nfsd.mesh import builtin_mesh
+from nfsd.wire import write_wire_npz
 
 port, steps, (render, texture) = int(sys.argv[1]), int(sys.argv[2]), map(int, sys.argv[3].split(","))
 

@@ -8,10 +8,10 @@ import types
 import pytest
 import torch
 
-from nfsd import jobs
 from nfsd.cameras import orbit_cameras
 from nfsd.engine import TextureConfig, TextureJob
 from nfsd.errors import ConfigError, OutOfMemory
+from nfsd.job_worker import is_cuda_oom
 from nfsd.mesh import builtin_mesh
 from nfsd.renderer import NvdiffrastRasterizer, TorchRasterizer, mip_levels, render_views
 
@@ -126,4 +126,4 @@ def test_cuda_out_of_memory_names_the_setting_to_lower_on_an_older_torch(torch_b
     oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     with pytest.raises(OutOfMemory, match="lower batch first"):
         job_whose_run_raises(monkeypatch, oom).run()
-    assert jobs._is_cuda_oom(oom) and not jobs._is_cuda_oom(ValueError("x"))
+    assert is_cuda_oom(oom) and not is_cuda_oom(ValueError("x"))
