@@ -48,11 +48,12 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
         settings = JobSettings.model_validate(raw)
     except ValidationError as exc:
         raise HTTPException(422, format_validation(exc, "settings.")) from None
-    model = settings.model or config.model
     try:
-        from ..prior import check_prompt_length, resolve_model
+        catalog = config.catalog()
+        model = catalog.check_model(settings.model)  # only offered models: `model` is no file-system probe
+        settings.loras = catalog.check_loras(settings.loras, model)
+        from ..prior import check_prompt_length
 
-        resolve_model(model)
         check_prompt_length(model, settings.prompt)
         if settings.negative_prompt:
             check_prompt_length(model, settings.negative_prompt, what="negative_prompt")
