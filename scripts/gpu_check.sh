@@ -7,7 +7,7 @@
 #                                  way the device does, then every check below at tiny sizes on the CPU
 #   scripts/gpu_check.sh           on the GPU machine: install, then the checks; all output goes to
 #                                  $OUT/gpu_check.log (and stdout), plus the texture job's report.json
-#                                  and views.png as $OUT/texture_report.json, $OUT/texture_views.png
+#                                  and views.png as $OUT/out_report.json, $OUT/out_views.png (out_tiny_*: --encoder tiny)
 #
 # The device call (a session whose task has a GPU; `prepare` run first in the checkout that calls):
 #
@@ -28,8 +28,9 @@
 #      wall time of the whole command, report.json's timings and peak_gpu_memory_gb.
 #   4. `nfsd serve` on the GPU: a job through HTTP cancelled halfway, then a second one completed.
 #   5. torch.profiler over a few engine steps at SD-1.5 shapes: the ops that dominate a step.
-#   6. `nfsd bench speed ... --compile`.
-#   7. SDXL shapes at 1024 and 512 (`--encoder tiny` too), only if `nfsd bench speed` knows them.
+#   6. The default job again with `--encoder tiny` (a random TAESD-shaped vae_tiny/ in the model).
+#   7. `nfsd bench speed ... --compile`.
+#   8. SDXL shapes at 1024 and 512 (`--encoder tiny` too), only if `nfsd bench speed` knows them.
 #
 # The device image (see the device README's KINDS.md) has Python 3.12, torch 2.11 (cu130), nvcc 13,
 # ninja, numpy, pillow, anyio, h11, click, httpx... (IMAGE_HAS below) but not diffusers, trimesh,
@@ -166,34 +167,49 @@ texture_job() {
     $PY - "$work" "$ARCH" <<'EOF' || return 1
 import sys, time
 import trimesh
+from diffusers import AutoencoderTiny
 from nfsd.mesh import builtin_mesh
-from nfsd.tiny import build_random_model
+from nfsd.tiny import TINY_AUTOENCODER, build_random_model
 work, arch = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 build_random_model(f"{work}/model", arch, prompt_words=("red", "and", "white", "stripes", "front", "side", "back", "overhead", "view"))
+# For `--encoder tiny`: TAESD's shape (AutoencoderTiny's defaults) beside a real-shaped model.
+(AutoencoderTiny(**TINY_AUTOENCODER) if arch == "tiny" else AutoencoderTiny()).save_pretrained(f"{work}/model/vae_tiny")
 mesh = builtin_mesh("default")  # saved without UVs: the job unwraps it with xatlas
 trimesh.Trimesh(mesh.positions, mesh.triangles, process=False).export(f"{work}/blob.ply")
 print(f"random {arch} model saved to {work}/model and mesh to blob.ply in {time.perf_counter() - t0:.1f}s")
 EOF
     du -sh "$work/model"
+    run_texture "$work" out $JOB_ARGS
+}
+
+texture_job_tiny_encoder() {
+    if ! $PY -m nfsd texture --help | grep -q -- "--encoder"; then echo "nfsd texture has no --encoder yet: skipped"; return 0; fi
+    [[ -d $WORK/texture/model/vae_tiny ]] || { echo "no model from the texture job"; return 1; }
+    run_texture "$WORK/texture" out_tiny $JOB_ARGS --encoder tiny
+}
+
+run_texture() {  # $1 work folder (model/, blob.ply), $2 output folder name, then `nfsd texture` options
+    local work=$1 out=$2; shift 2
     local t0; t0=$(date +%s.%N)
-    $PY -m nfsd texture "$work/blob.ply" "red and white stripes" --out "$work/out" --model "$work/model" \
-        --device "$DEVICE" $JOB_ARGS || return 1
+    $PY -m nfsd texture "$work/blob.ply" "red and white stripes" --out "$work/$out" --model "$work/model" \
+        --device "$DEVICE" "$@" || return 1
     local t1; t1=$(date +%s.%N)
-    $PY - "$work/out/report.json" "$t0" "$t1" <<'EOF'
+    $PY - "$work/$out/report.json" "$t0" "$t1" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 wall = float(sys.argv[3]) - float(sys.argv[2])
 s = r["settings"]
 print(f"texture job: wall {wall:.1f}s for `nfsd texture` (process start to outputs written); steps {r['steps_done']}, "
-      f"batch {s['batch']}, render {s['render_size']}, texture {s['texture_size']}, renderer {s['renderer']}")
+      f"batch {s['batch']}, render {s['render_size']}, texture {s['texture_size']}, renderer {s['renderer']}, "
+      f"encoder {s.get('encoder', 'full')}")
 print("timings: " + ", ".join(f"{k}={v:.3g}" for k, v in r["timings"].items()))
 print(f"peak GPU memory: {r['timings'].get('peak_gpu_memory_gb', float('nan')):.2f} GB (torch.cuda.max_memory_allocated)")
 print(f"mesh: {r['mesh']} (uvs_generated: xatlas unwrapped it)")
 print(f"info: {r.get('info')}")
 EOF
-    ls -la "$work/out"
-    cp "$work/out/report.json" "$OUT/texture_report.json"; cp "$work/out/views.png" "$OUT/texture_views.png"
+    ls -la "$work/$out"
+    cp "$work/$out/report.json" "$OUT/${out}_report.json"; cp "$work/$out/views.png" "$OUT/${out}_views.png"
 }
 
 serve_job() {
@@ -323,7 +339,7 @@ optional_bench() {  # `nfsd bench speed --arch $1 ...` only if its --help knows 
 checks() {
     export OUT PY DEVICE ARCH RENDER_SIZE WORK RENDERER_ARGS SPEED_ARGS COMPILE_ARGS SDXL_1024_ARGS SDXL_512_ARGS JOB_ARGS \
         SERVE_STEPS SERVE_SIZES ARCH_OVERRIDE
-    export -f nvdiffrast_build texture_job serve_job profile_steps optional_bench
+    export -f nvdiffrast_build texture_job texture_job_tiny_encoder run_texture serve_job profile_steps optional_bench
     RESULTS=()
     echo "=== environment ($(date -u))"
     $PY -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
@@ -341,6 +357,7 @@ checks() {
     step "texture job" 60 180 texture_job
     step "serve: cancel then complete" 40 150 serve_job
     step "profile" 30 90 profile_steps
+    step "texture job --encoder tiny" 45 120 texture_job_tiny_encoder
     step "bench speed --compile" 90 240 $PY -m nfsd bench speed --device "$DEVICE" $COMPILE_ARGS --compile
     step "bench speed sdxl 1024" 60 150 optional_bench sdxl $SDXL_1024_ARGS
     step "bench speed sdxl 512" 45 120 optional_bench sdxl $SDXL_512_ARGS
