@@ -347,7 +347,7 @@ checks() {
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
     command -v nvcc >/dev/null && nvcc --version | tail -n 2
 
-    step "nvdiffrast build" 60 300 nvdiffrast_build  # (fails in the dry run: no CUDA)
+    step "nvdiffrast build" 60 240 nvdiffrast_build  # (fails in the dry run: no CUDA)
     if (( LAST_RC != 0 )); then  # else every later process would retry the build before falling back
         rm -rf "$SITE/nvdiffrast"
         echo "nvdiffrast removed from $SITE: the checks below run on the PyTorch rasterizer"
