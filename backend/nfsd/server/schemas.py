@@ -16,12 +16,13 @@ class JobSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=False)
 
-    prompt: str = Field(..., description="what the texture should show; non-empty, within the model's token limit")
+    prompt: str = Field(..., description="what the texture should show; non-empty, any length (encoded in windows)")
     negative_prompt: str | None = Field(None, description="default: the NFSD paper's negative prompt")
     mode: Literal["nfsd", "sds", "csd"] = "nfsd"
     steps: int = Field(400, ge=1, le=10000)
     texture_size: int = Field(1024, ge=64, le=4096, description="a multiple of 64")
-    render_size: int = Field(512, ge=32, le=1024, description="a multiple of 8")
+    render_size: int | None = Field(None, ge=32, le=1024,
+                                    description="a multiple of 8; default: the model's own (512, SDXL 1024)")
     batch: int = Field(1, ge=1, le=16)
     guidance_scale: float | None = Field(None, ge=0.0, le=200.0, description="default: the mode's own (7.5, 100, 7.5)")
     offsets: bool = False
@@ -53,8 +54,8 @@ class JobSettings(BaseModel):
 
     @field_validator("render_size")
     @classmethod
-    def _render_multiple(cls, v: int) -> int:
-        if v % 8:
+    def _render_multiple(cls, v: int | None) -> int | None:
+        if v is not None and v % 8:
             raise ValueError(f"render_size must be a multiple of 8 (e.g. 256, 512), got {v}")
         return v
 

@@ -52,11 +52,7 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
         catalog = config.catalog()
         model = catalog.check_model(settings.model)  # only offered models: `model` is no file-system probe
         settings.loras = catalog.check_loras(settings.loras, model)
-        from ..prior import check_prompt_length
-
-        check_prompt_length(model, settings.prompt)
-        if settings.negative_prompt:
-            check_prompt_length(model, settings.negative_prompt, what="negative_prompt")
+        # Prompts of any length are encoded in windows: no length check here.
     except NfsdError as exc:
         raise HTTPException(422, str(exc)) from None
     stored = settings.model_dump()
