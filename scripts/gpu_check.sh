@@ -30,7 +30,8 @@
 #   5. torch.profiler over a few engine steps at SD-1.5 shapes: the ops that dominate a step.
 #   6. The default job again with `--encoder tiny` (a random TAESD-shaped vae_tiny/ in the model).
 #   7. `nfsd bench speed ... --compile`.
-#   8. SDXL shapes at 1024 and 512 (`--encoder tiny` too), only if `nfsd bench speed` knows them.
+#   8. SDXL shapes at 1024 and 512 (`nfsd bench speed --arch sdxl`; also `--encoder tiny` once bench
+#      speed has that option; each skipped, saying so, while bench speed lacks it).
 #
 # The device image (see the device README's KINDS.md) has Python 3.12, torch 2.11 (cu130), nvcc 13,
 # ninja, numpy, pillow, anyio, h11, click, httpx... (IMAGE_HAS below) but not diffusers, trimesh,
@@ -328,7 +329,7 @@ optional_bench() {  # `nfsd bench speed --arch $1 ...` only if its --help knows 
     if ! $PY -m nfsd bench speed --help 2>/dev/null | grep -q -- "$arch"; then
         echo "nfsd bench speed has no --arch $arch yet: skipped"; return 0
     fi
-    arch=${ARCH_OVERRIDE:-$arch}  # the dry run stays tiny
+    arch=${ARCH_OVERRIDE:-$arch}  # the dry run stays tiny (tiny-sdxl)
     local extra=()
     $PY -m nfsd bench speed --help 2>/dev/null | grep -q -- "--encoder" && extra=(--encoder tiny)
     $PY -m nfsd bench speed --device "$DEVICE" --arch "$arch" "$@"
@@ -412,7 +413,7 @@ dry-run)  # here, on the CPU at tiny sizes
     SDXL_1024_ARGS="--render-size 64 --batch 1 --texture-size 64 --warmup 1 --steps 1 --mesh cube"
     SDXL_512_ARGS="--render-size 32 --batch 1 --texture-size 64 --warmup 1 --steps 1 --mesh cube"
     JOB_ARGS="--steps 4 --render-size 32 --texture-size 64 --threads 1"
-    SERVE_STEPS=20 SERVE_SIZES=32,64 ARCH_OVERRIDE=tiny
+    SERVE_STEPS=20 SERVE_SIZES=32,64 ARCH_OVERRIDE=tiny-sdxl
     checks
     ;;
 *)
