@@ -24,6 +24,7 @@ from . import guidance, mesh as mesh_lib
 from .cameras import CameraConfig, sample_cameras
 from .errors import ConfigError, NfsdError, OutOfMemory
 from .guidance import NFSD_NEGATIVE_PROMPT, Predictions
+from .limits import SETTING_RANGES
 from .offsets import NormalOffsets
 from .prior import VIEW_SUFFIX_TOKENS, Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
@@ -68,9 +69,8 @@ class TextureConfig:
     progress_every: int = 5               # read the loss (a host-device sync) every N steps
     model_config: str | None = None       # diffusers config folder for single-file checkpoints
 
-    LIMITS = {  # field: (min, max) inclusive
-        "steps": (1, 20_000), "texture_size": (16, 8192), "render_size": (16, 2048), "batch": (1, 64),
-        "guidance_scale": (0.0, 1000.0), "offset_strength": (0.0, 0.5), "seed": (0, 2**32 - 1),
+    LIMITS = {  # field: (min, max) inclusive; the user-facing ones are shared with the server (nfsd.limits)
+        **SETTING_RANGES,
         "lr": (0.0, 10.0), "offset_lr": (0.0, 10.0), "t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
         "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000),
     }
