@@ -17,6 +17,7 @@ from ..jobs import JobManager, ManagerConfig
 from .config import DEFAULT_PORT, ServerConfig, is_loopback_host
 from .routes import router
 from .schemas import ErrorBody
+from .security import BrowserGuard
 
 log = logging.getLogger("nfsd.server")
 
@@ -59,6 +60,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(router)
+    app.add_middleware(BrowserGuard, config=config)
     return app
 
 
@@ -77,19 +79,19 @@ async def _unexpected(request: Request, exc: Exception):
 
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
-          data_dir: str | Path | None = None, model: str = "builtin", max_jobs: int = 50,
-          max_age_days: float | None = 30.0, device: str = "auto", log_level: str = "info",
-          torch_threads: int = 0) -> None:
-    """Run the server until interrupted (what ``nfsd serve`` calls).
+          data_dir: str | Path | None = None, log_level: str = "info", **options) -> None:
+    """Run the server until interrupted (what ``nfsd serve`` calls); ``options`` are other
+    :class:`ServerConfig` fields (model, device, max_jobs, allow_hosts, max_queue...).
 
     Raises:
-        ConfigError: a non-loopback ``host`` without ``token``, an empty token, a bad port.
+        ConfigError: a non-loopback ``host`` without ``token``, an empty token, a bad port or limit.
     """
     import uvicorn
 
-    config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None,
-                          model=model, device=device, max_jobs=max_jobs, max_age_days=max_age_days,
-                          torch_threads=torch_threads)
+    if options.get("allow_hosts") is not None:
+        options["allow_hosts"] = tuple(options["allow_hosts"])
+    options = {k: v for k, v in options.items() if v is not None or k == "max_age_days"}
+    config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None, **options)
     app = create_app(config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +15,7 @@ from ..jobs import CANCELLED, DONE, FAILED, INTERRUPTED, JobManager, JobRecord, 
 from .config import ServerConfig
 from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, SubmitResponse, Unloaded, job_status,
                       status_dict)
-from .security import require_token
+from .security import bearer, require_token, token_ok
 from .uploads import read_submission
 from .validation import validate_submission
 
@@ -52,8 +53,12 @@ def _submitted(manager: JobManager, rec: JobRecord) -> SubmitResponse:
                           queue_position=found[1] if found else 0)
 
 
-@router.get("/health", response_model=Health, summary="server, device and queue status (no token needed)")
-async def health(manager: Manager, config: Config) -> Health:
+@router.get("/health", response_model=Health, response_model_exclude_unset=True,
+            summary="up, version and whether a token is needed; device, model and queue with the token")
+async def health(request: Request, manager: Manager, config: Config,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Health:
+    if not token_ok(request, credentials):  # what is running, and on what, is for the token's holders
+        return Health(status="ok", version=__version__, auth_required=True)
     info = manager.device_and_models()
     loading = manager.loading_model()
     running = manager.running_id()
@@ -62,7 +67,7 @@ async def health(manager: Manager, config: Config) -> Health:
         rec = manager.get(running)
         loaded = [rec.settings.get("model") or config.model] if rec else loaded
     return Health(
-        version=__version__, device=info.get("device", "unknown"), gpu_name=info.get("gpu_name"),
+        status="ok", version=__version__, device=info.get("device", "unknown"), gpu_name=info.get("gpu_name"),
         gpu_free_bytes=info.get("gpu_free_bytes"), model_loaded=loaded[0] if loaded else None,
         model_loading=loading,
         default_model=config.model, queue_length=manager.queue_length(), running_job=manager.running_id(),
