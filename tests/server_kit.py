@@ -87,7 +87,8 @@ class LiveServer:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=0,
+        self.app = create_app(config)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0,
                                                     log_level="warning", access_log=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from .config import DEFAULT_PORT, ServerConfig, is_loopback_host
 from .routes import router
 from .schemas import ErrorBody
 from .security import BrowserGuard
+from .uploads import BodyTimeout
+from .validation import FileChecker
 
 log = logging.getLogger("nfsd.server")
 
@@ -36,14 +39,20 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     except OSError as exc:
         raise ConfigError(f"cannot use the data dir {data_dir} ({exc}); pass a writable folder with --data-dir") from exc
 
+    checker = FileChecker(config)
+    spool = data_dir / "uploads"
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        shutil.rmtree(spool, ignore_errors=True)  # bodies of requests that a crash cut short
+        checker.start()
         manager.start()
         log.info("nfsd server: jobs in %s, default model %s", manager.store.root, config.model)
         try:
             yield
         finally:
             await run_in_threadpool(manager.stop)
+            await run_in_threadpool(checker.stop)
 
     # The documentation pages are for the artist's own machine: on a public address they would hand
     # the API's whole surface to anyone who can reach it (docs/API.md is the contract there).
@@ -57,9 +66,11 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     )
     app.state.manager = manager
     app.state.config = config
+    app.state.checker = checker
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(router)
+    app.add_middleware(BodyTimeout, timeout=config.body_timeout)
     app.add_middleware(BrowserGuard, config=config)
     return app
 

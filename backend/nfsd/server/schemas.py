@@ -21,7 +21,7 @@ class JobSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=False)
 
     prompt: str = Field(..., description="what the texture should show; non-empty, within the model's token limit")
-    negative_prompt: str | None = Field(None, description="default: the NFSD paper's negative prompt")
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="default: the NFSD paper's negative prompt")
     mode: Literal["nfsd", "sds", "csd"] = "nfsd"
     steps: int = _ranged(400, "steps")
     texture_size: int = _ranged(1024, "texture_size", description=f"a multiple of {SETTING_MULTIPLES['texture_size']}")
@@ -31,7 +31,7 @@ class JobSettings(BaseModel):
     offsets: bool = False
     offset_strength: float = _ranged(0.03, "offset_strength")
     seed: int = _ranged(0, "seed")
-    model: str | None = Field(None, description="model id or path on the server; default: the server's --model")
+    model: str | None = Field(None, max_length=1024, description="model id or path on the server; default: the server's --model")
 
     @field_validator("prompt")
     @classmethod
