@@ -47,6 +47,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         shutil.rmtree(spool, ignore_errors=True)  # bodies of requests that a crash cut short
         checker.start()
         manager.start()
+        await run_in_threadpool(preload, config.model)
         log.info("nfsd server: jobs in %s, default model %s", manager.store.root, config.model)
         try:
             yield
@@ -73,6 +74,18 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.add_middleware(BodyTimeout, timeout=config.body_timeout)
     app.add_middleware(BrowserGuard, config=config)
     return app
+
+
+def preload(model: str) -> None:
+    """Import what checking a submission needs, and read the default model's tokenizer, before the
+    first request: lazy imports racing in the thread pool fail (``cannot import name 'AutoTokenizer'``)."""
+    from .. import engine, prior  # noqa: F401  (engine: TextureConfig, which imports torch)
+    from transformers import AutoTokenizer  # noqa: F401
+
+    try:
+        prior.load_tokenizer(model)
+    except Exception as exc:  # a broken default model fails its jobs with this message, not the server
+        log.warning("could not read the tokenizer of the default model %s: %s", model, exc)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError):

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -23,6 +24,10 @@ from .config import ServerConfig
 from .schemas import JobSettings
 
 log = logging.getLogger("nfsd.server")
+
+# Tokenizers load (and import their classes) on first use; one at a time, so concurrent first
+# submissions of a model do not race in transformers' lazy imports.
+_TOKENIZER_LOCK = threading.Lock()
 
 
 def format_validation(exc: ValidationError, prefix: str) -> str:
@@ -87,9 +92,10 @@ def parse_settings(settings_text: str, config: ServerConfig) -> dict:
         from ..prior import check_prompt_length, resolve_model
 
         resolve_model(model)
-        check_prompt_length(model, settings.prompt)
-        if settings.negative_prompt:
-            check_prompt_length(model, settings.negative_prompt, what="negative_prompt")
+        with _TOKENIZER_LOCK:
+            check_prompt_length(model, settings.prompt)
+            if settings.negative_prompt:
+                check_prompt_length(model, settings.negative_prompt, what="negative_prompt")
     except NfsdError as exc:
         raise HTTPException(422, str(exc)[:500]) from None
     except OSError as exc:  # a name the file system refuses (too long, bad characters)
