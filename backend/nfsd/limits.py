@@ -56,7 +56,7 @@ SERVER_LIMITS: tuple[Limit, ...] = (
     Limit("max_init_texture_side", 8192, None, "pixels", "422",
           "widest / tallest `init_texture`, read from the PNG header before decoding"),
     Limit("max_queue", 100, "--max-queue", "jobs", "429",
-          "jobs waiting to run; a submission beyond waits for the queue to drain"),
+          "jobs waiting to run; more submissions are refused until a job finishes"),
     Limit("body_timeout", 30.0, "--body-timeout", "seconds", "408",
           "a request body that sends nothing for this long is dropped (its connection closed)"),
     Limit("max_jobs", 50, "--max-jobs", "jobs", "-",
