@@ -44,7 +44,7 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     with LiveServer(config(tiny_model, tmp_path_factory.mktemp("data"), max_upload_bytes=256 * 1024,
-                           max_faces=200)) as live:
+                           max_faces=200, models_dir=tmp_path_factory.mktemp("models"))) as live:
         yield live
 
 
@@ -233,7 +233,7 @@ BAD = {
     "steps out of range": (lambda c: submit(c, cube(), dict(FAST, steps=0)), 422, "settings.steps"),
     "texture_size not a multiple of 32": (lambda c: submit(c, cube(), dict(FAST, texture_size=100)), 422, "multiple of 32"),
     "unknown setting": (lambda c: submit(c, cube(), dict(FAST, stpes=10)), 422, "unknown setting"),
-    "missing model": (lambda c: submit(c, cube(), dict(FAST, model="/no/such/model")), 422, "not found"),
+    "missing model": (lambda c: submit(c, cube(), dict(FAST, model="/no/such/model")), 422, "not offered"),
     "init_texture not a PNG": (lambda c: submit(c, cube(), FAST, init=b"\xff\xd8\xff\xe0 not really"), 422, "init_texture"),
     "unknown job id": (lambda c: c.get("/jobs/" + "0" * 32), 404, "no job"),
     "malformed job id (upper case)": (lambda c: c.get("/jobs/" + "A" * 32 + "/result"), 422, "32 lowercase hex"),
@@ -255,8 +255,8 @@ def test_bad_request_gets_4xx_and_server_stays_healthy(server, case):
 # ---------------------------------------------------------------------------------------------
 # failures inside a job
 
-def test_failed_model_load_fails_the_job_and_the_next_job_runs(server, tiny_model, tmp_path):
-    broken = tmp_path / "broken"
+def test_failed_model_load_fails_the_job_and_the_next_job_runs(server, tiny_model):
+    broken = server.config.models_dir / "broken"  # offered: in the server's --models-dir
     import shutil
 
     shutil.copytree(tiny_model, broken)
@@ -283,8 +283,7 @@ def test_worker_process_that_dies_fails_its_job_and_the_next_job_runs(server):
     c = server.client
     job_id = submit(c, cube(), dict(FAST, steps=10000)).json()["id"]
     wait_for(c, job_id, states=("running",), min_step=5)
-    worker = server.server.config.app.state.manager._child.process  # the spawned worker process
-    os.kill(worker.pid, signal.SIGKILL)
+    os.kill(server.server.config.app.state.manager.worker_pid(), signal.SIGKILL)  # the spawned worker process
     s = wait_for(c, job_id)
     assert s["state"] == "failed" and "worker process stopped unexpectedly" in s["error"]
     assert c.get("/health").status_code == 200

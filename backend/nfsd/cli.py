@@ -3,7 +3,8 @@
     nfsd texture MESH "PROMPT" --out DIR [options]   texture a mesh file
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
-    nfsd bench speed|quality|server|renderer [...]   benchmarks (print their figures)
+    nfsd models [--models-dir DIR] [--json]           the models and LoRAs a server would offer
+    nfsd bench speed|quality|server|renderer|flops   benchmarks (print their figures)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback.
 """
@@ -43,6 +44,14 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--renderer", choices=("auto", "torch", "nvdiffrast"), default=defaults.renderer)
     p.add_argument("--parametrization", choices=("pyramid", "pixels"), default=defaults.parametrization)
     p.add_argument("--init-texture", default=None, help="PNG to continue from")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
+                   help="a LoRA .safetensors (kohya/A1111 or diffusers format) and its weight (default 1); repeatable")
+    p.add_argument("--encoder", choices=("full", "tiny"), default=defaults.encoder,
+                   help="autoencoder on the gradient path: tiny = TAESD/TAESDXL, faster (default: %(default)s)")
+    p.add_argument("--tiny-encoder", default=None, metavar="DIR",
+                   help="AutoencoderTiny folder for --encoder tiny (default: the model folder's vae_tiny/)")
+    p.add_argument("--negative-weight", type=float, default=defaults.negative_weight,
+                   help="csd only: weight of the negative prompt (0: not used, a cheaper step)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default; 1 is faster on a busy or shared CPU)")
 
@@ -81,15 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-age-days", type=float, default=30.0, help="finished jobs older than this are pruned")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the worker (0: torch's default)")
     _add_server_limits(p)
+    p.add_argument("--models-dir", default=None, metavar="DIR",
+                   help="offer the diffusers folders and .safetensors checkpoints in DIR and the LoRAs in DIR/loras; "
+                        "jobs may name only offered models")
+
+    p = sub.add_parser("models", help="list the models and LoRAs a server would offer (family, text window, render size)")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help="as `nfsd serve --models-dir`")
+    p.add_argument("--model", default="builtin", help="as `nfsd serve --model` (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON (what GET /models returns)")
 
     p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer")
-    p.add_argument("which", choices=("speed", "quality", "server", "renderer"))
+    p.add_argument("which", choices=("speed", "quality", "server", "renderer", "flops"))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
     return parser
 
 
 def _config_from_args(args):
     from .engine import TextureConfig
+    from .lora import parse_lora_arg
 
     return TextureConfig(
         prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode, steps=args.steps,
@@ -97,6 +115,8 @@ def _config_from_args(args):
         guidance_scale=args.guidance_scale, offsets=args.offsets, offset_strength=args.offset_strength,
         seed=args.seed, model=args.model, device=args.device, renderer=args.renderer,
         parametrization=args.parametrization, model_config=args.model_config,
+        loras=[parse_lora_arg(a) for a in args.lora], encoder=args.encoder, tiny_encoder=args.tiny_encoder,
+        negative_weight=args.negative_weight,
     )
 
 
@@ -190,11 +210,26 @@ def main(argv=None) -> int:
             serve(host=args.host, port=args.port, token=args.token, data_dir=args.data_dir, model=args.model,
                   device=args.device, max_jobs=args.max_jobs, max_age_days=args.max_age_days,
                   torch_threads=args.threads, allow_hosts=args.allow_host, max_faces=args.max_faces,
-                  max_vertices=args.max_vertices, max_queue=args.max_queue, body_timeout=args.body_timeout)
+                  max_vertices=args.max_vertices, max_queue=args.max_queue, body_timeout=args.body_timeout,
+                  models_dir=args.models_dir)
+        elif args.command == "models":
+            import json
+
+            from .catalog import Catalog, format_table
+
+            catalog = Catalog(default_model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None)
+            catalog.check()
+            entries = catalog.entries()
+            if args.json:
+                print(json.dumps({"default_model": args.model, "models": [e.to_dict() for e in entries]}, indent=2))
+            else:
+                print(format_table(entries))
         elif args.command == "bench":
             rest = [a for a in args.rest if a != "--"]
             if args.which == "speed":
                 from .bench_speed import main as bench_main
+            elif args.which == "flops":
+                from .bench_flops import main as bench_main
             elif args.which == "renderer":
                 from .bench_renderer import main as bench_main
             elif args.which == "quality":

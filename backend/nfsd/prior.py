@@ -59,6 +59,7 @@ class Prior:
     device: torch.device
     dtype: torch.dtype
     tuned: set = dataclasses.field(default_factory=set)  # speed options already applied
+    addons: dict = dataclasses.field(default_factory=dict)  # LoRAs, tiny encoder on it (nfsd.lora, nfsd.fast_encoder)
 
     def tune(self, channels_last: bool = True, compile: bool = False) -> None:
         """Speed options for CUDA (no-ops on the CPU): channels_last memory format for the UNet and

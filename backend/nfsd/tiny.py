@@ -241,3 +241,63 @@ class AnalyticPrior:
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         target = embeddings[:, 0, :].view(-1, 3, 1, 1)
         return (z_t - a.sqrt() * target) / (1 - a).sqrt()
+
+
+# ---------------------------------------------------------------------------------------------
+# Add-ons: a tiny autoencoder (the --encoder tiny path) and tiny LoRA files (nfsd.lora)
+
+TINY_AUTOENCODER = dict(
+    encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+    num_decoder_blocks=(1, 1), latent_channels=4,
+)  # downsamples by 2, like TINY_VAE; the real TAESD / TAESDXL is AutoencoderTiny() with its defaults
+
+
+def build_tiny_autoencoder(path, seed: int = 0, **overrides):
+    """A random-weight diffusers ``AutoencoderTiny`` folder (TAESD layout, a few KB) at ``path``,
+    shaped for the tiny model (``build_tiny_model``): put it in ``<model>/vae_tiny`` or pass it as
+    ``--tiny-encoder``. Returns the folder's ``Path``."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    AutoencoderTiny(**{**TINY_AUTOENCODER, **overrides}).save_pretrained(path)
+    return Path(path)
+
+
+LORA_TARGETS = {  # module name endings a LoRA adapts (what kohya's trainer targets by default)
+    "unet": ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out"),
+    "text_encoder": ("q_proj", "k_proj", "v_proj", "out_proj"),
+}
+
+
+def build_random_lora(path, unet, text_encoder=None, format: str = "kohya", rank: int = 4, alpha: float = 2.0,
+                      seed: int = 0, scale: float = 0.1):
+    """Write a random LoRA for ``unet`` (and ``text_encoder``) to the ``.safetensors`` file ``path``.
+
+    ``format="kohya"``: A1111/kohya keys (``lora_unet_<module_with_underscores>.lora_down.weight`` /
+    ``.lora_up.weight`` / ``.alpha``, ``lora_te_...`` for the text encoder). ``format="diffusers"``: peft
+    keys as diffusers saves them (``unet.<module>.lora_A.weight`` / ``.lora_B.weight``, ``text_encoder.``),
+    no alphas (scale 1). Linear layers only. Returns the file's ``Path``.
+    """
+    from safetensors.torch import save_file
+
+    if format not in ("kohya", "diffusers"):
+        raise ValueError(f"format must be kohya or diffusers, got {format!r}")
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for part, model in (("unet", unet), ("text_encoder", text_encoder)):
+        if model is None:
+            continue
+        for name, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear) or not name.endswith(LORA_TARGETS[part]):
+                continue
+            down = torch.randn(rank, module.in_features, generator=gen) * scale
+            up = torch.randn(module.out_features, rank, generator=gen) * scale
+            if format == "kohya":
+                key = ("lora_unet_" if part == "unet" else "lora_te_") + name.replace(".", "_")
+                tensors.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up,
+                                f"{key}.alpha": torch.tensor(float(alpha))})
+            else:
+                tensors.update({f"{part}.{name}.lora_A.weight": down, f"{part}.{name}.lora_B.weight": up})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return Path(path)

@@ -114,6 +114,8 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None =
 
     if options.get("allow_hosts") is not None:
         options["allow_hosts"] = tuple(options["allow_hosts"])
+    if options.get("models_dir") is not None:
+        options["models_dir"] = Path(options["models_dir"])
     options = {k: v for k, v in options.items() if v is not None or k == "max_age_days"}
     config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None, **options)
     app = create_app(config)

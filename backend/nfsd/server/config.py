@@ -43,6 +43,8 @@ class ServerConfig:
         max_queue: most jobs waiting to run (429 beyond).
         body_timeout: seconds a request body may send nothing before it is dropped (408).
         torch_threads: CPU threads of torch in the worker process (0: torch's default).
+        models_dir: diffusers folders and single files offered besides ``builtin`` and ``model``, LoRAs
+            in its ``loras/``; jobs may name only offered models (``nfsd.catalog``, ``GET /models``).
 
     The defaults of the limits are :data:`nfsd.limits.LIMITS` (docs/API.md lists them).
     """
@@ -64,6 +66,12 @@ class ServerConfig:
     preview_interval: float = 2.0
     status_interval: float = 0.5
     torch_threads: int = 0
+    models_dir: Path | None = None
+
+    def catalog(self):
+        from ..catalog import Catalog
+
+        return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None)
 
     def check(self) -> None:
         """Raise ``ConfigError`` for a configuration that must not start (e.g. a public host with no token)."""
@@ -85,6 +93,7 @@ class ServerConfig:
         for name in self.allow_hosts:
             if not name or any(c in name for c in "/: @"):
                 raise ConfigError(f"--allow-host takes a bare host name such as 'studio-pc.local', got {name!r}")
+        self.catalog().check()
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()

@@ -31,7 +31,12 @@ class JobSettings(BaseModel):
     offsets: bool = False
     offset_strength: float = _ranged(0.03, "offset_strength")
     seed: int = _ranged(0, "seed")
-    model: str | None = Field(None, max_length=1024, description="model id or path on the server; default: the server's --model")
+    model: str | None = Field(None, max_length=1024, description="a model the server offers (GET /models: name or "
+                                                                 "path); default: the server's --model")
+    loras: list[dict | str] | None = Field(None, max_length=16, description="[{'name' or 'path', 'weight'}]: LoRAs "
+                                           "from GET /models (kind lora)")
+    encoder: Literal["full", "tiny"] = Field("full", description="tiny: the model folder's vae_tiny/ on the gradient path")
+    negative_weight: float = Field(0.0, ge=0.0, le=100.0, description="csd: weight of the negative prompt")
 
     @field_validator("prompt")
     @classmethod

@@ -87,11 +87,12 @@ def parse_settings(settings_text: str, config: ServerConfig) -> dict:
         settings = JobSettings.model_validate(raw)
     except ValidationError as exc:
         raise HTTPException(422, format_validation(exc, "settings.")) from None
-    model = settings.model or config.model
     try:
-        from ..prior import check_prompt_length, resolve_model
+        catalog = config.catalog()
+        model = catalog.check_model(settings.model)  # only offered models: `model` is no file-system probe
+        settings.loras = catalog.check_loras(settings.loras, model)
+        from ..prior import check_prompt_length
 
-        resolve_model(model)
         with _TOKENIZER_LOCK:
             check_prompt_length(model, settings.prompt)
             if settings.negative_prompt:
@@ -99,7 +100,7 @@ def parse_settings(settings_text: str, config: ServerConfig) -> dict:
     except NfsdError as exc:
         raise HTTPException(422, str(exc)[:500]) from None
     except OSError as exc:  # a name the file system refuses (too long, bad characters)
-        raise HTTPException(422, f"model {quote(model)} cannot be used ({exc.strerror or type(exc).__name__}); "
+        raise HTTPException(422, f"model {quote(settings.model or config.model)} cannot be used ({exc.strerror or type(exc).__name__}); "
                                  "name a model this server offers") from None
     stored = settings.model_dump()
     stored["model"] = model
