@@ -191,3 +191,12 @@ def test_a_body_that_stalls_is_dropped_with_408(server):
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"].startswith("the request body stopped arriving")
     assert list((server.config.data_dir / "uploads").iterdir()) == []
+
+
+def test_the_upload_benchmark_sends_a_valid_mesh():
+    from nfsd.bench_server import grid_mesh_npz
+
+    data, n_vertices, n_faces = grid_mesh_npz(6)
+    mesh = read_wire_npz(data)
+    assert (mesh.num_vertices, mesh.num_faces) == (n_vertices, n_faces) == (36, 50)
+    assert mesh.uvs.shape == (50, 3, 2) and not mesh.warnings
