@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # field: (min, max) inclusive. The server also asks for multiples (SETTING_MULTIPLES): the VAE
-# downsamples renders by 8, and textures come in steps of 32 (the add-on offers steps of 64).
+# downsamples renders by 8, and textures come in steps of 16 (the add-on offers steps of 64).
 SETTING_RANGES: dict[str, tuple] = {
     "steps": (1, 10_000),
-    "texture_size": (32, 4096),
-    "render_size": (32, 1024),
+    "texture_size": (16, 4096),
+    "render_size": (16, 1024),
     "batch": (1, 16),
     "guidance_scale": (0.0, 200.0),
     "offset_strength": (0.0, 0.2),
     "seed": (0, 2**32 - 1),
 }
-SETTING_MULTIPLES: dict[str, int] = {"texture_size": 32, "render_size": 8}
+SETTING_MULTIPLES: dict[str, int] = {"texture_size": 16, "render_size": 8}
 MAX_PROMPT_CHARS = 2000
 
 
