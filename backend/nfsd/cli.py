@@ -28,11 +28,14 @@ class _Parser(argparse.ArgumentParser):
 def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--model", default=defaults.model,
                    help="'builtin', a diffusers folder, a .safetensors checkpoint or a hub id (default: %(default)s)")
-    p.add_argument("--model-config", default=None, help="diffusers config folder for a single-file checkpoint")
+    p.add_argument("--model-config", default=None,
+                   help="diffusers folder with the configs and tokenizer of a single-file checkpoint; needed only "
+                        "when its shapes are not standard SD 1.x/2.x/SDXL, or for an SD 2.x 512-base (epsilon) file")
     p.add_argument("--mode", choices=("nfsd", "sds", "csd"), default=defaults.mode)
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--texture-size", type=int, default=defaults.texture_size)
-    p.add_argument("--render-size", type=int, default=defaults.render_size)
+    p.add_argument("--render-size", type=int, default=defaults.render_size,
+                   help="default: the model's own (512 SD 1.x, 768 SD 2.x-v, 1024 SDXL); 512 runs SDXL ~4x faster")
     p.add_argument("--batch", type=int, default=defaults.batch)
     p.add_argument("--guidance-scale", type=float, default=None, help="default: 7.5 for nfsd/csd, 100 for sds")
     p.add_argument("--negative-prompt", default=defaults.negative_prompt)

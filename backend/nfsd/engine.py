@@ -30,7 +30,7 @@ from .guidance import NFSD_NEGATIVE_PROMPT, Predictions
 from .limits import SETTING_RANGES
 from .lora import apply_loras, normalize_loras
 from .offsets import NormalOffsets
-from .prior import VIEW_SUFFIX_TOKENS, Prior, load_prior
+from .prior import Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
 from .texture import PARAMETRIZATIONS, dilate, from_uint8, make_texture, to_uint8, uv_coverage
 
@@ -49,7 +49,7 @@ class TextureConfig:
     mode: str = "nfsd"                    # nfsd | sds | csd
     steps: int = 400
     texture_size: int = 1024
-    render_size: int = 512
+    render_size: int | None = None        # None: the model's own (512 SD 1.x/2.x, 1024 SDXL)
     batch: int = 1
     guidance_scale: float | None = None   # None: the mode's default (nfsd 7.5, sds 100, csd 7.5)
     offsets: bool = False
@@ -229,7 +229,7 @@ class TextureJob:
                 torch.cuda.empty_cache()
             c = self.config
             raise OutOfMemory(
-                f"GPU out of memory (batch={c.batch}, render_size={c.render_size}, texture_size={c.texture_size}): "
+                f"GPU out of memory (batch={c.batch}, render_size={c.render_size or 'the model default'}, texture_size={c.texture_size}): "
                 "lower batch first, then render_size, then texture_size"
             ) from exc
 
@@ -250,8 +250,7 @@ class TextureJob:
         apply_loras(prior, c.loras)  # also takes off the LoRAs an earlier job left on the cached model
         encode = gradient_encoder(prior, c.encoder, c.tiny_encoder)
         prior.tune(channels_last=c.channels_last, compile=c.compile)
-        prior.check_prompt(c.prompt, "prompt", reserve=VIEW_SUFFIX_TOKENS)
-        prior.check_prompt(c.negative_prompt, "negative prompt")
+        render_size = c.render_size or prior.default_render_size
         timings["load_model_s"] = time.perf_counter() - t_start
 
         # Geometry in render space (world axes, unit bounding sphere).
@@ -276,6 +275,7 @@ class TextureJob:
             self._texture = texture
 
         # Prompt embeddings, once per run: one per view word, the negative prompt, the empty prompt.
+        # Any length: long prompts take several text windows, and torch.cat pads to a common length.
         emb_views = prior.embed([view_prompt(c.prompt, w) for w in VIEW_WORDS])
         emb_neg, emb_empty = prior.embed([c.negative_prompt, ""]).unbind(0)
         rule, scale = guidance.get_rule(c.mode), c.scale()
@@ -305,7 +305,7 @@ class TextureJob:
             with self._lock:
                 tex = texture()
             positions = base + offsets() if offsets is not None else base
-            out = render_views(rasterizer, positions, triangles, uvs, tex, cams, c.render_size, light)
+            out = render_views(rasterizer, positions, triangles, uvs, tex, cams, render_size, light)
             z = encode(out.image)
             noise = torch.randn(z.shape, generator=noise_gen, device=device, dtype=z.dtype)
             with torch.no_grad():
@@ -356,7 +356,9 @@ class TextureJob:
             offsets=offsets_obj, mesh=mesh, config=c, losses=loss_values, steps_done=step,
             cancelled=self._cancel.is_set(), timings=timings,
             info={"device": str(device), "dtype": str(prior.dtype).replace("torch.", ""), "renderer": rasterizer.name,
-                  "model": prior.model_id, "guidance_scale": scale, "transform_center": transform.center.tolist(),
+                  "model": prior.model_id, "guidance_scale": scale, "render_size": render_size,
+                  "text": {"prompt": prior.prompt_report(c.prompt),
+                           "negative_prompt": prior.prompt_report(c.negative_prompt)}, "transform_center": transform.center.tolist(),
                   "transform_scale": float(transform.scale), "mesh_warnings": list(mesh.warnings)},
         )
 

@@ -103,18 +103,19 @@ def load_tiny_encoder(prior, path: str | None = None) -> torch.nn.Module:
 def gradient_encoder(prior, encoder: str = "full", path: str | None = None) -> Encoder:
     """The differentiable ``images [B, 3, H, W] in [0, 1] -> latents [B, C, h, w]`` (``prior.dtype``) the
     engine back-propagates through: ``prior.encode`` for ``"full"``, the tiny encoder for ``"tiny"``.
-    Images are resized to ``prior.image_size`` (antialiased bilinear) as ``prior.encode`` does."""
+    Images are resized to ``prior.model_size`` of their size (antialiased bilinear), as ``prior.encode`` does."""
     if encoder == "full":
         return prior.encode
     if encoder != "tiny":
         raise ConfigError(f"encoder must be full or tiny, got {encoder!r}")
     tiny = load_tiny_encoder(prior, path)
-    size = prior.image_size
 
     def encode(images: torch.Tensor) -> torch.Tensor:
+        size = prior.model_size(images.shape[-1])  # what prior.encode would feed the full VAE
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=True)
-        return tiny.encode(images.to(prior.dtype) * 2.0 - 1.0).latents  # already in the UNet's latent scale
+        z = tiny.encode(images.to(prior.dtype) * 2.0 - 1.0).latents  # already in the UNet's latent scale
+        return torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)  # as prior.encode: one bad view stays finite
 
     return encode
 

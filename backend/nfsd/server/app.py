@@ -77,15 +77,10 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
 
 def preload(model: str) -> None:
-    """Import what checking a submission needs, and read the default model's tokenizer, before the
-    first request: lazy imports racing in the thread pool fail (``cannot import name 'AutoTokenizer'``)."""
-    from .. import engine, prior  # noqa: F401  (engine: TextureConfig, which imports torch)
+    """Import what checking a submission needs before the first request: lazy imports racing in the
+    thread pool fail (``cannot import name 'AutoTokenizer'`` from transformers' lazy module)."""
+    from .. import catalog, engine, prior  # noqa: F401  (engine: TextureConfig, which imports torch)
     from transformers import AutoTokenizer  # noqa: F401
-
-    try:
-        prior.load_tokenizer(model)
-    except Exception as exc:  # a broken default model fails its jobs with this message, not the server
-        log.warning("could not read the tokenizer of the default model %s: %s", model, exc)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError):

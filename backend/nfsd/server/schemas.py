@@ -20,12 +20,13 @@ class JobSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=False)
 
-    prompt: str = Field(..., description="what the texture should show; non-empty, within the model's token limit")
+    prompt: str = Field(..., description="what the texture should show; non-empty, any length (encoded in windows)")
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="default: the NFSD paper's negative prompt")
     mode: Literal["nfsd", "sds", "csd"] = "nfsd"
     steps: int = _ranged(400, "steps")
     texture_size: int = _ranged(1024, "texture_size", description=f"a multiple of {SETTING_MULTIPLES['texture_size']}")
-    render_size: int = _ranged(512, "render_size", description=f"a multiple of {SETTING_MULTIPLES['render_size']}")
+    render_size: int | None = _ranged(None, "render_size", description=f"a multiple of {SETTING_MULTIPLES['render_size']}; "
+                                      "default: the model's own (512, SDXL 1024)")
     batch: int = _ranged(1, "batch")
     guidance_scale: float | None = _ranged(None, "guidance_scale", description="default: the mode's own (7.5, 100, 7.5)")
     offsets: bool = False
@@ -50,9 +51,9 @@ class JobSettings(BaseModel):
 
     @field_validator("texture_size", "render_size")
     @classmethod
-    def _multiple(cls, v: int, info) -> int:
+    def _multiple(cls, v: int | None, info) -> int | None:
         m = SETTING_MULTIPLES[info.field_name]
-        if v % m:
+        if v is not None and v % m:
             raise ValueError(f"{info.field_name} must be a multiple of {m} (e.g. {8 * m}, {16 * m}), got {v}")
         return v
 

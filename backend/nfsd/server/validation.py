@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import multiprocessing
-import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -24,10 +23,6 @@ from .config import ServerConfig
 from .schemas import JobSettings
 
 log = logging.getLogger("nfsd.server")
-
-# Tokenizers load (and import their classes) on first use; one at a time, so concurrent first
-# submissions of a model do not race in transformers' lazy imports.
-_TOKENIZER_LOCK = threading.Lock()
 
 
 def format_validation(exc: ValidationError, prefix: str) -> str:
@@ -91,12 +86,7 @@ def parse_settings(settings_text: str, config: ServerConfig) -> dict:
         catalog = config.catalog()
         model = catalog.check_model(settings.model)  # only offered models: `model` is no file-system probe
         settings.loras = catalog.check_loras(settings.loras, model)
-        from ..prior import check_prompt_length
-
-        with _TOKENIZER_LOCK:
-            check_prompt_length(model, settings.prompt)
-            if settings.negative_prompt:
-                check_prompt_length(model, settings.negative_prompt, what="negative_prompt")
+        # Prompts of any length are encoded in windows: no length check here.
     except NfsdError as exc:
         raise HTTPException(422, str(exc)[:500]) from None
     except OSError as exc:  # a name the file system refuses (too long, bad characters)
