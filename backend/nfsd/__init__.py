@@ -3,6 +3,7 @@
 Modules, one concept each:
 
 - ``mesh``      mesh input (OBJ/PLY/GLB/wire .npz), checks, UV unwrap, normalization
+- ``wire``      the wire .npz the add-on sends (read with header-first size limits, write)
 - ``cameras``   random and fixed orbit cameras, view words (Blender axes: Z up, front is -Y)
 - ``renderer``  render_views (lighting, shading) over a rasterizer; picks the rasterizer
 - ``rasterizer`` the rasterize / interpolate / texture / antialias interface and conventions;
@@ -14,6 +15,8 @@ Modules, one concept each:
 - ``outputs``   texture.png, textured.glb, views.png, report.json, offsets.npy
 - ``cli``       the ``nfsd`` console script (texture, demo, serve, bench)
 - ``server``    the HTTP API (FastAPI) and its job queue
+- ``inputcheck``  checks of uploaded files, run by the server in a child process
+- ``limits``    every limit in one place (settings ranges, the server's request limits)
 """
 
 __version__ = "0.1.0"
