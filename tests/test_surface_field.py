@@ -65,11 +65,11 @@ def test_make_texture_builds_the_surface_field_from_the_mesh():
 
 def test_the_builtin_prior_paints_the_cube_without_seams():
     # nfsd demo's settings, shortened: 30 steps of NFSD on the cube (96 seam edges, every one
-    # between two islands). Measured: 0.037 with the surface field, 0.136 with the UV pyramid.
+    # between two islands). Measured: 0.011 with the surface field, 0.136 with the UV pyramid.
     from nfsd.engine import TextureConfig, texture_mesh
 
     cube = builtin_mesh("cube")
     config = TextureConfig(prompt="red and white stripes", steps=30, texture_size=128, render_size=64, batch=2,
                            device="cpu", parametrization="surface")
     result = texture_mesh(cube, config)
-    assert seam_mismatch(result.texture, cube.positions, cube.triangles, result.uvs)["mean"] < 0.06
+    assert seam_mismatch(result.texture, cube.positions, cube.triangles, result.uvs)["mean"] < 0.03

@@ -61,17 +61,25 @@ def _latlong_mesh(n_lon: int, n_lat: int, radius) -> Mesh:
     def vid(i, j):  # ring i (0-based, from the top), column j (wraps)
         return 1 + i * n_lon + (j % n_lon)
 
+    # The layout is inset by a 1% margin: a seam on the texture's border is looked up with clamped
+    # addressing, half a texel inside on each side, and shows as a step where a stripe crosses it;
+    # inset, the texels beyond the seam are painted (dilation, nfsd.surface_field) and both sides meet.
+    margin = 0.01
+
+    def inset(x):
+        return margin + (1 - 2 * margin) * x
+
     tris, uvs = [], []
     for i in range(n_lat):
-        v_top, v_bot = 1 - i / n_lat, 1 - (i + 1) / n_lat
+        v_top, v_bot = inset(1 - i / n_lat), inset(1 - (i + 1) / n_lat)
         for j in range(n_lon):
-            u0, u1 = j / n_lon, (j + 1) / n_lon
+            u0, u1 = inset(j / n_lon), inset((j + 1) / n_lon)
             if i == 0:
                 tris.append((vid(0, j), vid(0, j + 1), north))
-                uvs.append(((u0, v_bot), (u1, v_bot), ((u0 + u1) / 2, 1.0)))
+                uvs.append(((u0, v_bot), (u1, v_bot), ((u0 + u1) / 2, inset(1.0))))
             elif i == n_lat - 1:
                 tris.append((south, vid(i - 1, j + 1), vid(i - 1, j)))
-                uvs.append((((u0 + u1) / 2, 0.0), (u1, v_top), (u0, v_top)))
+                uvs.append((((u0 + u1) / 2, inset(0.0)), (u1, v_top), (u0, v_top)))
             else:
                 a, b, c, d = vid(i - 1, j), vid(i - 1, j + 1), vid(i, j + 1), vid(i, j)
                 tris += [(d, c, b), (d, b, a)]

@@ -5,12 +5,15 @@ sides of a UV seam are separate parameters that only the rendered views tie toge
 bands of a pattern stop at the seam and rarely line up (BENCHMARKS.md, "Seams"). Here the coarse
 levels are small 3D grids of logits around the object; every texel takes the grid's value at the
 3D surface point it is laid on, so the two texels that show one point from both sides of a seam
-read the same coarse colour. Only the finest UV level adds detail per texel:
+read the same coarse colour. Only the finest UV level adds detail per texel, damped:
 
-    image = sigmoid( up(G_8 + up(G_16 + ... G_64))(point(texel)) + L_size(texel) )
+    image = sigmoid( up(G_8 + up(G_16 + ... G_64))(point(texel)) + detail_scale * L_size(texel) )
 
-One UV level rather than two halves what is left of the seam mismatch on the cube (0.067 -> 0.037
-after 30 steps) at the same look: the 64^3 grid already carries the middle scales.
+Both choices were measured on the demo (BENCHMARKS.md, "Seams"): one UV level rather than two halves
+the seam mismatch left on the cube (0.067 -> 0.037 after 30 steps); a free per-texel level still
+drew a visible step where a stripe edge ran along the blob's back seam (seed 1), and damping it by
+``detail_scale = 0.25`` (a quarter of the learning rate, under Adam) took the mismatch from 0.015 to
+0.005 with the same look: the 64^3 grid already carries the middle scales.
 
 The texel -> point map is the mesh rasterized in UV space (``texel_points``); texels just outside
 an island extend a neighbouring triangle's map, so bilinear lookups on a seam read the field
@@ -95,16 +98,18 @@ class SurfaceFieldTexture(torch.nn.Module):
         uv_levels: how many of the finest UV pyramid levels (``size``, ``size / 2``, ...) add detail;
             each one adds seam mismatch back at its scale.
         init: optional ``[size, size, 3]`` float in [0, 1] (row 0 bottom), put in the finest UV level.
+        detail_scale: the UV levels' weight in the sum; below 1 they move that much slower.
     """
 
     def __init__(self, size: int, points: torch.Tensor, grid_sizes=(8, 16, 32, 64), uv_levels: int = 1,
-                 init: torch.Tensor | None = None):
+                 init: torch.Tensor | None = None, detail_scale: float = 0.25):
         super().__init__()
         from .texture import _logit
 
         if points.shape != (size, size, 3):
             raise ValueError(f"points must be [{size}, {size}, 3], got {list(points.shape)}")
         self.size = size
+        self.detail_scale = float(detail_scale)
         self.grid_sizes = tuple(int(g) for g in grid_sizes)
         self.grids = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, 3, g, g, g)) for g in self.grid_sizes])
         uv_sizes = [size]
@@ -116,7 +121,7 @@ class SurfaceFieldTexture(torch.nn.Module):
         self.register_buffer("points", points.float().clamp(-1, 1).reshape(1, 1, size, size, 3), persistent=False)
         if init is not None:
             with torch.no_grad():
-                self.levels[-1].copy_(_logit(init.permute(2, 0, 1)[None].float()))
+                self.levels[-1].copy_(_logit(init.permute(2, 0, 1)[None].float()) / self.detail_scale)
 
     @classmethod
     def from_mesh(cls, size: int, positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Tensor,
@@ -135,4 +140,4 @@ class SurfaceFieldTexture(torch.nn.Module):
         detail = self.levels[0]
         for level, s in zip(list(self.levels)[1:], self.uv_sizes[1:]):
             detail = F.interpolate(detail, size=(s, s), mode="bilinear", align_corners=False) + level
-        return torch.sigmoid(total + detail)[0].permute(1, 2, 0)
+        return torch.sigmoid(total + self.detail_scale * detail)[0].permute(1, 2, 0)
