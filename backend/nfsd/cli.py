@@ -48,8 +48,8 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--renderer", choices=("auto", "torch", "nvdiffrast"), default=defaults.renderer)
     p.add_argument("--parametrization", choices=PARAMETRIZATIONS, default=defaults.parametrization,
-                   help="surface: coarse colour on the surface in 3D, seamless across UV seams; pyramid: all levels in UV "
-                        "space (the former default); pixels: one logit per texel (default: %(default)s)")
+                   help="pyramid: all levels in UV space; surface: coarse colour on the surface in 3D, seamless across UV "
+                        "seams (BENCHMARKS.md, Seams); pixels: one logit per texel (default: %(default)s)")
     p.add_argument("--init-texture", default=None, help="PNG to continue from")
     p.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="a LoRA .safetensors (kohya/A1111 or diffusers format) and its weight (default 1); repeatable")

@@ -59,7 +59,7 @@ class TextureConfig:
     device: str = "auto"                  # auto | cpu | cuda
     # Advanced.
     renderer: str = "auto"                # auto | torch | nvdiffrast
-    parametrization: str = "surface"      # surface (nfsd.surface_field: seamless) | pyramid | pixels
+    parametrization: str = "pyramid"      # pyramid | pixels | surface (nfsd.surface_field: seamless, BENCHMARKS.md)
     lr: float = 0.02                      # texture learning rate (Adam, on logits)
     offset_lr: float = 0.01               # offsets learning rate (Adam, on the tanh argument)
     t_min: float = 0.02                   # fraction of the schedule

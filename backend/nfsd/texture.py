@@ -87,7 +87,7 @@ class PyramidTexture(torch.nn.Module):
 
 
 def make_texture(kind: str, size: int, init: torch.Tensor | None = None, surface=None) -> torch.nn.Module:
-    """A texture parametrization by name: ``"surface"`` (the engine's default), ``"pyramid"`` or ``"pixels"``.
+    """A texture parametrization by name: ``"pyramid"`` (the engine's default), ``"pixels"`` or ``"surface"``.
 
     ``"surface"`` (``nfsd.surface_field``) needs the mesh: ``surface = (positions [V, 3] in
     [-1, 1]^3, triangles [F, 3], uvs [F, 3, 2])``; the others ignore it.
