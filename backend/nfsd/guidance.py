@@ -1,9 +1,11 @@
 """The distillation rules: pure functions of the model's predictions (see shared/DESIGN.md).
 
-Every rule takes the three noise predictions of ONE batched UNet call on ``[z_t]*3`` with the
-embeddings ``[prompt + view, negative prompt, ""]`` and returns the latent-space gradient ``g``
-(``[B, C, h, w]``, no autograd history); ``distillation_loss`` turns it into a loss whose gradient
-with respect to the latents is exactly ``g / B``.
+Every rule takes the noise predictions of ONE batched UNet call and returns the latent-space
+gradient ``g`` (``[B, C, h, w]``, no autograd history); ``distillation_loss`` turns it into a loss
+whose gradient with respect to the latents is exactly ``g / B``. ``RULE_INPUTS`` says which
+predictions a rule reads, so the engine batches only those: NFSD/SDS/CSD read the render's
+``[z_t]*3`` with ``[prompt + view, negative prompt, ""]``; DDS (an edit) also reads the render
+of the original texture ``z_ref_t`` with ``[source prompt + view, ""]``: 4 per view.
 
 Guidance scale ``s`` follows the diffusers convention ``e_0 + s (e_y - e_0)`` (not threestudio's s+1).
 """
@@ -35,14 +37,21 @@ class Predictions:
         eps:   ``[B, C, h, w]`` the noise that was added.
         t:     ``[B]`` long, timestep index per view.
         alphas_cumprod: ``[T]`` float32, the schedule (``T`` train timesteps).
+        e_ref_y: ``[B, C, h, w]`` (DDS only) on ``z_ref_t``, the ORIGINAL texture's render noised
+            with the same ``eps`` and ``t``, conditioned on the source prompt (with its view word).
+        e_ref_0: ``[B, C, h, w]`` (DDS only) on ``z_ref_t``, unconditional.
+
+    Rules that do not read a prediction (``RULE_INPUTS``) may be given None for it.
     """
 
     e_y: torch.Tensor
-    e_neg: torch.Tensor
+    e_neg: torch.Tensor | None
     e_0: torch.Tensor
     eps: torch.Tensor
     t: torch.Tensor
     alphas_cumprod: torch.Tensor
+    e_ref_y: torch.Tensor | None = None
+    e_ref_0: torch.Tensor | None = None
 
     def weight(self) -> torch.Tensor:
         """``w(t) = 1 - a_t`` shaped ``[B, 1, 1, 1]``."""
@@ -74,16 +83,44 @@ def csd_gradient(p: Predictions, scale: float = 7.5) -> torch.Tensor:
     return p.weight().to(d_c.dtype) * scale * d_c
 
 
+def dds_gradient(p: Predictions, scale: float = 7.5) -> torch.Tensor:
+    """Delta Denoising Score (Hertz et al. 2023), for editing an existing texture.
+
+    ``cfg(z; y) = e_0 + s (e_y - e_0)``;
+    ``g = w(t) (cfg(z_t; y_target) - cfg(z_ref_t; y_source))`` where ``z_ref_t`` is the original
+    texture's render, same camera, ``t`` and ``eps``. The source branch cancels the parts of the
+    score that do not depend on the prompt (noise, blur, the prior's own bias), so what is left
+    moves only what the prompts disagree on. No ``eps`` and no ``e_neg``.
+    """
+    if p.e_ref_y is None or p.e_ref_0 is None:
+        raise ValueError("dds_gradient needs e_ref_y and e_ref_0 (predictions on the original render)")
+    target = p.e_0 + scale * (p.e_y - p.e_0)
+    source = p.e_ref_0 + scale * (p.e_ref_y - p.e_ref_0)
+    return p.weight().to(target.dtype) * (target - source)
+
+
 RULES: dict[str, Callable[[Predictions, float], torch.Tensor]] = {
     "nfsd": nfsd_gradient,
     "sds": sds_gradient,
     "csd": csd_gradient,
+    "dds": dds_gradient,
 }
-DEFAULT_SCALES = {"nfsd": 7.5, "sds": 100.0, "csd": 7.5}
+DEFAULT_SCALES = {"nfsd": 7.5, "sds": 100.0, "csd": 7.5, "dds": 7.5}
+# The predictions each rule reads, in the order of the batched UNet call: (latent, embedding) with
+# latent "z" (the render) or "ref" (the original texture's render), embedding "y" (prompt + view),
+# "neg", "0" (empty) or "src" (source prompt + view).
+RULE_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "nfsd": (("z", "y"), ("z", "neg"), ("z", "0")),
+    "sds": (("z", "y"), ("z", "neg"), ("z", "0")),
+    "csd": (("z", "y"), ("z", "neg"), ("z", "0")),
+    "dds": (("z", "y"), ("z", "0"), ("ref", "src"), ("ref", "0")),
+}
+# Rules that edit an existing texture: they need it (init texture) and the prompt it was made from.
+EDIT_MODES = ("dds",)
 
 
 def get_rule(mode: str) -> Callable[[Predictions, float], torch.Tensor]:
-    """The rule called ``mode`` (``nfsd``, ``sds`` or ``csd``)."""
+    """The rule called ``mode`` (``nfsd``, ``sds``, ``csd`` or ``dds``)."""
     try:
         return RULES[mode]
     except KeyError:
