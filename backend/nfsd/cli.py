@@ -28,7 +28,12 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--model", default=defaults.model,
                    help="'builtin', a diffusers folder, a .safetensors checkpoint or a hub id (default: %(default)s)")
     p.add_argument("--model-config", default=None, help="diffusers config folder for a single-file checkpoint")
-    p.add_argument("--mode", choices=("nfsd", "sds", "csd"), default=defaults.mode)
+    p.add_argument("--mode", choices=("nfsd", "sds", "csd", "dds"), default=defaults.mode,
+                   help="dds edits --init-texture towards the prompt, keeping its layout (default: %(default)s)")
+    p.add_argument("--source-prompt", default=None,
+                   help="dds: what --init-texture shows (default: the prompt in report.json beside it)")
+    p.add_argument("--faces", default=None, metavar="FILE.npy",
+                   help="re-texture only these triangles: bool [F] or integer indices; needs --init-texture")
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--texture-size", type=int, default=defaults.texture_size)
     p.add_argument("--render-size", type=int, default=defaults.render_size)
@@ -91,7 +96,8 @@ def _config_from_args(args):
     from .engine import TextureConfig
 
     return TextureConfig(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode, steps=args.steps,
+        prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode,
+        source_prompt=args.source_prompt or "", steps=args.steps,
         texture_size=args.texture_size, render_size=args.render_size, batch=args.batch,
         guidance_scale=args.guidance_scale, offsets=args.offsets, offset_strength=args.offset_strength,
         seed=args.seed, model=args.model, device=args.device, renderer=args.renderer,
@@ -146,6 +152,39 @@ def run_texture(mesh, config, out_dir, init_texture=None, stream=None) -> dict:
     return paths
 
 
+def _source_prompt_beside(init_texture: str | None) -> str:
+    """The prompt recorded in ``report.json`` next to ``init_texture`` (a previous run's output folder)."""
+    import json
+
+    from .errors import ConfigError
+
+    if not init_texture:
+        raise ConfigError("--mode dds edits a texture: give it with --init-texture (and --source-prompt)")
+    report = Path(init_texture).with_name("report.json")
+    try:
+        return str(json.loads(report.read_text())["settings"]["prompt"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"--mode dds needs --source-prompt: what {init_texture} shows (no readable "
+                          f"report.json beside it to take the prompt from)") from None
+
+
+def _read_faces(path: str, num_faces: int):
+    """``--faces FILE.npy`` -> ``[F]`` bool (a bool mask or integer face indices)."""
+    import numpy as np
+
+    from .errors import ConfigError
+    from .texture import as_face_mask
+
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--faces {path}: not a readable .npy array ({exc}); save one with numpy.save") from None
+    try:
+        return as_face_mask(values, num_faces)
+    except ConfigError as exc:
+        raise ConfigError(f"--faces {path}: {exc}") from None
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -167,6 +206,10 @@ def main(argv=None) -> int:
 
                 torch.set_num_threads(args.threads)
             init = load_png(args.init_texture) if args.init_texture else None
+            if args.mode == "dds" and not args.source_prompt:
+                args.source_prompt = _source_prompt_beside(args.init_texture)
+            if args.faces:
+                mesh.face_mask = _read_faces(args.faces, mesh.num_faces)
             run_texture(mesh, _config_from_args(args), args.out, init)
         elif args.command == "serve":
             from .server import serve

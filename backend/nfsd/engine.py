@@ -181,6 +181,9 @@ class TextureJob:
         optimizer = torch.optim.Adam(params, betas=(0.9, 0.99), eps=1e-15)
         with self._lock:
             self._texture = current
+        # The original texture, as the parametrization renders it: at step 0 both DDS branches see
+        # the very same image, so where the prompts agree the gradient is exactly zero.
+        original = current().detach() if c.mode in guidance.EDIT_MODES else None
 
         # Prompt embeddings, once per run: one per view word, the negative prompt, the empty prompt
         # (and, to edit, the source prompt per view word).
@@ -220,7 +223,7 @@ class TextureJob:
             with torch.no_grad():
                 latents = {"z": prior.add_noise(z.detach(), noise, t_dev)}
                 if edit:  # the original texture on the original shape, same cameras, t and noise
-                    ref = render_views(rasterizer, base, triangles, uvs, init, cams, c.render_size, light)
+                    ref = render_views(rasterizer, base, triangles, uvs, original, cams, c.render_size, light)
                     latents["ref"] = prior.add_noise(prior.encode(ref.image), noise, t_dev)
                 embs = {"y": emb_views[word], "neg": emb_neg.expand(c.batch, -1, -1),
                         "0": emb_empty.expand(c.batch, -1, -1), "src": emb_source[word] if edit else None}

@@ -65,6 +65,7 @@ class Mesh:
         uvs_generated: True when ``ensure_uvs`` unwrapped the mesh (the add-on then stores the UVs
             as a new UV map "NFSD_UV" instead of overwriting the active one).
         warnings: non-fatal problems found by ``check_mesh`` or the reader, one sentence each.
+        face_mask: ``[F]`` bool, the faces to re-texture (the wire's optional ``face_mask``); None = all.
     """
 
     positions: np.ndarray
@@ -73,6 +74,7 @@ class Mesh:
     world_matrix: np.ndarray = field(default_factory=_identity4)
     uvs_generated: bool = False
     warnings: list[str] = field(default_factory=list)
+    face_mask: np.ndarray | None = None
 
     @property
     def num_vertices(self) -> int:
@@ -224,6 +226,7 @@ _WIRE_ARRAYS = {
     "triangles": "[F, 3] int32 vertex indices",
     "uvs": "[F, 3, 2] float32 per-corner UVs (optional)",
     "world_matrix": "[4, 4] float32 object -> world matrix (optional)",
+    "face_mask": "[F] bool, re-texture only these triangles (optional)",
 }
 
 
@@ -231,7 +234,8 @@ def read_wire_npz(source: str | os.PathLike | bytes | BinaryIO, max_faces: int =
     """Read the wire ``.npz`` the add-on sends (a path, the raw bytes, or a binary file object).
 
     Arrays: ``positions`` [V, 3] float32 and ``triangles`` [F, 3] int32 (required), ``uvs`` [F, 3, 2]
-    float32 and ``world_matrix`` [4, 4] float32 (optional; identity when absent). float64 and int64
+    float32 and ``world_matrix`` [4, 4] float32 (optional; identity when absent), ``face_mask`` [F]
+    bool (optional: the faces to re-texture, ``Mesh.face_mask``; must select one). float64 and int64
     are accepted and converted; any other dtype, an unknown array name, a wrong shape, NaN/inf or an
     index out of range raises ``MeshError`` naming the array. The mesh is checked
     (``check_mesh(mesh, max_faces)``) and its warnings filled.
@@ -283,7 +287,19 @@ def read_wire_npz(source: str | os.PathLike | bytes | BinaryIO, max_faces: int =
         check_mesh(mesh, max_faces)
     except MeshError as e:
         raise MeshError(f"wire mesh: {e}") from e
+    if "face_mask" in arrays:
+        mesh.face_mask = _checked_face_mask(arrays["face_mask"], mesh.num_faces)
     return mesh
+
+
+def _checked_face_mask(mask: np.ndarray, num_faces: int) -> np.ndarray:
+    if mask.dtype != np.bool_:
+        raise MeshError(f"wire mesh: 'face_mask' must be bool (one per triangle), got dtype {mask.dtype}")
+    if mask.shape != (num_faces,):
+        raise MeshError(f"wire mesh: 'face_mask' must have shape ({num_faces},) (one per triangle), got {mask.shape}")
+    if not mask.any():
+        raise MeshError("wire mesh: 'face_mask' selects no triangle; select the faces to re-texture or leave it out")
+    return mask
 
 
 def write_wire_npz(mesh: Mesh, path_or_file: str | os.PathLike | BinaryIO) -> None:
@@ -295,6 +311,8 @@ def write_wire_npz(mesh: Mesh, path_or_file: str | os.PathLike | BinaryIO) -> No
     }
     if mesh.uvs is not None:
         arrays["uvs"] = np.asarray(mesh.uvs, dtype=np.float32)
+    if mesh.face_mask is not None:
+        arrays["face_mask"] = np.asarray(mesh.face_mask, dtype=bool)
     if isinstance(path_or_file, (str, os.PathLike)):
         with open(path_or_file, "wb") as f:
             np.savez_compressed(f, **arrays)

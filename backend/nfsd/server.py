@@ -119,7 +119,8 @@ class JobSettings(BaseModel):
 
     prompt: str = Field(..., description="what the texture should show; non-empty, within the model's token limit")
     negative_prompt: str | None = Field(None, description="default: the NFSD paper's negative prompt")
-    mode: Literal["nfsd", "sds", "csd"] = "nfsd"
+    mode: Literal["nfsd", "sds", "csd", "dds"] = "nfsd"
+    source_prompt: str | None = Field(None, description="dds: what init_texture shows (the prompt it was made with)")
     steps: int = Field(400, ge=1, le=10000)
     texture_size: int = Field(1024, ge=64, le=4096, description="a multiple of 64")
     render_size: int = Field(512, ge=32, le=1024, description="a multiple of 8")
@@ -273,6 +274,8 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
         check_prompt_length(model, settings.prompt)
         if settings.negative_prompt:
             check_prompt_length(model, settings.negative_prompt, what="negative_prompt")
+        if settings.source_prompt:
+            check_prompt_length(model, settings.source_prompt, what="source_prompt")
     except NfsdError as exc:
         raise HTTPException(422, str(exc)) from None
     stored = settings.model_dump()
@@ -287,13 +290,16 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
     except NfsdError as exc:
         raise HTTPException(422, str(exc)) from None
 
-    _validate_mesh(mesh_npz, config)
+    has_face_mask = _validate_mesh(mesh_npz, config)
     if init_png is not None:
         _validate_png(init_png)
+    elif settings.mode == "dds" or has_face_mask:
+        what = "mode dds edits a texture" if settings.mode == "dds" else "face_mask re-textures part of a texture"
+        raise HTTPException(422, f"{what}: send the current texture as init_texture")
     return stored
 
 
-def _validate_mesh(data: bytes, config: ServerConfig) -> None:
+def _validate_mesh(data: bytes, config: ServerConfig) -> bool:
     from .errors import MeshError
     from .mesh import read_wire_npz
 
@@ -310,7 +316,7 @@ def _validate_mesh(data: bytes, config: ServerConfig) -> None:
     except Exception as exc:  # np.load raises several kinds for corrupt archives or object arrays
         raise HTTPException(422, f"mesh .npz cannot be read ({type(exc).__name__}: {exc})") from None
     try:
-        read_wire_npz(data)
+        return read_wire_npz(data).face_mask is not None
     except MeshError as exc:
         raise HTTPException(422, f"mesh: {exc}") from None
 
