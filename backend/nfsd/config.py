@@ -36,7 +36,7 @@ class TextureConfig:
     batch: int = 1
     guidance_scale: float | None = None   # None: the mode's default (nfsd 7.5, sds 100, csd 7.5, dds 7.5)
     offsets: bool = False
-    offset_strength: float = 0.03         # max |offset|, fraction of the bounding-sphere radius
+    offset_strength: float = 0.1          # max |offset|, fraction of the bounding-sphere radius (BENCHMARKS.md)
     seed: int = 0
     model: str = "builtin"
     device: str = "auto"                  # auto | cpu | cuda
@@ -44,12 +44,12 @@ class TextureConfig:
     renderer: str = "auto"                # auto | torch | nvdiffrast
     parametrization: str = "pyramid"      # pyramid | pixels
     lr: float = 0.02                      # texture learning rate (Adam, on logits)
-    offset_lr: float = 0.01               # offsets learning rate (Adam, on the tanh argument)
+    offset_lr: float = 0.05               # offsets learning rate (Adam, on the tanh argument)
     t_min: float = 0.02                   # fraction of the schedule
     t_max: float = 0.98                   # at step 0 ...
     t_max_end: float = 0.5                # ... annealed linearly down to this at the last step
-    laplacian_weight: float = 1e3
-    normal_weight: float = 1e2
+    laplacian_weight: float = 1e2         # 1e3 / 1e2 held a wanted bump to 28 % (BENCHMARKS.md)
+    normal_weight: float = 1e1
     half_precision: bool = True           # float16 networks on CUDA (texture stays float32)
     channels_last: bool = True            # CUDA: channels_last convolutions
     compile: bool = False                 # CUDA: torch.compile the UNet and VAE encoder (slow first steps)

@@ -59,7 +59,7 @@ class NormalOffsets(torch.nn.Module):
     Args:
         positions: ``[V, 3]`` float32 base positions (render space).
         triangles: ``[F, 3]`` int.
-        strength: the bound, e.g. 0.03 = 3 % of the radius.
+        strength: the bound, e.g. 0.1 = 10 % of the radius.
         movable: optional vertex indices (long) that may move; the others stay put (re-shaping
             only the selected faces). A position shared with a movable vertex moves too.
     """

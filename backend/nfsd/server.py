@@ -127,7 +127,7 @@ class JobSettings(BaseModel):
     batch: int = Field(1, ge=1, le=16)
     guidance_scale: float | None = Field(None, ge=0.0, le=200.0, description="default: the mode's own (7.5, 100, 7.5)")
     offsets: bool = False
-    offset_strength: float = Field(0.03, ge=0.0, le=0.2)
+    offset_strength: float = Field(0.1, ge=0.0, le=0.2)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     model: str | None = Field(None, description="model id or path on the server; default: the server's --model")
 
