@@ -3,7 +3,7 @@
     nfsd texture MESH "PROMPT" --out DIR [options]   texture a mesh file
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
-    nfsd bench speed|quality|server|renderer [...]   benchmarks (print their figures)
+    nfsd bench speed|quality|server|renderer|edit|offsets [...]   benchmarks (print their figures)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback.
 """
@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-age-days", type=float, default=30.0, help="finished jobs older than this are pruned")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the worker (0: torch's default)")
 
-    p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer")
-    p.add_argument("which", choices=("speed", "quality", "server", "renderer"))
+    p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer, edit, offsets")
+    p.add_argument("which", choices=("speed", "quality", "server", "renderer", "edit", "offsets"))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
     return parser
 
@@ -225,6 +225,10 @@ def main(argv=None) -> int:
                 from .bench_renderer import main as bench_main
             elif args.which == "quality":
                 from .builtin.quality import main as bench_main
+            elif args.which == "edit":
+                from .builtin.edit_quality import main as bench_main
+            elif args.which == "offsets":
+                from .bench_offsets import main as bench_main
             else:
                 from .bench_server import main as bench_main
             return int(bench_main(rest) or 0)
