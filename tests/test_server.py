@@ -381,8 +381,7 @@ def test_worker_process_that_dies_fails_its_job_and_the_next_job_runs(server):
     c = server.client
     job_id = submit(c, cube(), dict(FAST, steps=10000)).json()["id"]
     wait_for(c, job_id, states=("running",), min_step=5)
-    worker = server.server.config.app.state.manager._child.process  # the spawned worker process
-    os.kill(worker.pid, signal.SIGKILL)
+    os.kill(server.server.config.app.state.manager.worker_pid(), signal.SIGKILL)  # the spawned worker process
     s = wait_for(c, job_id)
     assert s["state"] == "failed" and "worker process stopped unexpectedly" in s["error"]
     assert c.get("/health").status_code == 200
