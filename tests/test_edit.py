@@ -194,7 +194,7 @@ def test_vertices_at_the_same_place_move_together():
     assert offsets.scalar.shape[0] == 8                              # one parameter per place
     with torch.no_grad():
         offsets.scalar.copy_(torch.linspace(-2, 2, 8).view(8, 1))
-    moved = pos + offsets().numpy()
+    moved = pos + offsets().detach().numpy()
     for p in np.unique(pos, axis=0):
         same = np.all(pos == p, axis=1)
         assert np.ptp(moved[same], axis=0).max() == 0
