@@ -198,3 +198,33 @@ def test_vertices_at_the_same_place_move_together():
     for p in np.unique(pos, axis=0):
         same = np.all(pos == p, axis=1)
         assert np.ptp(moved[same], axis=0).max() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the edit benchmark's measures
+
+def test_layout_measure_is_blind_to_a_recolour_and_sees_a_new_layout():
+    from nfsd.builtin.edit_quality import luminance_correlation
+
+    stripes = np.zeros((16, 16, 3), np.uint8)
+    stripes[:, ::4] = (220, 30, 30)            # red stripes ...
+    stripes[:, 1::4] = stripes[:, 2::4] = stripes[:, 3::4] = 240  # ... on white
+    recoloured = stripes.copy()
+    recoloured[:, ::4] = (30, 60, 220)          # the same stripes in blue
+    shifted = np.roll(recoloured, 2, axis=1)    # blue stripes somewhere else
+    covered = np.ones((16, 16), bool)
+    assert luminance_correlation(stripes, stripes, covered) == pytest.approx(1.0)
+    assert luminance_correlation(recoloured, stripes, covered) > 0.99
+    assert luminance_correlation(shifted, stripes, covered) < 0
+
+
+def test_colour_measure_reads_the_dataset_images_of_a_prompt():
+    from nfsd.builtin import dataset as ds
+    from nfsd.builtin.classifier import load_classifier
+    from nfsd.builtin.edit_quality import colour_matches
+
+    images = ds.sample_batch([ds.parse_prompt("blue and white stripes")] * 8, torch.Generator().manual_seed(0),
+                             ds.DatasetConfig(object_fraction=0.0))
+    classifier = load_classifier()
+    assert colour_matches(classifier, images, "blue and white stripes").float().mean() >= 0.75
+    assert colour_matches(classifier, images, "red and white stripes").float().mean() <= 0.25

@@ -1,6 +1,6 @@
 """Offsets benchmark: does a shape refinement show, and does it stay clean?
 
-    nfsd bench offsets [--steps 150] [--demo-steps 150]
+    nfsd bench offsets [--steps 150] [--demo-steps 300]
     python -m nfsd.bench_offsets --smoke
 
 Two priors, each run at the old and the current offset defaults (same seed, same cameras):
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="nfsd bench offsets", description="Offsets: size and self-intersections.")
     parser.add_argument("--steps", type=int, default=150, help="bump test steps (default %(default)s)")
-    parser.add_argument("--demo-steps", type=int, default=150, help="built-in demo steps (default %(default)s)")
+    parser.add_argument("--demo-steps", type=int, default=300, help="built-in demo steps (default %(default)s, as nfsd demo)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print only, do not touch BENCHMARKS.md")
     parser.add_argument("--smoke", action="store_true", help="2 steps each, nothing written")
@@ -117,16 +117,17 @@ def main(argv=None) -> int:
     d = TextureConfig()
     current = dict(offset_strength=d.offset_strength, offset_lr=d.offset_lr, laplacian_weight=d.laplacian_weight,
                    normal_weight=d.normal_weight)
+    stronger_only = dict(OLD_DEFAULTS, offset_strength=current["offset_strength"], offset_lr=current["offset_lr"])
+    runs = [("bump", "old defaults", OLD_DEFAULTS), ("bump", "old regularizers", stronger_only),
+            ("bump", "current defaults", current), ("demo", "old defaults", OLD_DEFAULTS),
+            ("demo", "current defaults", current)]
     rows = []
     t0 = time.perf_counter()
-    for label, settings in (("old defaults", OLD_DEFAULTS), ("current defaults", current)):
+    for prior, label, settings in runs:
         desc = ", ".join(f"{k} {v:g}" for k, v in settings.items())
-        bump = run_bump(settings, args.steps)
-        rows.append((f"bump, {label} ({desc})", bump))
-        print(rows[-1][0], {k: v for k, v in bump.items() if k not in ("mesh", "offsets")}, flush=True)
-        demo = run_demo(settings, args.demo_steps)
-        rows.append((f"demo, {label} ({desc})", demo))
-        print(rows[-1][0], demo, flush=True)
+        out = run_bump(settings, args.steps) if prior == "bump" else run_demo(settings, args.demo_steps)
+        rows.append((f"{prior}, {label} ({desc})", out))
+        print(rows[-1][0], {k: v for k, v in out.items() if k not in ("mesh", "offsets")}, flush=True)
     text = ("## Offsets: size and self-intersections\n\n"
             f"`nfsd bench offsets --steps {args.steps} --demo-steps {args.demo_steps}` — bump: ShapePrior on a "
             f"320-face icosphere wanting a {BUMP_HEIGHT:.0%}-of-radius bump, {args.steps} steps, render 32, batch 1; "
