@@ -218,13 +218,16 @@ class TextureJob:
                 tex = current()
             positions = base + offsets() if offsets is not None else base
             out = render_views(rasterizer, positions, triangles, uvs, tex, cams, c.render_size, light)
-            z = prior.encode(out.image)
+            # An edit encodes both renders with the same VAE sample noise too: independent draws would
+            # differ at every texel and DDS would turn that difference into texel noise.
+            enc_seed = (c.seed * 1_000_003 + step) % 2**63 if edit else None
+            z = prior.encode(out.image, _generator(device, enc_seed))
             noise = torch.randn(z.shape, generator=noise_gen, device=device, dtype=z.dtype)
             with torch.no_grad():
                 latents = {"z": prior.add_noise(z.detach(), noise, t_dev)}
                 if edit:  # the original texture on the original shape, same cameras, t and noise
                     ref = render_views(rasterizer, base, triangles, uvs, original, cams, c.render_size, light)
-                    latents["ref"] = prior.add_noise(prior.encode(ref.image), noise, t_dev)
+                    latents["ref"] = prior.add_noise(prior.encode(ref.image, _generator(device, enc_seed)), noise, t_dev)
                 embs = {"y": emb_views[word], "neg": emb_neg.expand(c.batch, -1, -1),
                         "0": emb_empty.expand(c.batch, -1, -1), "src": emb_source[word] if edit else None}
                 e = prior.predict_eps(torch.cat([latents[lat] for lat, _ in inputs]),
@@ -297,6 +300,10 @@ def _sample_plan(c: TextureConfig, num_t: int, device) -> dict:
     t = ((c.t_min + u * (t_max - c.t_min)) * num_t).long().clamp(0, num_t - 1)
     word = torch.tensor([VIEW_WORDS.index(w) for w in cams.view_words])
     return {"cameras": cams.to(device), "lighting": light.to(device), "t": t.to(device), "word": word.to(device)}
+
+
+def _generator(device, seed: int | None) -> torch.Generator | None:
+    return None if seed is None else torch.Generator(device).manual_seed(seed)
 
 
 def _take(batch, index: slice):
