@@ -22,7 +22,7 @@ from . import guidance, mesh as mesh_lib
 from .cameras import CameraConfig, sample_cameras
 from .config import Progress, TextureConfig, TextureResult
 from .errors import ConfigError, NfsdError, OutOfMemory
-from .guidance import NFSD_NEGATIVE_PROMPT, Predictions
+from .guidance import NFSD_NEGATIVE_PROMPT
 from .offsets import NormalOffsets
 from .prior import VIEW_SUFFIX_TOKENS, Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
@@ -190,7 +190,7 @@ class TextureJob:
         emb_views = prior.embed([view_prompt(c.prompt, w) for w in VIEW_WORDS])
         emb_neg, emb_empty = prior.embed([c.negative_prompt, ""]).unbind(0)
         emb_source = prior.embed([view_prompt(c.source_prompt, w) for w in VIEW_WORDS]) if edit else None
-        rule, scale, inputs = guidance.get_rule(c.mode), c.scale(), guidance.RULE_INPUTS[c.mode]
+        rule, scale = guidance.get_rule(c.mode), c.scale()
         # Priors that depend on the camera (tiny.ShapePrior, a test prior) are told each step's views.
         see_views = getattr(prior, "see_views", None)
 
@@ -230,12 +230,7 @@ class TextureJob:
                     latents["ref"] = prior.add_noise(prior.encode(ref.image, _generator(device, enc_seed)), noise, t_dev)
                 embs = {"y": emb_views[word], "neg": emb_neg.expand(c.batch, -1, -1),
                         "0": emb_empty.expand(c.batch, -1, -1), "src": emb_source[word] if edit else None}
-                e = prior.predict_eps(torch.cat([latents[lat] for lat, _ in inputs]),
-                                      torch.cat([t_dev] * len(inputs)),
-                                      torch.cat([embs[key] for _, key in inputs]))
-                pred = dict(zip(inputs, e.chunk(len(inputs))))
-                g = rule(Predictions(pred[("z", "y")], pred.get(("z", "neg")), pred[("z", "0")], noise, t_dev,
-                                     prior.alphas_cumprod, pred.get(("ref", "src")), pred.get(("ref", "0"))), scale)
+                g = rule(guidance.predict(prior, c.mode, latents, embs, t_dev, noise), scale)
             loss = guidance.distillation_loss(z, g)
             total = loss
             if offsets is not None:

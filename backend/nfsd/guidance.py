@@ -127,6 +127,23 @@ def get_rule(mode: str) -> Callable[[Predictions, float], torch.Tensor]:
         raise ConfigError(f"unknown mode {mode!r}: choose one of {', '.join(RULES)}") from None
 
 
+def predict(prior, mode: str, latents: dict, embeddings: dict, t: torch.Tensor, eps: torch.Tensor) -> Predictions:
+    """The ONE batched UNet call a rule needs: ``prior.predict_eps`` on the pairs ``RULE_INPUTS[mode]``.
+
+    Args:
+        prior: a ``nfsd.prior.Prior``.
+        latents: ``{"z": z_t, "ref": z_ref_t}`` noised latents ``[B, C, h, w]`` ("ref" for edits only).
+        embeddings: ``{"y", "neg", "0", "src"}`` -> ``[B, L, D]`` per view (those the rule reads).
+        t: ``[B]`` long timesteps; eps: the noise that was added.
+    """
+    inputs = RULE_INPUTS[mode]
+    e = prior.predict_eps(torch.cat([latents[lat] for lat, _ in inputs]), torch.cat([t] * len(inputs)),
+                          torch.cat([embeddings[key] for _, key in inputs]))
+    p = dict(zip(inputs, e.chunk(len(inputs))))
+    return Predictions(p[("z", "y")], p.get(("z", "neg")), p[("z", "0")], eps, t, prior.alphas_cumprod,
+                       p.get(("ref", "src")), p.get(("ref", "0")))
+
+
 def distillation_loss(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``0.5 * ||z - (z - g).detach()||^2 / B``: its gradient w.r.t. ``z`` is ``g / B``.
 
