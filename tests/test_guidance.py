@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nfsd.errors import ConfigError
-from nfsd.guidance import (RULE_INPUTS, RULES, Predictions, csd_gradient, dds_gradient, distillation_loss,
+from nfsd.guidance import (RULES, Predictions, csd_gradient, dds_gradient, distillation_loss,
                            get_rule, nfsd_gradient, sds_gradient)
 
 T = 1000
@@ -74,8 +74,11 @@ def test_dds_of_an_unchanged_edit_is_zero():
 
 
 def test_every_rule_names_the_predictions_it_reads():
-    assert set(RULE_INPUTS) == set(RULES)
-    assert RULE_INPUTS["dds"] == (("z", "y"), ("z", "0"), ("ref", "src"), ("ref", "0"))  # 4 per view
+    from nfsd.guidance import rule_inputs
+
+    assert [len(rule_inputs(mode)) for mode in RULES] == [3, 2, 2, 4]  # nfsd, sds, csd, dds (per view)
+    assert rule_inputs("csd", negative_weight=1.0) == (("z", "y"), ("z", "neg"), ("z", "0"))
+    assert rule_inputs("dds") == (("z", "y"), ("z", "0"), ("ref", "src"), ("ref", "0"))
 
 
 def test_rules_by_name_and_unknown_mode():

@@ -16,6 +16,7 @@ from . import guidance
 from . import mesh as mesh_lib
 from .errors import ConfigError
 from .guidance import NFSD_NEGATIVE_PROMPT
+from .lora import normalize_loras
 from .texture import PARAMETRIZATIONS
 
 
@@ -32,7 +33,7 @@ class TextureConfig:
     source_prompt: str = ""               # dds: what the initial texture shows (the prompt it was made with)
     steps: int = 400
     texture_size: int = 1024
-    render_size: int = 512
+    render_size: int | None = None        # None: the model's own (512 SD 1.x/2.x, 1024 SDXL)
     batch: int = 1
     guidance_scale: float | None = None   # None: the mode's default (nfsd 7.5, sds 100, csd 7.5, dds 7.5)
     offsets: bool = False
@@ -55,12 +56,16 @@ class TextureConfig:
     compile: bool = False                 # CUDA: torch.compile the UNet and VAE encoder (slow first steps)
     progress_every: int = 5               # read the loss (a host-device sync) every N steps
     model_config: str | None = None       # diffusers config folder for single-file checkpoints
+    negative_weight: float = 0.0          # csd: weight of the negative prompt's classifier score (0: batch 2)
+    loras: list = field(default_factory=list)  # [{"path": file, "weight": 1.0}, ...] (nfsd.lora)
+    encoder: str = "full"                 # full | tiny: the autoencoder on the gradient path (nfsd.fast_encoder)
+    tiny_encoder: str | None = None       # AutoencoderTiny folder; default: the model folder's vae_tiny/
 
     LIMITS = {  # field: (min, max) inclusive
         "steps": (1, 20_000), "texture_size": (16, 8192), "render_size": (16, 2048), "batch": (1, 64),
         "guidance_scale": (0.0, 1000.0), "offset_strength": (0.0, 0.5), "seed": (0, 2**32 - 1),
         "lr": (0.0, 10.0), "offset_lr": (0.0, 10.0), "t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
-        "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000),
+        "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000), "negative_weight": (0.0, 100.0),
     }
 
     def scale(self) -> float:
@@ -88,6 +93,9 @@ class TextureConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.renderer not in ("auto", "torch", "nvdiffrast"):
             raise ConfigError(f"renderer must be auto, torch or nvdiffrast, got {self.renderer!r}")
+        if self.encoder not in ("full", "tiny"):
+            raise ConfigError(f"encoder must be full or tiny, got {self.encoder!r}")
+        self.loras = normalize_loras(self.loras)
         if self.parametrization not in PARAMETRIZATIONS:
             raise ConfigError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {self.parametrization!r}")
 

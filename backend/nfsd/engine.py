@@ -1,8 +1,10 @@
 """The optimization loop: one engine behind the CLI, the server and the benchmarks.
 
 Per step (shared/DESIGN.md): random cameras -> render the textured (and displaced) mesh -> encode
-with the prior's VAE (gradients flow) -> add noise at a random t per view -> ONE batched UNet call
-on [prompt+view, negative, ""] -> distillation rule -> loss -> Adam step on the texture (and offsets).
+with the prior's VAE or a tiny encoder (gradients flow) -> add noise at a random t per view -> ONE
+batched UNet call on [prompt+view, negative, ""] (SDS, CSD: no negative; DDS: the original
+texture's render under the source prompt too) -> distillation rule -> loss -> Adam step on the
+texture (and offsets).
 
     job = TextureJob(mesh, TextureConfig(prompt="red and white stripes"))
     result = job.run(on_progress=print)     # job.cancel() / job.snapshot() from any thread
@@ -11,6 +13,7 @@ on [prompt+view, negative, ""] -> distillation rule -> loss -> Adam step on the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from typing import Callable
@@ -22,9 +25,11 @@ from . import guidance, mesh as mesh_lib
 from .cameras import CameraConfig, sample_cameras
 from .config import Progress, TextureConfig, TextureResult
 from .errors import ConfigError, NfsdError, OutOfMemory
+from .fast_encoder import gradient_encoder
 from .guidance import NFSD_NEGATIVE_PROMPT
+from .lora import apply_loras
 from .offsets import NormalOffsets
-from .prior import VIEW_SUFFIX_TOKENS, Prior, load_prior
+from .prior import Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
 from .texture import as_face_mask, dilate, face_region, from_uint8, make_texture, to_uint8, uv_coverage
 
@@ -124,7 +129,7 @@ class TextureJob:
                 torch.cuda.empty_cache()
             c = self.config
             raise OutOfMemory(
-                f"GPU out of memory (batch={c.batch}, render_size={c.render_size}, texture_size={c.texture_size}): "
+                f"GPU out of memory (batch={c.batch}, render_size={c.render_size or 'the model default'}, texture_size={c.texture_size}): "
                 "lower batch first, then render_size, then texture_size"
             ) from exc
 
@@ -142,12 +147,14 @@ class TextureJob:
             self.prior = load_prior(c.model, device, dtype, progress=on_load, config=c.model_config)
         prior = self.prior
         device = prior.device
+        apply_loras(prior, c.loras)  # also takes off the LoRAs an earlier job left on the cached model
+        grad_encode = gradient_encoder(prior, c.encoder, c.tiny_encoder)
         prior.tune(channels_last=c.channels_last, compile=c.compile)
-        prior.check_prompt(c.prompt, "prompt", reserve=VIEW_SUFFIX_TOKENS)
-        prior.check_prompt(c.negative_prompt, "negative prompt")
+        render_size = c.render_size or prior.default_render_size
         edit = c.mode in guidance.EDIT_MODES
-        if edit:
-            prior.check_prompt(c.source_prompt, "source prompt", reserve=VIEW_SUFFIX_TOKENS)
+
+        def encode(images, generator=None):  # the full VAE samples: an edit passes both renders one draw
+            return prior.encode(images, generator) if c.encoder == "full" else grad_encode(images)
         timings["load_model_s"] = time.perf_counter() - t_start
 
         # Geometry in render space (world axes, unit bounding sphere).
@@ -186,11 +193,14 @@ class TextureJob:
         original = current().detach() if c.mode in guidance.EDIT_MODES else None
 
         # Prompt embeddings, once per run: one per view word, the negative prompt, the empty prompt
-        # (and, to edit, the source prompt per view word).
+        # (and, to edit, the source prompt per view word). Any length: long prompts take several
+        # text windows, and torch.cat pads to a common length.
         emb_views = prior.embed([view_prompt(c.prompt, w) for w in VIEW_WORDS])
         emb_neg, emb_empty = prior.embed([c.negative_prompt, ""]).unbind(0)
         emb_source = prior.embed([view_prompt(c.source_prompt, w) for w in VIEW_WORDS]) if edit else None
         rule, scale = guidance.get_rule(c.mode), c.scale()
+        if c.mode == "csd" and c.negative_weight:
+            rule = functools.partial(rule, negative_weight=c.negative_weight)
         # Priors that depend on the camera (tiny.ShapePrior, a test prior) are told each step's views.
         see_views = getattr(prior, "see_views", None)
 
@@ -217,20 +227,20 @@ class TextureJob:
             with self._lock:
                 tex = current()
             positions = base + offsets() if offsets is not None else base
-            out = render_views(rasterizer, positions, triangles, uvs, tex, cams, c.render_size, light)
+            out = render_views(rasterizer, positions, triangles, uvs, tex, cams, render_size, light)
             # An edit encodes both renders with the same VAE sample noise too: independent draws would
             # differ at every texel and DDS would turn that difference into texel noise.
             enc_seed = (c.seed * 1_000_003 + step) % 2**63 if edit else None
-            z = prior.encode(out.image, _generator(device, enc_seed))
+            z = encode(out.image, _generator(device, enc_seed))
             noise = torch.randn(z.shape, generator=noise_gen, device=device, dtype=z.dtype)
             with torch.no_grad():
                 latents = {"z": prior.add_noise(z.detach(), noise, t_dev)}
                 if edit:  # the original texture on the original shape, same cameras, t and noise
-                    ref = render_views(rasterizer, base, triangles, uvs, original, cams, c.render_size, light)
-                    latents["ref"] = prior.add_noise(prior.encode(ref.image, _generator(device, enc_seed)), noise, t_dev)
+                    ref = render_views(rasterizer, base, triangles, uvs, original, cams, render_size, light)
+                    latents["ref"] = prior.add_noise(encode(ref.image, _generator(device, enc_seed)), noise, t_dev)
                 embs = {"y": emb_views[word], "neg": emb_neg.expand(c.batch, -1, -1),
                         "0": emb_empty.expand(c.batch, -1, -1), "src": emb_source[word] if edit else None}
-                g = rule(guidance.predict(prior, c.mode, latents, embs, t_dev, noise), scale)
+                g = rule(guidance.predict(prior, c.mode, latents, embs, t_dev, noise, c.negative_weight), scale)
             loss = guidance.distillation_loss(z, g)
             total = loss
             if offsets is not None:
@@ -268,8 +278,13 @@ class TextureJob:
         timings["total_s"] = time.perf_counter() - t_start
         report(Progress("done", step, c.steps, last_loss, timings["total_s"], 0.0, 1.0))
         info = {"device": str(device), "dtype": str(prior.dtype).replace("torch.", ""), "renderer": rasterizer.name,
-                "model": prior.model_id, "guidance_scale": scale, "transform_center": transform.center.tolist(),
-                "transform_scale": float(transform.scale), "mesh_warnings": list(mesh.warnings)}
+                "model": prior.model_id, "guidance_scale": scale, "render_size": render_size,
+                "text": {"prompt": prior.prompt_report(c.prompt),
+                         "negative_prompt": prior.prompt_report(c.negative_prompt)},
+                "transform_center": transform.center.tolist(), "transform_scale": float(transform.scale),
+                "mesh_warnings": list(mesh.warnings)}
+        if edit:
+            info["text"]["source_prompt"] = prior.prompt_report(c.source_prompt)
         if region is not None:
             info.update(masked_faces=int(self.face_mask.sum()), region_texels=int(region.sum()))
         return TextureResult(

@@ -1,11 +1,12 @@
 """The distillation rules: pure functions of the model's predictions (see shared/DESIGN.md).
 
-Every rule takes the noise predictions of ONE batched UNet call and returns the latent-space
-gradient ``g`` (``[B, C, h, w]``, no autograd history); ``distillation_loss`` turns it into a loss
-whose gradient with respect to the latents is exactly ``g / B``. ``RULE_INPUTS`` says which
-predictions a rule reads, so the engine batches only those: NFSD/SDS/CSD read the render's
-``[z_t]*3`` with ``[prompt + view, negative prompt, ""]``; DDS (an edit) also reads the render
-of the original texture ``z_ref_t`` with ``[source prompt + view, ""]``: 4 per view.
+Every rule takes the noise predictions of ONE batched UNet call (``predict``) and returns the
+latent-space gradient ``g`` (``[B, C, h, w]``, no autograd history); ``distillation_loss`` turns it
+into a loss whose gradient with respect to the latents is exactly ``g / B``. ``rule_inputs`` says
+which predictions a rule reads, so the call batches only those: NFSD reads the render's ``z_t`` with
+``[prompt + view, negative prompt, ""]`` (3 per view); SDS and CSD ``[prompt + view, ""]`` (2; CSD
+3 with a negative weight); DDS (an edit) also reads the render of the original texture ``z_ref_t``
+with ``[source prompt + view, ""]``: 4 per view.
 
 Guidance scale ``s`` follows the diffusers convention ``e_0 + s (e_y - e_0)`` (not threestudio's s+1).
 """
@@ -32,7 +33,7 @@ class Predictions:
 
     Attributes:
         e_y:   ``[B, C, h, w]`` conditioned on the prompt (with its view word).
-        e_neg: ``[B, C, h, w]`` conditioned on the negative prompt.
+        e_neg: ``[B, C, h, w]`` conditioned on the negative prompt; None when the rule does not read it.
         e_0:   ``[B, C, h, w]`` unconditional (empty prompt).
         eps:   ``[B, C, h, w]`` the noise that was added.
         t:     ``[B]`` long, timestep index per view.
@@ -40,8 +41,6 @@ class Predictions:
         e_ref_y: ``[B, C, h, w]`` (DDS only) on ``z_ref_t``, the ORIGINAL texture's render noised
             with the same ``eps`` and ``t``, conditioned on the source prompt (with its view word).
         e_ref_0: ``[B, C, h, w]`` (DDS only) on ``z_ref_t``, unconditional.
-
-    Rules that do not read a prediction (``RULE_INPUTS``) may be given None for it.
     """
 
     e_y: torch.Tensor
@@ -77,10 +76,16 @@ def sds_gradient(p: Predictions, scale: float = 100.0) -> torch.Tensor:
     return p.weight().to(guided.dtype) * (guided - p.eps)
 
 
-def csd_gradient(p: Predictions, scale: float = 7.5) -> torch.Tensor:
-    """Classifier Score Distillation: ``g = w(t) s (e_y - e_0)``."""
+def csd_gradient(p: Predictions, scale: float = 7.5, negative_weight: float = 0.0) -> torch.Tensor:
+    """Classifier Score Distillation (Yu et al. 2023): ``g = w(t) (s (e_y - e_0) - s_neg (e_neg - e_0))``.
+
+    ``s_neg = negative_weight``; at 0 (the default) ``e_neg`` is not read, so the UNet call is batch 2.
+    """
     d_c = p.e_y - p.e_0
-    return p.weight().to(d_c.dtype) * scale * d_c
+    g = scale * d_c
+    if negative_weight:
+        g = g - negative_weight * (p.e_neg - p.e_0)
+    return p.weight().to(d_c.dtype) * g
 
 
 def dds_gradient(p: Predictions, scale: float = 7.5) -> torch.Tensor:
@@ -106,17 +111,25 @@ RULES: dict[str, Callable[[Predictions, float], torch.Tensor]] = {
     "dds": dds_gradient,
 }
 DEFAULT_SCALES = {"nfsd": 7.5, "sds": 100.0, "csd": 7.5, "dds": 7.5}
-# The predictions each rule reads, in the order of the batched UNet call: (latent, embedding) with
-# latent "z" (the render) or "ref" (the original texture's render), embedding "y" (prompt + view),
-# "neg", "0" (empty) or "src" (source prompt + view).
-RULE_INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "nfsd": (("z", "y"), ("z", "neg"), ("z", "0")),
-    "sds": (("z", "y"), ("z", "neg"), ("z", "0")),
-    "csd": (("z", "y"), ("z", "neg"), ("z", "0")),
-    "dds": (("z", "y"), ("z", "0"), ("ref", "src"), ("ref", "0")),
-}
 # Rules that edit an existing texture: they need it (init texture) and the prompt it was made from.
 EDIT_MODES = ("dds",)
+
+
+def rule_inputs(mode: str, negative_weight: float = 0.0) -> tuple[tuple[str, str], ...]:
+    """The predictions rule ``mode`` reads, in the order of the batched UNet call: pairs (latent,
+    embedding), latent ``"z"`` (the render) or ``"ref"`` (the original texture's render), embedding
+    ``"y"`` (prompt + view), ``"neg"``, ``"0"`` (empty) or ``"src"`` (source prompt + view)."""
+    if mode == "dds":
+        return (("z", "y"), ("z", "0"), ("ref", "src"), ("ref", "0"))
+    if needs_negative(mode, negative_weight):
+        return (("z", "y"), ("z", "neg"), ("z", "0"))
+    return (("z", "y"), ("z", "0"))
+
+
+def needs_negative(mode: str, negative_weight: float = 0.0) -> bool:
+    """Whether the rule reads ``e_neg``: NFSD always; CSD only with a negative weight; SDS never.
+    When False the engine leaves the negative prompt out of the UNet batch (2 per view, not 3)."""
+    return mode == "nfsd" or (mode == "csd" and bool(negative_weight))
 
 
 def get_rule(mode: str) -> Callable[[Predictions, float], torch.Tensor]:
@@ -127,16 +140,18 @@ def get_rule(mode: str) -> Callable[[Predictions, float], torch.Tensor]:
         raise ConfigError(f"unknown mode {mode!r}: choose one of {', '.join(RULES)}") from None
 
 
-def predict(prior, mode: str, latents: dict, embeddings: dict, t: torch.Tensor, eps: torch.Tensor) -> Predictions:
-    """The ONE batched UNet call a rule needs: ``prior.predict_eps`` on the pairs ``RULE_INPUTS[mode]``.
+def predict(prior, mode: str, latents: dict, embeddings: dict, t: torch.Tensor, eps: torch.Tensor,
+            negative_weight: float = 0.0) -> Predictions:
+    """The ONE batched UNet call a rule needs: ``prior.predict_eps`` on the pairs ``rule_inputs``.
 
     Args:
         prior: a ``nfsd.prior.Prior``.
         latents: ``{"z": z_t, "ref": z_ref_t}`` noised latents ``[B, C, h, w]`` ("ref" for edits only).
-        embeddings: ``{"y", "neg", "0", "src"}`` -> ``[B, L, D]`` per view (those the rule reads).
+        embeddings: ``{"y", "neg", "0", "src"}`` -> per-view embeddings (those the rule reads), each
+            with a leading batch dimension ``B``; ``torch.cat`` joins them (same text length).
         t: ``[B]`` long timesteps; eps: the noise that was added.
     """
-    inputs = RULE_INPUTS[mode]
+    inputs = rule_inputs(mode, negative_weight)
     e = prior.predict_eps(torch.cat([latents[lat] for lat, _ in inputs]), torch.cat([t] * len(inputs)),
                           torch.cat([embeddings[key] for _, key in inputs]))
     p = dict(zip(inputs, e.chunk(len(inputs))))

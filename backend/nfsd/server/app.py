@@ -79,7 +79,7 @@ async def _unexpected(request: Request, exc: Exception):
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
           data_dir: str | Path | None = None, model: str = "builtin", max_jobs: int = 50,
           max_age_days: float | None = 30.0, device: str = "auto", log_level: str = "info",
-          torch_threads: int = 0) -> None:
+          torch_threads: int = 0, models_dir: str | Path | None = None) -> None:
     """Run the server until interrupted (what ``nfsd serve`` calls).
 
     Raises:
@@ -89,7 +89,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None =
 
     config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None,
                           model=model, device=device, max_jobs=max_jobs, max_age_days=max_age_days,
-                          torch_threads=torch_threads)
+                          torch_threads=torch_threads, models_dir=Path(models_dir) if models_dir else None)
     app = create_app(config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

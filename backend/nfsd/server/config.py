@@ -39,6 +39,8 @@ class ServerConfig:
         max_upload_bytes: largest accepted ``POST /jobs`` body (413 beyond).
         max_faces: largest accepted mesh, in triangles (422 beyond).
         torch_threads: CPU threads of torch in the worker process (0: torch's default).
+        models_dir: diffusers folders and single files offered besides ``builtin`` and ``model``, LoRAs
+            in its ``loras/``; jobs may name only offered models (``nfsd.catalog``, ``GET /models``).
     """
 
     host: str = "127.0.0.1"
@@ -54,6 +56,12 @@ class ServerConfig:
     preview_interval: float = 2.0
     status_interval: float = 0.5
     torch_threads: int = 0
+    models_dir: Path | None = None
+
+    def catalog(self):
+        from ..catalog import Catalog
+
+        return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None)
 
     def check(self) -> None:
         """Raise ``ConfigError`` for a configuration that must not start (e.g. a public host with no token)."""
@@ -69,6 +77,7 @@ class ServerConfig:
             raise ConfigError(f"--port {self.port} is out of range 0..65535")
         if self.max_jobs < 0:
             raise ConfigError(f"max_jobs must be >= 0, got {self.max_jobs}")
+        self.catalog().check()
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()

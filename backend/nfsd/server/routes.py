@@ -185,6 +185,12 @@ async def delete(job_id: str, manager: Manager) -> Deleted:
     return Deleted(deleted=job_id)
 
 
+@private.get("/models", summary="the models and LoRAs this server offers (nfsd.catalog)")
+async def models(config: Config) -> dict:
+    entries = await run_in_threadpool(lambda: [e.to_dict() for e in config.catalog().entries()])
+    return {"default_model": config.model, "models": entries}
+
+
 @private.post("/model/unload", response_model=Unloaded,
               summary="free the cached model (after the running job, if any, it is loaded again)")
 async def unload(manager: Manager) -> Unloaded:

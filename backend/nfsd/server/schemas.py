@@ -16,19 +16,25 @@ class JobSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=False)
 
-    prompt: str = Field(..., description="what the texture should show; non-empty, within the model's token limit")
+    prompt: str = Field(..., description="what the texture should show; non-empty, any length (encoded in windows)")
     negative_prompt: str | None = Field(None, description="default: the NFSD paper's negative prompt")
     mode: Literal["nfsd", "sds", "csd", "dds"] = "nfsd"
     source_prompt: str | None = Field(None, description="dds: what init_texture shows (the prompt it was made with)")
     steps: int = Field(400, ge=1, le=10000)
     texture_size: int = Field(1024, ge=64, le=4096, description="a multiple of 64")
-    render_size: int = Field(512, ge=32, le=1024, description="a multiple of 8")
+    render_size: int | None = Field(None, ge=32, le=1024,
+                                    description="a multiple of 8; default: the model's own (512, SDXL 1024)")
     batch: int = Field(1, ge=1, le=16)
     guidance_scale: float | None = Field(None, ge=0.0, le=200.0, description="default: the mode's own (7.5, 100, 7.5)")
     offsets: bool = False
     offset_strength: float = Field(0.1, ge=0.0, le=0.2)
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    model: str | None = Field(None, description="model id or path on the server; default: the server's --model")
+    model: str | None = Field(None, description="a model the server offers (GET /models: name or path); "
+                                                "default: the server's --model")
+    loras: list[dict | str] | None = Field(None, max_length=16, description="[{'name' or 'path', 'weight'}]: LoRAs "
+                                           "from GET /models (kind lora)")
+    encoder: Literal["full", "tiny"] = Field("full", description="tiny: the model folder's vae_tiny/ on the gradient path")
+    negative_weight: float = Field(0.0, ge=0.0, le=100.0, description="csd: weight of the negative prompt")
 
     @field_validator("prompt")
     @classmethod
@@ -49,8 +55,8 @@ class JobSettings(BaseModel):
 
     @field_validator("render_size")
     @classmethod
-    def _render_multiple(cls, v: int) -> int:
-        if v % 8:
+    def _render_multiple(cls, v: int | None) -> int | None:
+        if v is not None and v % 8:
             raise ValueError(f"render_size must be a multiple of 8 (e.g. 256, 512), got {v}")
         return v
 

@@ -48,16 +48,11 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
         settings = JobSettings.model_validate(raw)
     except ValidationError as exc:
         raise HTTPException(422, format_validation(exc, "settings.")) from None
-    model = settings.model or config.model
     try:
-        from ..prior import check_prompt_length, resolve_model
-
-        resolve_model(model)
-        check_prompt_length(model, settings.prompt)
-        if settings.negative_prompt:
-            check_prompt_length(model, settings.negative_prompt, what="negative_prompt")
-        if settings.source_prompt:
-            check_prompt_length(model, settings.source_prompt, what="source_prompt")
+        catalog = config.catalog()
+        model = catalog.check_model(settings.model)  # only offered models: `model` is no file-system probe
+        settings.loras = catalog.check_loras(settings.loras, model)
+        # Prompts of any length are encoded in windows: no length check here.
     except NfsdError as exc:
         raise HTTPException(422, str(exc)) from None
     stored = settings.model_dump()
