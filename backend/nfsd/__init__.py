@@ -3,8 +3,11 @@
 Modules, one concept each:
 
 - ``mesh``      mesh input (OBJ/PLY/GLB/wire .npz), checks, UV unwrap, normalization
+- ``wire``      the wire .npz the add-on sends (read with header-first size limits, write)
 - ``cameras``   random and fixed orbit cameras, view words (Blender axes: Z up, front is -Y)
-- ``renderer``  rasterize / interpolate / texture / antialias: nvdiffrast or pure PyTorch
+- ``renderer``  render_views (lighting, shading) over a rasterizer; picks the rasterizer
+- ``rasterizer`` the rasterize / interpolate / texture / antialias interface and conventions;
+  backends ``torch_rasterizer`` (pure PyTorch) and ``nvdiffrast_rasterizer`` (CUDA)
 - ``texture``   texture parametrizations, PNG I/O, UV-island dilation
 - ``prior``     diffusion priors (diffusers Stable Diffusion, the built-in model), model cache
 - ``guidance``  the distillation rules (NFSD, SDS, CSD) as pure functions
@@ -12,6 +15,8 @@ Modules, one concept each:
 - ``outputs``   texture.png, textured.glb, views.png, report.json, offsets.npy
 - ``cli``       the ``nfsd`` console script (texture, demo, serve, bench)
 - ``server``    the HTTP API (FastAPI) and its job queue
+- ``inputcheck``  checks of uploaded files, run by the server in a child process
+- ``limits``    every limit in one place (settings ranges, the server's request limits)
 """
 
 __version__ = "0.1.0"

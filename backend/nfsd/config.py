@@ -16,6 +16,7 @@ from . import guidance
 from . import mesh as mesh_lib
 from .errors import ConfigError
 from .guidance import NFSD_NEGATIVE_PROMPT
+from .limits import SETTING_RANGES
 from .lora import normalize_loras
 from .texture import PARAMETRIZATIONS
 
@@ -61,9 +62,8 @@ class TextureConfig:
     encoder: str = "full"                 # full | tiny: the autoencoder on the gradient path (nfsd.fast_encoder)
     tiny_encoder: str | None = None       # AutoencoderTiny folder; default: the model folder's vae_tiny/
 
-    LIMITS = {  # field: (min, max) inclusive
-        "steps": (1, 20_000), "texture_size": (16, 8192), "render_size": (16, 2048), "batch": (1, 64),
-        "guidance_scale": (0.0, 1000.0), "offset_strength": (0.0, 0.5), "seed": (0, 2**32 - 1),
+    LIMITS = {  # field: (min, max) inclusive; the user-facing ones are shared with the server (nfsd.limits)
+        **SETTING_RANGES,
         "lr": (0.0, 10.0), "offset_lr": (0.0, 10.0), "t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
         "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000), "negative_weight": (0.0, 100.0),
     }

@@ -123,7 +123,7 @@ class TextureJob:
         """
         try:
             return self._run(on_progress or (lambda p: None))
-        except torch.OutOfMemoryError as exc:
+        except torch.cuda.OutOfMemoryError as exc:  # torch.OutOfMemoryError is 2.5+ only
             self._texture = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -138,6 +138,8 @@ class TextureJob:
         t_start = time.perf_counter()
         device = resolve_device(c.device)
         timings: dict[str, float] = {}
+        if device.type == "cuda":  # this job's own peak (a server's worker runs many jobs)
+            torch.cuda.reset_peak_memory_stats(device)
 
         if self.prior is None:
             def on_load(name, i, n):
@@ -276,6 +278,8 @@ class TextureJob:
                 offsets_obj = mesh_lib.render_offsets_to_object(mesh, transform, offsets().cpu().numpy()).astype(np.float32)
         timings["finish_s"] = time.perf_counter() - t_fin
         timings["total_s"] = time.perf_counter() - t_start
+        if device.type == "cuda":
+            timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         report(Progress("done", step, c.steps, last_loss, timings["total_s"], 0.0, 1.0))
         info = {"device": str(device), "dtype": str(prior.dtype).replace("torch.", ""), "renderer": rasterizer.name,
                 "model": prior.model_id, "guidance_scale": scale, "render_size": render_size,
