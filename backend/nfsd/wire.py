@@ -112,7 +112,8 @@ def wire_header(data: bytes, max_faces: int = LIMITS["max_faces"], max_vertices:
                             f"{info.file_size / max(info.compress_size, 1):.0f} times ({info.file_size:,} bytes); at "
                             f"most {max_ratio:g} times is accepted")
     # Other arrays are bounded by the mesh's own size (their shapes are checked after reading).
-    bounds = {"positions": 3 * max_vertices, "triangles": 3 * max_faces, "uvs": 6 * max_faces, "world_matrix": 16}
+    bounds = {"positions": 3 * max_vertices, "triangles": 3 * max_faces, "uvs": 6 * max_faces, "world_matrix": 16,
+              "face_mask": max_faces}
     for name, (shape, _) in found.items():
         if math.prod(shape) > bounds[name]:
             raise MeshError(f"wire mesh: array '{name}' has shape {list(shape)}; expected {_WIRE_ARRAYS[name]} "
