@@ -256,6 +256,7 @@ def _load_single_file(path: Path, model_id: str, device, dtype, config: str | No
 
     if progress:
         progress("checkpoint", 0, 1)
+    _check_safetensors(path)
     kwargs = {"torch_dtype": dtype}
     if config:
         kwargs["config"] = config
@@ -270,6 +271,21 @@ def _load_single_file(path: Path, model_id: str, device, dtype, config: str | No
                     "(--model-config DIR) so no config is fetched")
         raise ModelError(f"could not load the single-file checkpoint {path}: {reason}; {hint}") from exc
     return _assemble(model_id, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype)
+
+
+def _check_safetensors(path: Path) -> None:
+    """A damaged .safetensors file is said to be damaged (diffusers would blame a missing config)."""
+    if path.suffix.lower() != ".safetensors":
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"the checkpoint {path} is damaged or not a .safetensors file ({reason}); "
+                         "download it again") from exc
 
 
 def _load_hub(model: str, device, dtype, progress) -> Prior:

@@ -182,6 +182,8 @@ class JobStatus(BaseModel):
     has_uvs: bool = Field(..., description="GET /jobs/{id}/uvs is ready: the UVs the texture is laid out on")
     resubmit_hint: str | None = Field(..., description="how to run the job again when it failed, was cancelled or interrupted")
     resubmitted_from: str | None
+    stage: str | None = Field(None, description="what an active job does now: 'unwrapping 81,920 faces', "
+                                                "'loading the model' or 'optimizing'")
 
 
 class JobList(BaseModel):
@@ -225,6 +227,7 @@ def _status_dict(rec: JobRecord, position: int) -> dict:
         "preview_step": rec.preview_step, "has_result": rec.state == DONE, "has_uvs": rec.has_uvs,
         "resubmit_hint": hint,
         "resubmitted_from": rec.resubmitted_from,
+        "stage": rec.stage,
     }
 
 
@@ -603,4 +606,5 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None =
     app = create_app(config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    # SIGTERM / Ctrl-C: open requests get 2 s, then the job manager stops its worker within ~3 s.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=2)
