@@ -2,7 +2,9 @@
 
 Modules, one concept each:
 
-- ``mesh``      mesh input (OBJ/PLY/GLB/wire .npz), checks, UV unwrap, normalization
+- ``mesh``      the Mesh container, checks, the wire .npz, normalization (framing)
+- ``mesh_files`` OBJ/PLY/glTF readers and the GLB writer; ``mesh_builtin`` generated meshes
+- ``unwrap``    xatlas UV unwrapping in a child process (crash-safe, cancellable)
 - ``cameras``   random and fixed orbit cameras, view words (Blender axes: Z up, front is -Y)
 - ``renderer``  rasterize / interpolate / texture / antialias: nvdiffrast or pure PyTorch
 - ``texture``   texture parametrizations, PNG I/O, UV-island dilation
@@ -11,7 +13,9 @@ Modules, one concept each:
 - ``engine``    the optimization loop: config, progress, cancellation, snapshots
 - ``outputs``   texture.png, textured.glb, views.png, report.json, offsets.npy
 - ``cli``       the ``nfsd`` console script (texture, demo, serve, bench)
-- ``server``    the HTTP API (FastAPI) and its job queue
+- ``server``    the HTTP API (FastAPI)
+- ``jobs``      the server's job queue; ``job_store`` (disk), ``job_runner`` (one job), ``job_worker``
+                (the worker process), ``job_results`` (preview, uvs and result encodings)
 """
 
 __version__ = "0.1.0"
