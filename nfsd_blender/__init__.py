@@ -3,21 +3,32 @@
 
 Modules, one concept each:
 
-- ``client``         HTTP client of the backend API (standard library only, no bpy)
-- ``image_io``       pixels between Blender images, numpy and PNG
-- ``mesh_io``        mesh object -> wire .npz; result -> image, material, UV map, shape key
-- ``jobs``           worker threads per job, main-thread application of their results
-- ``local_backend``  start/stop ``nfsd serve`` on this computer
-- ``properties``     scene settings and per-object run history
-- ``preferences``    backend URL, token, local backend command
-- ``operators``      thin operators over the plain functions above
-- ``ui``             the sidebar panel and status bar line (drawing only)
+- ``client``          HTTP client of the backend API (standard library only, no bpy)
+- ``backend_status``  the backend line: health, token check, the models offered (no bpy)
+- ``image_io``        pixels between Blender images, numpy and PNG
+- ``mesh_io``         mesh object -> wire .npz; the backend's answers parsed
+- ``mesh_write``      a result into the object: UV map, shape keys, image, material
+- ``scene_state``     snapshot/restore of an object's materials, face indices, UV map, key values;
+                      object identity
+- ``job``             one job: its state and the worker thread that talks to the backend
+- ``jobs``            the running jobs: start, pump events into the scene, cancel, resubmit, reattach
+- ``preview``         a job's live preview on its object, and the clean-up when a job ends without a result
+- ``results``         results on the object and the run list (Original, delete, export)
+- ``file_handlers``   saving and opening files while jobs run
+- ``local_backend``   start/stop ``nfsd serve`` on this computer
+- ``properties``      scene settings, per-object runs, original materials and job record
+- ``preferences``     backend URL, token, local backend program
+- ``operators``       texturing operators and the timer that pumps job events
+- ``run_operators``   the run list's operators (apply, Original, delete, export)
+- ``backend_operators`` Test Connection, Unload Model, start/stop the local backend
+- ``ui``              the sidebar panel and status bar line (drawing only)
 """
 
-from . import jobs, local_backend, operators, preferences, properties, ui
+from . import (backend_operators, file_handlers, jobs, local_backend, operators, preferences, properties,
+               run_operators, ui)
 
 # Registration order matters: properties before the UI that draws them; reversed on unregister.
-_modules = (properties, preferences, operators, ui)
+_modules = (properties, preferences, operators, run_operators, backend_operators, file_handlers, ui)
 
 
 def register() -> None:

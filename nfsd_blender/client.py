@@ -134,6 +134,29 @@ class Client:
                                "is it an NFSD backend of the same version as the add-on?", kind="protocol")
         return job_id
 
+    def list_jobs(self) -> dict:
+        """``GET /jobs``: all jobs; needs the token (Test Connection checks it with this)."""
+        return self._json("GET", "/jobs")
+
+    def models(self) -> list | dict | None:
+        """``GET /models``: the models the backend offers; None from a backend without the route."""
+        try:
+            return self._json("GET", "/models")
+        except BackendError as error:
+            if error.status in (404, 405):
+                return None
+            raise
+
+    def resubmit(self, job_id: str) -> str:
+        """``POST /jobs/{id}/resubmit``: run an interrupted, failed or cancelled job again with the
+        same inputs; returns the new job's id."""
+        answer = self._json("POST", f"/jobs/{job_id}/resubmit")
+        new_id = answer.get("id") if isinstance(answer, dict) else None
+        if not isinstance(new_id, str) or not new_id:
+            raise BackendError(f"The backend at {self.url} did not start the job again; texture it anew.",
+                               kind="protocol")
+        return new_id
+
     def status(self, job_id: str) -> dict:
         """``GET /jobs/{id}``: the JobStatus dictionary."""
         return self._json("GET", f"/jobs/{job_id}")
@@ -179,8 +202,8 @@ class Client:
         try:
             return json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise BackendError(f"The server at {self.url} answered {method} {path} with something that "
-                               "is not JSON; is that URL an NFSD backend?", kind="protocol") from None
+            raise BackendError(f"The server at {self.url} answered with something that is not JSON; is that "
+                               "URL an NFSD backend?", kind="protocol") from None
 
     def _request(self, method: str, path: str, *, body: bytes | None = None,
                  content_type: str | None = None, timeout: float | None = None) -> bytes:
@@ -220,5 +243,6 @@ class Client:
             return BackendError(f"The backend at {self.url} refused the token ({detail or 'unauthorized'}). "
                                 "Set the token it was started with (--token) in the add-on's preferences.",
                                 kind="auth", status=401)
-        return BackendError(detail or f"The backend answered {method} {path} with HTTP {error.code}.",
+        # The artist sees the backend's own sentence, never the route that was called.
+        return BackendError(detail or f"The backend at {self.url} refused the request (HTTP {error.code}).",
                             kind="http", status=error.code)

@@ -24,6 +24,32 @@ _process: subprocess.Popen | None = None
 _log_path = os.path.join(tempfile.gettempdir(), "nfsd-backend.log")
 
 
+def executable_problem(path: str) -> str | None:
+    """Why ``path`` cannot start a backend (one line for the artist), or None: it must be an
+    existing, executable file named python* (the backend's virtual environment) or nfsd*."""
+    if not path or not path.strip():
+        return "Pick the backend's Python or nfsd program (in its virtual environment's bin/ folder)"
+    path = os.path.abspath(os.path.expanduser(path.strip()))
+    if not os.path.exists(path):
+        return f"{path} does not exist; pick the backend's Python or nfsd program"
+    if os.path.isdir(path):
+        return (f"{path} is a folder; pick the python or nfsd program in its "
+                f"{'Scripts' if os.name == 'nt' else 'bin'} folder")
+    if os.name != "nt" and not os.access(path, os.X_OK):
+        return f"{path} is not executable (chmod +x it, or pick the backend's Python)"
+    name = os.path.basename(path).lower()
+    if not (name.startswith("python") or name.startswith("nfsd")):
+        return f"{os.path.basename(path)} is neither a Python nor the nfsd program"
+    return None
+
+
+def command_for_executable(path: str) -> str:
+    """The start command for the backend's Python (``-m nfsd.cli serve``) or nfsd program (``serve``)."""
+    path = os.path.abspath(os.path.expanduser(path.strip()))
+    quoted = subprocess.list2cmdline([path]) if os.name == "nt" else shlex.quote(path)
+    return quoted if os.path.basename(path).lower().startswith("python") else f"{quoted} serve"
+
+
 def build_command(command: str, url: str) -> list[str]:
     """The argument list that starts a backend for ``url``.
 
@@ -66,7 +92,7 @@ def start(command: str, url: str) -> subprocess.Popen:
         if _process is not None and _process.poll() is None:
             return _process
         try:
-            log = open(_log_path, "ab")
+            log = open(_log_path, "wb")  # this start's output only: its tail explains a failure
         except OSError:
             log = subprocess.DEVNULL
         try:
@@ -121,13 +147,17 @@ def stop(timeout: float = 10.0) -> bool:
     return True
 
 
-def _log_tail(lines: int = 5) -> str:
+def log_tail(lines: int = 8) -> list[str]:
+    """The last ``lines`` lines of the started backend's output ([] when there is none)."""
     try:
         with open(_log_path, encoding="utf-8", errors="replace") as file:
-            tail = file.read().strip().splitlines()[-lines:]
+            return file.read().strip().splitlines()[-lines:]
     except OSError:
-        return "(no log)"
-    return " | ".join(tail) or "(empty log)"
+        return []
+
+
+def _log_tail(lines: int = 5) -> str:
+    return " | ".join(log_tail(lines)) or "(empty log)"
 
 
 atexit.register(stop)

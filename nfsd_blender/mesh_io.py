@@ -7,6 +7,8 @@ Wire format (docs/ARCHITECTURE.md), one ``.npz``:
 - ``triangles``    int32 ``[F, 3]`` vertex indices of the mesh's loop triangles
 - ``uvs``          float32 ``[F, 3, 2]`` per-corner UVs of one UV map (absent: the backend unwraps)
 - ``world_matrix`` float32 ``[4, 4]`` object -> world, row-major, column vectors
+- ``face_mask``    bool ``[F]`` optional: True where the triangle's polygon is selected (only those
+                   faces are re-textured)
 
 Result format: ``texture`` uint8 ``[H, W, 4]`` (row 0 = bottom), ``uvs`` float32 ``[F, 3, 2]``,
 ``uvs_generated`` bool, optional ``offsets`` float32 ``[V, 3]``, ``meta`` JSON text. The UVs alone
@@ -18,6 +20,7 @@ Everything here touches bpy data and runs on the main thread only, except the pu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -29,13 +32,14 @@ SHAPE_KEY_NAME = "NFSD offsets"
 MATERIAL_PREFIX = "NFSD: "
 
 
-def mesh_problem(obj) -> str | None:
-    """Why ``obj`` cannot be textured (a sentence for the panel), or None when it can."""
+def mesh_problem(obj, edit_mode_ok: bool = False) -> str | None:
+    """Why ``obj`` cannot be textured (a sentence for the panel), or None when it can.
+    ``edit_mode_ok``: sending from Edit Mode is fine ("Selected faces only")."""
     if obj is None:
         return "Select a mesh object"
     if obj.type != "MESH":
         return f"'{obj.name}' is not a mesh (it is a {obj.type.lower()})"
-    if obj.mode == "EDIT":
+    if obj.mode == "EDIT" and not edit_mode_ok:
         return f"Leave Edit Mode on '{obj.name}' first"
     if len(obj.data.polygons) == 0:
         return f"'{obj.name}' has no faces"
@@ -63,21 +67,78 @@ def loop_triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
     return vertices.reshape(count, 3), loops.reshape(count, 3)
 
 
-def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "") -> dict[str, np.ndarray]:
+@contextlib.contextmanager
+def out_of_edit_mode(obj):
+    """Object Mode for the duration (Edit Mode keeps the mesh in its own copy: its UV maps and
+    selection are read from the mesh only outside it), then Edit Mode again."""
+    import bpy
+
+    if obj.mode != "EDIT":
+        yield
+        return
+    override = dict(active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj])
+    with bpy.context.temp_override(**override):
+        bpy.ops.object.mode_set(mode="OBJECT")
+    try:
+        yield
+    finally:
+        with bpy.context.temp_override(**override):
+            bpy.ops.object.mode_set(mode="EDIT")
+
+
+def has_modifiers(obj) -> bool:
+    """True when a modifier shows in the viewport: the artist sees a different mesh than ``obj.data``."""
+    return any(modifier.show_viewport for modifier in obj.modifiers)
+
+
+def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "", evaluated: bool = False,
+                selected_faces: bool = False) -> dict[str, np.ndarray]:
     """The wire-format arrays of ``obj`` (see module doc).
 
     ``uv_map``: name of the UV map to send; None means the active one; "" sends no UVs so the
     backend unwraps. ``shape_key``: send that shape key's positions instead of the mesh's own (the
-    basis), e.g. the refined shape of an earlier run. Modifiers are ignored on purpose: offsets come
-    back per vertex of the mesh itself, which is what a shape key can hold.
+    basis), e.g. the refined shape of an earlier run. ``evaluated``: send the mesh with its
+    modifiers applied, as the viewport shows it (texture only: its UVs are ``uv_map``'s, so the
+    texture fits the base mesh too; offsets need the base mesh, whose vertices a shape key holds).
+    ``selected_faces``: add ``face_mask`` from the polygons' selection (Edit Mode's, synced first).
     """
-    problem = mesh_problem(obj)
+    problem = mesh_problem(obj, edit_mode_ok=selected_faces)
     if problem:
         raise ValueError(problem)
-    mesh = obj.data
+    if obj.mode == "EDIT":
+        with out_of_edit_mode(obj):
+            return mesh_arrays(obj, uv_map, shape_key, evaluated, selected_faces)
+    if evaluated:
+        import bpy
+
+        evaluated_obj = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        mesh = evaluated_obj.to_mesh()
+        try:
+            return _arrays(obj, mesh, uv_map, None)
+        finally:
+            evaluated_obj.to_mesh_clear()
+    arrays = _arrays(obj, obj.data, uv_map, shape_key_data(obj, shape_key) if shape_key else None)
+    if selected_faces:
+        arrays["face_mask"] = selected_triangles(obj.data)
+        if not arrays["face_mask"].any():
+            raise ValueError(f"No faces of '{obj.name}' are selected: select the faces to re-texture in Edit Mode")
+    return arrays
+
+
+def selected_triangles(mesh) -> np.ndarray:
+    """bool ``[F]``: for each loop triangle, whether its polygon is selected."""
+    mesh.calc_loop_triangles()
+    polygon = np.empty(len(mesh.loop_triangles), np.int32)
+    mesh.loop_triangles.foreach_get("polygon_index", polygon)
+    selected = np.zeros(len(mesh.polygons), bool)
+    mesh.polygons.foreach_get("select", selected)
+    return selected[polygon]
+
+
+def _arrays(obj, mesh, uv_map: str | None, key_data) -> dict[str, np.ndarray]:
     positions = np.empty(len(mesh.vertices) * 3, np.float32)
-    if shape_key:
-        shape_key_data(obj, shape_key).foreach_get("co", positions)
+    if key_data is not None:
+        key_data.foreach_get("co", positions)
     else:
         mesh.vertices.foreach_get("co", positions)
     triangles, loops = loop_triangles(mesh)
@@ -87,7 +148,7 @@ def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "") -> dict[str
         # mathutils.Matrix iterates over rows, so this is row-major with column vectors.
         "world_matrix": np.array(obj.matrix_world, dtype=np.float32),
     }
-    name = active_uv_name(obj) if uv_map is None else uv_map
+    name = (mesh.uv_layers.active.name if mesh.uv_layers.active else "") if uv_map is None else uv_map
     if name:
         layer = mesh.uv_layers.get(name)
         if layer is None:
@@ -98,10 +159,11 @@ def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "") -> dict[str
     return arrays
 
 
-def mesh_to_wire(obj, uv_map: str | None = None, shape_key: str = "") -> bytes:
-    """``obj`` as wire-format .npz bytes (see :func:`mesh_arrays` for ``uv_map`` and ``shape_key``)."""
+def mesh_to_wire(obj, uv_map: str | None = None, shape_key: str = "", evaluated: bool = False,
+                 selected_faces: bool = False) -> bytes:
+    """``obj`` as wire-format .npz bytes (see :func:`mesh_arrays`)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **mesh_arrays(obj, uv_map, shape_key))
+    np.savez(buffer, **mesh_arrays(obj, uv_map, shape_key, evaluated, selected_faces))
     return buffer.getvalue()
 
 
@@ -179,42 +241,6 @@ def read_uvs(data: bytes) -> tuple[np.ndarray, bool]:
         raise ValueError(f"the backend's UVs have shape {list(uvs.shape)}, expected [F, 3, 2]")
     return uvs, generated
 
-
-def write_uv_map(obj, name: str, uvs: np.ndarray, loops: np.ndarray | None = None):
-    """Store per-loop-triangle-corner ``uvs`` float32 ``[F, 3, 2]`` as UV map ``name`` (made
-    active); returns the layer. ``loops`` int32 ``[F, 3]``: the loop of each corner, as
-    :func:`loop_triangles` gave them when the mesh was sent (default: the mesh's current ones)."""
-    mesh = obj.data
-    current = loop_triangles(mesh)[1]
-    loops = current if loops is None else loops
-    if uvs.shape != loops.shape + (2,) or loops.shape != current.shape or loops.max() >= len(mesh.loops):
-        raise ValueError(f"the result has UVs for {uvs.shape[0]} triangles but '{obj.name}' has "
-                         f"{current.shape[0]}; was the mesh edited while the job ran?")
-    layer = mesh.uv_layers.get(name) or mesh.uv_layers.new(name=name)
-    corner_uvs = np.zeros((len(mesh.loops), 2), np.float32)
-    corner_uvs[loops.ravel()] = uvs.reshape(-1, 2)
-    layer.data.foreach_set("uv", corner_uvs.ravel())
-    mesh.uv_layers.active = layer
-    mesh.update()
-    return layer
-
-
-def polygons_cut(obj, uvs: np.ndarray, loops: np.ndarray | None = None) -> int:
-    """How many polygons of ``obj`` get two different UVs at one corner from per-loop-triangle-corner
-    ``uvs`` float32 ``[F, 3, 2]`` (``loops`` as in :func:`write_uv_map`): an unwrap of the triangles
-    alone (xatlas in the backend) may put a seam along a quad's diagonal, which a Blender UV map
-    (one UV per loop) cannot hold."""
-    mesh = obj.data
-    loops = loop_triangles(mesh)[1] if loops is None else loops
-    sizes = np.empty(len(mesh.polygons), np.int32)
-    mesh.polygons.foreach_get("loop_total", sizes)
-    polygon_of_loop = np.repeat(np.arange(len(sizes)), sizes)  # a polygon's loops are consecutive
-    kept = np.zeros((len(mesh.loops), 2), np.float32)
-    kept[loops.ravel()] = uvs.reshape(-1, 2)
-    differs = (np.abs(kept[loops] - uvs) > 1e-5).any(axis=(1, 2))
-    return int(np.unique(polygon_of_loop[loops[differs, 0]]).size)
-
-
 def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, island_margin: float = 0.01) -> str:
     """Give ``obj`` (object mode) a UV map ``name`` from Blender's Smart UV Project and make it the
     active map; returns its name.
@@ -245,106 +271,3 @@ def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, 
         getattr(mesh, what).foreach_set("select", flags)
     mesh.update()
     return name
-
-
-def new_offsets_key_name(obj) -> str:
-    """"NFSD offsets" for an object's first run with offsets, then "NFSD offsets 2", 3, ..."""
-    keys = obj.data.shape_keys.key_blocks if obj.data.shape_keys else {}
-    name, n = SHAPE_KEY_NAME, 1
-    while name in keys:
-        n += 1
-        name = f"{SHAPE_KEY_NAME} {n}"
-    return name
-
-
-def show_offsets_key(obj, name: str) -> None:
-    """Set the NFSD shape key ``name`` to 1 and every other NFSD shape key to 0 (``""``: all 0)."""
-    if obj.data.shape_keys is None:
-        return
-    for key in obj.data.shape_keys.key_blocks:
-        if key.name.startswith(SHAPE_KEY_NAME):
-            key.value = 1.0 if key.name == name else 0.0
-    obj.data.update()
-
-
-def write_offsets(obj, offsets: np.ndarray, name: str = SHAPE_KEY_NAME):
-    """Store object-space ``offsets`` float32 ``[V, 3]`` as shape key ``name`` (value 1; other NFSD
-    keys go to 0), relative to the basis key (created if the mesh had none); returns the key."""
-    mesh = obj.data
-    if offsets.shape != (len(mesh.vertices), 3):
-        raise ValueError(f"the result has offsets for {offsets.shape[0]} vertices but '{obj.name}' has "
-                         f"{len(mesh.vertices)}; was the mesh edited while the job ran?")
-    if mesh.shape_keys is None:
-        obj.shape_key_add(name="Basis", from_mix=False)
-    basis = mesh.shape_keys.reference_key
-    key = mesh.shape_keys.key_blocks.get(name) or obj.shape_key_add(name=name, from_mix=False)
-    base = np.empty(len(mesh.vertices) * 3, np.float32)
-    basis.data.foreach_get("co", base)
-    key.data.foreach_set("co", base + offsets.astype(np.float32).ravel())
-    key.relative_key = basis
-    key.slider_max = max(key.slider_max, 1.0)
-    show_offsets_key(obj, key.name)
-    return key
-
-
-def new_texture_image(name: str, width: int, height: int):
-    """An sRGB RGBA image for an NFSD texture (filled later)."""
-    import bpy
-
-    image = bpy.data.images.new(name, width, height, alpha=True)
-    image.colorspace_settings.name = "sRGB"
-    return image
-
-
-def texture_material(name: str, image, uv_map: str):
-    """A material ``name``: Principled BSDF's Base Color fed by an Image Texture of ``image``,
-    which reads UV map ``uv_map`` through a UV Map node."""
-    import bpy
-
-    material = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):  # 5.0 materials always use nodes; the flag goes in 6.0
-        material.use_nodes = True
-    nodes, links = material.node_tree.nodes, material.node_tree.links
-    bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
-    texture = nodes.new("ShaderNodeTexImage")
-    texture.name = texture.label = "NFSD Texture"
-    texture.image = image
-    texture.location = (bsdf.location.x - 320, bsdf.location.y)
-    uv_node = nodes.new("ShaderNodeUVMap")
-    uv_node.name = "NFSD UV Map"
-    uv_node.uv_map = uv_map
-    uv_node.location = (texture.location.x - 220, texture.location.y - 120)
-    links.new(uv_node.outputs["UV"], texture.inputs["Vector"])
-    links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
-    return material
-
-
-def set_uv_map_of_material(material, uv_map: str) -> None:
-    """Point the material's NFSD UV Map node at ``uv_map``."""
-    node = material.node_tree.nodes.get("NFSD UV Map") if material.node_tree else None
-    if node is not None:
-        node.uv_map = uv_map
-
-
-def assign_material(obj, material) -> list[str]:
-    """Put ``material`` in every material slot of ``obj`` (one slot if it had none), so the
-    whole mesh shows the texture whatever its faces' material indices. Returns the names of the
-    materials that were there before ("" for an empty slot), for :func:`restore_materials`."""
-    slots = obj.material_slots
-    previous = [slot.material.name if slot.material else "" for slot in slots]
-    if not slots:
-        obj.data.materials.append(material)
-    for slot in obj.material_slots:
-        slot.material = material
-    return previous
-
-
-def restore_materials(obj, previous: list[str]) -> None:
-    """Undo :func:`assign_material` with the list it returned."""
-    import bpy
-
-    if not previous:
-        obj.data.materials.clear()
-        return
-    for slot, name in zip(obj.material_slots, previous):
-        slot.material = bpy.data.materials.get(name) if name else None

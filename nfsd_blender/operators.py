@@ -1,15 +1,13 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Operators: thin wrappers that read the context and call plain functions in jobs/mesh_io."""
+"""Texturing operators (Texture, Continue, Cancel, Resubmit, Reattach, Forget) and the timer that
+pumps job events; thin wrappers that read the context and call jobs."""
 
 import random
-import threading
 import time
 
 import bpy
-from bpy.props import IntProperty
 
-from . import jobs, local_backend, mesh_io, preferences, properties
-from .client import BackendError
+from . import backend_status, jobs, mesh_io, preferences, properties
 
 
 def texture_targets(context) -> tuple[list, str | None]:
@@ -20,33 +18,38 @@ def texture_targets(context) -> tuple[list, str | None]:
         selected = [context.active_object]
     if not selected:
         return [], "Select a mesh object"
+    settings = properties.settings_dict(context.scene.nfsd)
     usable, reasons = [], []
     for obj in selected:
-        problem = mesh_io.mesh_problem(obj)
-        job = jobs.job_for(obj.name)
-        if problem is None and job is not None and job.active:
-            problem = f"'{obj.name}' is already being textured"
+        problem = jobs.send_problem(obj, settings, faces_only=context.scene.nfsd.selected_faces_only)
         (reasons.append(problem) if problem else usable.append(obj))
     if not usable:
         return [], reasons[0]
-    if not context.scene.nfsd.prompt.strip():
-        return [], "Type a prompt first"
     return usable, None
 
 
 def continue_problem(context) -> str | None:
     """Why "Continue" is unavailable for the active object, or None."""
     obj = getattr(context, "active_object", None)
-    problem = mesh_io.mesh_problem(obj)
+    faces_only = context.scene.nfsd.selected_faces_only
+    problem = mesh_io.mesh_problem(obj, edit_mode_ok=faces_only)
     if problem:
         return problem
     if len(obj.nfsd_runs) == 0:
         return f"'{obj.name}' has no NFSD texture to continue from yet"
-    job = jobs.job_for(obj.name)
-    if job is not None and job.active:
-        return f"'{obj.name}' is already being textured"
-    if not context.scene.nfsd.prompt.strip():
-        return "Type a prompt first"
+    return jobs.send_problem(obj, properties.settings_dict(context.scene.nfsd), continuing=True,
+                             faces_only=faces_only)
+
+
+def continue_note(context) -> str | None:
+    """What Continue keeps from the run it continues, when that differs from the settings."""
+    obj = getattr(context, "active_object", None)
+    if obj is None or not len(getattr(obj, "nfsd_runs", ())):
+        return None
+    run = obj.nfsd_runs[min(obj.nfsd_run_index, len(obj.nfsd_runs) - 1)]
+    size = run.image.size[0] if run.image is not None else run.texture_size
+    if size and size != int(context.scene.nfsd.texture_size):
+        return f"Continue keeps this run's {size} px texture (not {context.scene.nfsd.texture_size} px)"
     return None
 
 
@@ -64,12 +67,17 @@ def timer_tick() -> float:
     the backend line fresh while the panel is on screen."""
     if jobs.process_events():
         tag_redraw()
-    if jobs.status_wanted_recently() and time.monotonic() - jobs.backend_checked_at() > HEALTH_REFRESH_SECONDS:
+    if (backend_status.status_wanted_recently()
+            and time.monotonic() - backend_status.backend_checked_at() > HEALTH_REFRESH_SECONDS):
         try:
-            jobs.refresh_backend_status(preferences.connection())
+            backend_status.refresh_backend_status(preferences.connection())
         except KeyError:  # the add-on is being disabled
             return None
     return 0.2 if any(job.active for job in jobs.all_jobs()) else 1.0
+
+
+def _active_object(context):
+    return getattr(context, "active_object", None)
 
 
 def tag_redraw() -> None:
@@ -102,7 +110,9 @@ class NFSD_OT_texture_selected(bpy.types.Operator):
         started = []
         for obj in objects:
             try:
-                jobs.start_job(obj, settings, conn, unwrap=context.scene.nfsd.unwrap_in_blender)
+                jobs.start_job(obj, settings, conn, unwrap=context.scene.nfsd.unwrap_in_blender,
+                               apply_into=context.scene.nfsd.apply_into_material,
+                               faces_only=context.scene.nfsd.selected_faces_only)
                 started.append(obj.name)
             except ValueError as error:
                 self.report({"WARNING"}, str(error))
@@ -131,10 +141,14 @@ class NFSD_OT_continue(bpy.types.Operator):
         run = obj.nfsd_runs[min(obj.nfsd_run_index, len(obj.nfsd_runs) - 1)]
         try:
             jobs.start_job(obj, properties.settings_dict(context.scene.nfsd), preferences.connection(context),
-                           continue_from=run)
+                           continue_from=run, apply_into=context.scene.nfsd.apply_into_material,
+                           faces_only=context.scene.nfsd.selected_faces_only)
         except ValueError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
+        note = continue_note(context)
+        if note:
+            self.report({"INFO"}, note)
         ensure_timer()
         return {"FINISHED"}
 
@@ -148,11 +162,70 @@ class NFSD_OT_cancel(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = getattr(context, "active_object", None)
-        job = jobs.job_for(obj.name) if obj is not None else None
+        job = jobs.job_for(obj) if obj is not None else None
         return job is not None and job.active
 
     def execute(self, context):
-        jobs.cancel(context.active_object.name)
+        jobs.cancel(context.active_object)
+        return {"FINISHED"}
+
+
+class NFSD_OT_resubmit(bpy.types.Operator):
+    """Run the job the backend lost when it stopped again, with the same inputs"""
+
+    bl_idname = "nfsd.resubmit"
+    bl_label = "Resubmit"
+
+    @classmethod
+    def poll(cls, context):
+        obj = _active_object(context)
+        job = jobs.job_for(obj) if obj is not None else None
+        return job is not None and job.state == "interrupted"
+
+    def execute(self, context):
+        try:
+            jobs.resubmit(context.active_object, preferences.connection(context))
+        except ValueError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        ensure_timer()
+        return {"FINISHED"}
+
+
+class NFSD_OT_reattach(bpy.types.Operator):
+    """Watch the job this object had when the file was saved: apply its result when it is done"""
+
+    bl_idname = "nfsd.reattach"
+    bl_label = "Reattach"
+
+    @classmethod
+    def poll(cls, context):
+        obj = _active_object(context)
+        return obj is not None and bool(obj.nfsd_job.job_id) and not (jobs.job_for(obj) and jobs.job_for(obj).active)
+
+    def execute(self, context):
+        try:
+            jobs.reattach(context.active_object, preferences.connection(context))
+        except ValueError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        ensure_timer()
+        return {"FINISHED"}
+
+
+class NFSD_OT_forget(bpy.types.Operator):
+    """Forget the job this object had when the file was saved; the object stays as it is"""
+
+    bl_idname = "nfsd.forget"
+    bl_label = "Forget"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return NFSD_OT_reattach.poll(context)
+
+    def execute(self, context):
+        jobs.forget(context.active_object)
         return {"FINISHED"}
 
 
@@ -168,126 +241,17 @@ class NFSD_OT_randomize_seed(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class NFSD_OT_apply_run(bpy.types.Operator):
-    """Put this earlier NFSD run's texture back on the object"""
-
-    bl_idname = "nfsd.apply_run"
-    bl_label = "Apply Run"
-    bl_options = {"REGISTER", "UNDO"}
-
-    index: IntProperty(name="Run", default=-1, options={"SKIP_SAVE"})
-
-    @classmethod
-    def poll(cls, context):
-        obj = getattr(context, "active_object", None)
-        return obj is not None and len(getattr(obj, "nfsd_runs", ())) > 0
-
-    def execute(self, context):
-        obj = context.active_object
-        index = self.index if self.index >= 0 else obj.nfsd_run_index
-        try:
-            jobs.apply_run(obj, index)
-        except ValueError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        return {"FINISHED"}
-
-
-class NFSD_OT_test_connection(bpy.types.Operator):
-    """Ask the backend for its health; the answer shows in the panel and here"""
-
-    bl_idname = "nfsd.test_connection"
-    bl_label = "Test Connection"
-
-    def execute(self, context):
-        jobs.refresh_backend_status(preferences.connection(context))
-        ensure_timer()
-        return {"FINISHED"}
-
-
-def _in_background(work, success_text: str | None = None) -> None:
-    # A slow backend must never freeze Blender: network work runs on a thread, its outcome
-    # lands in the backend status line that the timer redraws.
-    def run():
-        try:
-            work()
-            if success_text:
-                jobs._backend.set(True, success_text)
-        except BackendError as error:
-            jobs._backend.set(False, str(error))
-
-    threading.Thread(target=run, daemon=True, name="nfsd-action").start()
-
-
-class NFSD_OT_unload_model(bpy.types.Operator):
-    """Free the backend's model and its GPU memory (it loads again with the next job)"""
-
-    bl_idname = "nfsd.unload_model"
-    bl_label = "Unload Model"
-
-    def execute(self, context):
-        conn = preferences.connection(context)
-        _in_background(lambda: jobs.unload_model(conn), "Model unloaded: the backend's GPU memory is free")
-        ensure_timer()
-        return {"FINISHED"}
-
-
-class NFSD_OT_start_backend(bpy.types.Operator):
-    """Start the backend on this computer with the command from the preferences"""
-
-    bl_idname = "nfsd.start_backend"
-    bl_label = "Start Local Backend"
-
-    def execute(self, context):
-        prefs = preferences.get_preferences(context)
-        try:
-            local_backend.start(prefs.start_command, prefs.backend_url)
-        except BackendError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
-        conn = preferences.connection(context)
-        def wait_then_check():
-            local_backend.wait_until_up(conn.url, conn.token)
-            jobs.check_backend(conn)
-
-        _in_background(wait_then_check)
-        ensure_timer()
-        return {"FINISHED"}
-
-
-class NFSD_OT_stop_backend(bpy.types.Operator):
-    """Stop the backend this add-on started"""
-
-    bl_idname = "nfsd.stop_backend"
-    bl_label = "Stop Local Backend"
-
-    def execute(self, context):
-        local_backend.stop()
-        jobs._backend.set(False, "Local backend stopped")
-        return {"FINISHED"}
-
-
-classes = (NFSD_OT_texture_selected, NFSD_OT_continue, NFSD_OT_cancel, NFSD_OT_randomize_seed, NFSD_OT_apply_run,
-           NFSD_OT_test_connection, NFSD_OT_unload_model, NFSD_OT_start_backend, NFSD_OT_stop_backend)
-
-
-@bpy.app.handlers.persistent
-def cancel_jobs_of_closed_file(_file_path) -> None:
-    """Jobs find their objects by name: results must not land in another file that happens to
-    have an object of the same name."""
-    jobs.shutdown()
+classes = (NFSD_OT_texture_selected, NFSD_OT_continue, NFSD_OT_cancel, NFSD_OT_resubmit, NFSD_OT_reattach,
+           NFSD_OT_forget, NFSD_OT_randomize_seed)
 
 
 def register() -> None:
     for cls in classes:
         bpy.utils.register_class(cls)
-    bpy.app.handlers.load_pre.append(cancel_jobs_of_closed_file)
     ensure_timer()
 
 
 def unregister() -> None:
-    if cancel_jobs_of_closed_file in bpy.app.handlers.load_pre:
-        bpy.app.handlers.load_pre.remove(cancel_jobs_of_closed_file)
     if bpy.app.timers.is_registered(timer_tick):
         bpy.app.timers.unregister(timer_tick)
     for cls in reversed(classes):

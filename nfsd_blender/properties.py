@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Property groups: the scene's texturing settings and each object's run history."""
+"""Property groups: the scene's texturing settings, each object's run history, the artist's original
+materials, and the record of a running job (kept on the object so a saved file can reattach)."""
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
@@ -9,6 +10,8 @@ MODES = [
     ("nfsd", "NFSD", "Noise-Free Score Distillation: clean detail at normal guidance (recommended)"),
     ("sds", "SDS", "Score Distillation Sampling: the classic baseline, needs very high guidance"),
     ("csd", "CSD", "Classifier Score Distillation: the guidance direction alone"),
+    ("dds", "Edit", "Delta Denoising Score: change what the prompt says and keep the rest of the selected "
+                    "run's texture (use Continue)"),
 ]
 
 # What each quality preset sets. Values are shown next to the preset in the panel.
@@ -25,6 +28,18 @@ PRESET_ITEMS = [
 ]
 
 
+# What the backend accepts (backend/nfsd/server.py JobSettings): texture sizes a multiple of 64 in
+# 64..4096, render sizes a multiple of 8 in 32..1024. The panel offers these as choices.
+TEXTURE_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+RENDER_SIZES = (64, 128, 256, 384, 512, 640, 768, 1024)
+SIZE_KEYS = ("texture_size", "render_size")
+
+
+def _size_items(sizes):
+    # Each item's number is its size: a file saved when these were plain numbers opens with them.
+    return [(str(size), f"{size} px", f"{size} x {size} pixels", size) for size in sizes]
+
+
 def preset_summary(name: str) -> str:
     """``"500 steps · 512 px render · 1024 px texture"`` for a preset name."""
     values = PRESETS[name]
@@ -33,7 +48,7 @@ def preset_summary(name: str) -> str:
 
 def _get_preset(self) -> int:
     # The preset shown is the one the current values match: editing a value shows "Custom".
-    current = {key: getattr(self, key) for key in PRESETS["FAST"]}
+    current = {key: int(getattr(self, key)) for key in PRESETS["FAST"]}
     for index, (name, *_rest) in enumerate(PRESET_ITEMS):
         if PRESETS.get(name) == current:
             return index
@@ -43,7 +58,45 @@ def _get_preset(self) -> int:
 def _set_preset(self, index: int) -> None:
     values = PRESETS.get(PRESET_ITEMS[index][0])
     for key, value in (values or {}).items():
-        setattr(self, key, value)
+        setattr(self, key, str(value) if key in SIZE_KEYS else value)
+
+
+# The model list comes from the backend (GET /models, see backend_status); Blender needs the item
+# tuples kept alive while it shows them, hence this cache.
+_model_items: list = []
+
+
+def model_items(_self=None, _context=None):
+    from . import backend_status
+
+    global _model_items
+    items = [("", f"Backend default ({backend_status.default_model_name()})",
+              "The model the backend was started with (--model)", 0)]
+    for n, entry in enumerate(backend_status.models(), start=1):
+        name = entry["name"]
+        family = f" ({entry['family']})" if entry.get("family") else ""
+        items.append((name, name + family, f"Model '{name}' on the backend", n))
+    _model_items = items
+    return items
+
+
+def _get_model(self) -> int:
+    for _identifier, _label, _description, number in model_items():
+        if _identifier == self.model:
+            return number
+    return 0
+
+
+def _set_model(self, number: int) -> None:
+    from . import backend_status
+
+    for identifier, _label, _description, n in model_items():
+        if n == number:
+            self.model = identifier
+            entry = backend_status.model_entry(identifier)
+            size = entry.get("default_render_size") if entry else None
+            if isinstance(size, int) and size in RENDER_SIZES:
+                self.render_size = str(size)
 
 
 class NFSD_PG_settings(bpy.types.PropertyGroup):
@@ -54,6 +107,9 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
         name="Negative Prompt",
         description="What to steer away from; empty uses the backend's default (the NFSD paper's list)")
     mode: EnumProperty(name="Mode", items=MODES, default="nfsd")
+    model: StringProperty(name="Model", description="The backend's model id ('' = its default)")
+    model_choice: EnumProperty(name="Model", items=model_items, get=_get_model, set=_set_model,
+                               description="The models the backend offers")
     preset: EnumProperty(
         name="Quality",
         items=[(n, label, desc.format(**PRESETS.get(n, {}))) for n, label, desc in PRESET_ITEMS],
@@ -61,17 +117,24 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
         description="Sets steps, render size and texture size")
     steps: IntProperty(name="Steps", default=500, min=1, soft_max=3000,
                        description="Optimization steps; time grows linearly with them")
-    render_size: IntProperty(name="Render Size", default=512, min=32, max=1024, step=8,
-                             subtype="PIXEL",
-                             description="Side of each rendered view fed to the diffusion model (a multiple of 8)")
-    texture_size: IntProperty(name="Texture Size", default=1024, min=64, max=4096, step=64,
-                              subtype="PIXEL", description="Side of the square texture image (a multiple of 64)")
+    render_size: EnumProperty(name="Render Size", items=_size_items(RENDER_SIZES), default="512",
+                              description="Side of each rendered view fed to the diffusion model")
+    texture_size: EnumProperty(name="Texture Size", items=_size_items(TEXTURE_SIZES), default="1024",
+                               description="Side of the square texture image")
     seed: IntProperty(name="Seed", default=0, min=0, max=2 ** 31 - 1,  # Blender ints are 32-bit signed
                       description="Same seed and settings give the same texture")
     unwrap_in_blender: BoolProperty(
         name="Unwrap in Blender", default=True,
         description="A mesh without UVs gets an 'NFSD_UV' map from Smart UV Project before it is sent "
                     "(seams follow its polygons); off: the backend unwraps it with xatlas")
+    selected_faces_only: BoolProperty(
+        name="Selected Faces Only", default=False,
+        description="Re-texture only the faces selected in Edit Mode; the rest of the texture stays as it is "
+                    "(works from Edit Mode)")
+    apply_into_material: BoolProperty(
+        name="Apply into Existing Material", default=False,
+        description="Wire the texture into a copy of the active material's Base Color (Principled BSDF), "
+                    "keeping its other inputs; off: a new NFSD material goes in every slot")
     offsets: BoolProperty(name="Refine Shape", default=False,
                           description="Also optimize small vertex offsets, stored as a shape key")
     offset_strength: FloatProperty(name="Strength", default=0.02, min=0.0, max=0.2, soft_max=0.1, step=0.1,
@@ -88,8 +151,8 @@ def settings_dict(settings) -> dict:
         "prompt": settings.prompt.strip(),
         "mode": settings.mode,
         "steps": settings.steps,
-        "render_size": settings.render_size,
-        "texture_size": settings.texture_size,
+        "render_size": int(settings.render_size),
+        "texture_size": int(settings.texture_size),
         "seed": settings.seed,
         "offsets": settings.offsets,
     }
@@ -101,6 +164,8 @@ def settings_dict(settings) -> dict:
         data["guidance_scale"] = settings.guidance_scale
     if settings.batch > 0:
         data["batch"] = settings.batch
+    if settings.model:
+        data["model"] = settings.model
     return data
 
 
@@ -111,16 +176,57 @@ class NFSD_PG_run(bpy.types.PropertyGroup):
     mode: StringProperty(name="Mode")
     seed: IntProperty(name="Seed")
     steps: IntProperty(name="Steps")
+    model: StringProperty(name="Model", description="'' = the backend's default")
+    texture_size: IntProperty(name="Texture Size")
     job_id: StringProperty(name="Backend Job")
     image: PointerProperty(name="Image", type=bpy.types.Image)
     material: PointerProperty(name="Material", type=bpy.types.Material)
+    target_material: PointerProperty(name="Into Material", type=bpy.types.Material,
+                                     description="the artist's material this run's copy replaces (Apply into "
+                                                 "Existing Material); None: the run's material fills every slot")
     uv_map: StringProperty(name="UV Map")
     shape_key: StringProperty(name="Shape Key", description="the shape key holding this run's offsets ('': none)")
     created: StringProperty(name="Created")
     warnings: StringProperty(name="Warnings", description="what the backend and the add-on noticed, one per line")
 
 
-classes = (NFSD_PG_settings, NFSD_PG_run)
+class NFSD_PG_slot(bpy.types.PropertyGroup):
+    """One material slot as it was (see scene_state)."""
+
+    material: PointerProperty(name="Material", type=bpy.types.Material)
+    link: StringProperty(name="Link", default="DATA")
+
+
+class NFSD_PG_snapshot(bpy.types.PropertyGroup):
+    """An object's materials, per-face material indices, active UV map and NFSD key values
+    (scene_state.capture); the face indices and key values are ID properties of this group."""
+
+    captured: BoolProperty(name="Captured")
+    slots: CollectionProperty(type=NFSD_PG_slot)
+    uv_map: StringProperty(name="Active UV Map")
+
+
+class NFSD_PG_job(bpy.types.PropertyGroup):
+    """The object's running job (job_id "" = none): enough to put the scene back after a failure,
+    to leave the preview out of a saved file, and to reattach when the file is opened again."""
+
+    job_id: StringProperty(name="Backend Job")
+    settings: StringProperty(name="Settings", description="the settings JSON that was sent")
+    uv_map: StringProperty(name="UV Map", description="the UV map whose UVs were sent ('': the backend unwraps)")
+    base_key: StringProperty(name="Base Shape Key")
+    created_uv_map: StringProperty(name="Created UV Map", description="a UV map this job made (removed if it fails)")
+    evaluated: BoolProperty(name="Evaluated Mesh", description="the mesh was sent with its modifiers applied")
+    selected_faces_only: BoolProperty(
+        name="Selected Faces Only", default=False,
+        description="Re-texture only the faces selected in Edit Mode; the rest of the texture stays as it is "
+                    "(works from Edit Mode)")
+    apply_into_material: BoolProperty(name="Apply into Existing Material")
+    preview_material: PointerProperty(name="Preview Material", type=bpy.types.Material)
+    preview_image: PointerProperty(name="Preview Image", type=bpy.types.Image)
+    before: PointerProperty(type=NFSD_PG_snapshot)
+
+
+classes = (NFSD_PG_settings, NFSD_PG_run, NFSD_PG_slot, NFSD_PG_snapshot, NFSD_PG_job)
 
 
 def register() -> None:
@@ -129,9 +235,15 @@ def register() -> None:
     bpy.types.Scene.nfsd = PointerProperty(type=NFSD_PG_settings)
     bpy.types.Object.nfsd_runs = CollectionProperty(type=NFSD_PG_run)
     bpy.types.Object.nfsd_run_index = IntProperty(name="Run", default=0, min=0)
+    bpy.types.Object.nfsd_key = StringProperty(name="NFSD Key", description="identifies the object after a reload")
+    bpy.types.Object.nfsd_original = PointerProperty(type=NFSD_PG_snapshot, name="Original Materials")
+    bpy.types.Object.nfsd_job = PointerProperty(type=NFSD_PG_job, name="NFSD Job")
 
 
 def unregister() -> None:
+    del bpy.types.Object.nfsd_job
+    del bpy.types.Object.nfsd_original
+    del bpy.types.Object.nfsd_key
     del bpy.types.Object.nfsd_run_index
     del bpy.types.Object.nfsd_runs
     del bpy.types.Scene.nfsd

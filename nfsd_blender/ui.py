@@ -3,12 +3,12 @@
 
 import bpy
 
-from . import jobs, operators
+from . import backend_status, jobs, mesh_io, operators, scene_state
 
 
 def draw_backend_line(layout) -> None:
-    ok, text = jobs.backend_status()
-    jobs.note_status_wanted()
+    ok, text = backend_status.backend_status()
+    backend_status.note_status_wanted()
     row = layout.row(align=True)
     row.alert = ok is False
     row.label(text=text, icon="CHECKMARK" if ok else ("ERROR" if ok is False else "QUESTION"))
@@ -20,12 +20,14 @@ def draw_job(layout, job) -> None:
     if job.active:
         layout.progress(factor=job.progress, type="BAR", text=job.status_text())
         layout.operator("nfsd.cancel", icon="CANCEL")
-    elif job.state == "failed":
+    elif job.state in ("failed", "interrupted"):
         box = layout.box()
         box.alert = True
         for line in _wrap(job.error, 48):
             box.label(text=line)
         box.label(text="", icon="ERROR")
+        if job.state == "interrupted":
+            layout.operator("nfsd.resubmit", icon="RECOVER_LAST")
     else:
         layout.label(text=job.status_text(), icon="CHECKMARK" if job.state == "done" else "INFO")
         draw_warnings(layout, job.warnings)
@@ -65,6 +67,7 @@ class NFSD_PT_main(bpy.types.Panel):
         settings = context.scene.nfsd
         draw_backend_line(layout)
         layout.prop(settings, "prompt", text="")
+        layout.prop(settings, "model_choice", text="Model")
         layout.row().prop(settings, "mode", expand=True)
         layout.row().prop(settings, "preset", expand=True)
         layout.label(text=f"{settings.steps} steps · {settings.render_size} px render · "
@@ -74,12 +77,17 @@ class NFSD_PT_main(bpy.types.Panel):
         row.operator("nfsd.randomize_seed", text="", icon="FILE_REFRESH")
         layout.prop(settings, "texture_size")
         layout.prop(settings, "unwrap_in_blender")
+        layout.prop(settings, "apply_into_material")
+        layout.prop(settings, "selected_faces_only")
         row = layout.row(align=True)
         row.prop(settings, "offsets")
         sub = row.row(align=True)
         sub.active = settings.offsets
         sub.prop(settings, "offset_strength")
 
+        obj = context.active_object
+        for note in object_notes(obj, settings):
+            layout.label(text=note, icon="INFO")
         _objects, reason = operators.texture_targets(context)
         column = layout.column(align=True)
         column.scale_y = 1.4
@@ -87,14 +95,46 @@ class NFSD_PT_main(bpy.types.Panel):
         column.operator("nfsd.continue_texture", icon="TRIA_RIGHT")
         if reason:
             layout.label(text=reason, icon="INFO")
+        note = operators.continue_note(context)
+        if note:
+            layout.label(text=note, icon="INFO")
 
-        obj = context.active_object
-        job = jobs.job_for(obj.name) if obj is not None else None
+        if obj is not None and getattr(obj, "nfsd_job", None) is not None and obj.nfsd_job.job_id \
+                and not (jobs.job_for(obj) and jobs.job_for(obj).active):
+            box = layout.box()
+            box.label(text="This object's job ran when the file was saved", icon="QUESTION")
+            row = box.row(align=True)
+            row.operator("nfsd.reattach", icon="LINKED")
+            row.operator("nfsd.forget", icon="X")
+        job = jobs.job_for(obj) if obj is not None else None
         if job is not None:
             draw_job(layout, job)
         others = [j for j in jobs.all_jobs() if j.active and j is not job]
         if others:
             layout.label(text=f"{len(others)} more job(s) running: " + ", ".join(j.object_name for j in others))
+
+
+def object_notes(obj, settings) -> list[str]:
+    """What the artist should know before sending ``obj``: modifiers, linked duplicates."""
+    if obj is None or obj.type != "MESH":
+        return []
+    notes = []
+    if settings.selected_faces_only:
+        notes.append("Only the faces selected in Edit Mode change; the rest of the texture stays")
+    if settings.mode == "dds":
+        notes.append("Edit keeps the selected run's texture and changes what the new prompt says: press Continue")
+    if mesh_io.has_modifiers(obj):
+        if settings.offsets:
+            notes.append("Refine Shape works on the base mesh: modifiers are ignored for the shape")
+        elif settings.selected_faces_only:
+            notes.append("Selected faces are sent on the base mesh: modifiers are ignored")
+        else:
+            notes.append("Modifiers are applied for texturing (the mesh as the viewport shows it)")
+    sharing = scene_state.objects_sharing_mesh(obj)
+    if sharing:
+        names = ", ".join(other.name for other in sharing[:3]) + (" ..." if len(sharing) > 3 else "")
+        notes.append(f"The result also changes {len(sharing)} linked duplicate(s) sharing this mesh: {names}")
+    return notes
 
 
 class NFSD_PT_advanced(bpy.types.Panel):
@@ -119,8 +159,14 @@ class NFSD_PT_advanced(bpy.types.Panel):
 class NFSD_UL_runs(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
         row = layout.row(align=True)
-        row.label(text=f"{item.prompt} ({item.mode.upper()}, seed {item.seed})", icon="IMAGE_DATA")
+        row.label(text=run_label(item), icon="IMAGE_DATA")
         row.operator("nfsd.apply_run", text="", icon="CHECKMARK").index = index
+
+
+def run_label(run) -> str:
+    """``"moss (NFSD, builtin, 500 steps, 1024 px, seed 7)"``"""
+    model = run.model or "default model"
+    return f"{run.prompt} ({run.mode.upper()}, {model}, {run.steps} steps, {run.texture_size} px, seed {run.seed})"
 
 
 class NFSD_PT_history(bpy.types.Panel):
@@ -138,8 +184,15 @@ class NFSD_PT_history(bpy.types.Panel):
 
     def draw(self, context):
         obj = context.active_object
-        self.layout.template_list("NFSD_UL_runs", "", obj, "nfsd_runs", obj, "nfsd_run_index", rows=3)
-        self.layout.operator("nfsd.apply_run", icon="CHECKMARK")
+        layout = self.layout
+        row = layout.row(align=True)
+        row.label(text=f"Original: {len(obj.nfsd_original.slots)} material slot(s)", icon="MATERIAL")
+        row.operator("nfsd.restore_original", text="", icon="LOOP_BACK")
+        layout.template_list("NFSD_UL_runs", "", obj, "nfsd_runs", obj, "nfsd_run_index", rows=3)
+        row = layout.row(align=True)
+        row.operator("nfsd.apply_run", icon="CHECKMARK")
+        row.operator("nfsd.export_run", text="", icon="EXPORT")
+        row.operator("nfsd.delete_run", text="", icon="TRASH")
         if 0 <= obj.nfsd_run_index < len(obj.nfsd_runs):
             draw_warnings(self.layout, obj.nfsd_runs[obj.nfsd_run_index].warnings.splitlines())
 

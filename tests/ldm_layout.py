@@ -17,6 +17,9 @@ LDM layout in short (SD 1.x):
 - VAE under ``first_stage_model.``: ``{encoder.down,decoder.up}.{i}.block.{j}``, decoder blocks in
   reverse order, ``mid.block_{1,2}`` and ``mid.attn_1`` whose q/k/v/proj_out are 1x1 convolutions.
 - CLIP text encoder under ``cond_stage_model.transformer.text_model.`` (transformers' own names).
+- SDXL: the UNet's ``add_embedding`` is ``label_emb.0.{0,2}``; the CLIP encoder sits under
+  ``conditioner.embedders.0.transformer.``, the OpenCLIP one under ``conditioner.embedders.1.model.``
+  (``transformer.resblocks.{i}.attn.in_proj_weight``..., see ``open_clip_to_ldm``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import torch
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
 
 _UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
                 "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
@@ -66,6 +71,8 @@ def unet_to_ldm(state_dict: dict, config) -> dict:
         "mid_block.resnets.0": ("middle_block.0", _UNET_RESNET),
         "mid_block.attentions.0": ("middle_block.1", {}),
         "mid_block.resnets.1": ("middle_block.2", _UNET_RESNET),
+        # SDXL: the embedding of the pooled text and the size conditioning
+        "add_embedding.linear_1": ("label_emb.0.0", {}), "add_embedding.linear_2": ("label_emb.0.2", {}),
     }
     for b, kind in enumerate(downs):
         for layer in range(per):
@@ -134,24 +141,61 @@ def clip_to_ldm(state_dict: dict) -> dict:
     return out
 
 
-def folder_to_single_file(folder, path) -> dict:
-    """Write the diffusers folder's UNet, VAE and text encoder as one LDM-layout ``.safetensors`` at ``path``.
+def open_clip_to_ldm(state_dict: dict) -> dict:
+    """``CLIPTextModelWithProjection`` state dict -> OpenCLIP's keys (what SDXL checkpoints keep under
+    ``conditioner.embedders.1.model.``): q/k/v fused into ``attn.in_proj_*``, ``fc1/fc2`` named
+    ``mlp.c_fc/c_proj``, the position table a bare ``positional_embedding`` and ``text_projection``
+    stored transposed (``[hidden, projection]``, used as ``x @ P``)."""
+    sd = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
+    out = {
+        "token_embedding.weight": sd.pop("embeddings.token_embedding.weight"),
+        "positional_embedding": sd.pop("embeddings.position_embedding.weight"),
+        "ln_final.weight": sd.pop("final_layer_norm.weight"), "ln_final.bias": sd.pop("final_layer_norm.bias"),
+        "text_projection": sd.pop("text_projection.weight").T.contiguous(),
+    }
+    sd.pop("embeddings.position_ids", None)
+    layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")})
+    parts = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+    for i in layers:
+        src, dst = f"encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch.cat([sd.pop(src + f"self_attn.{q}_proj.{kind}") for q in "qkv"])
+            for old, new in parts.items():
+                out[dst + f"{new}.{kind}"] = sd.pop(src + f"{old}.{kind}")
+    if sd:
+        raise KeyError(f"no OpenCLIP name for {sorted(sd)[:3]}")
+    return out
 
-    Also stores the schedule (``betas``, ``alphas_cumprod``) at the top level, as the original
-    checkpoints do. Returns the state dict written (keys -> float32 CPU tensors).
+
+def folder_to_single_file(folder, path) -> dict:
+    """Write the diffusers folder's UNet, VAE and text encoder(s) as one LDM-layout ``.safetensors`` at ``path``.
+
+    An SD folder's CLIP encoder goes under ``cond_stage_model.transformer.``; an SDXL folder's two
+    encoders under ``conditioner.embedders.0.transformer.`` (CLIP) and ``conditioner.embedders.1.model.``
+    (OpenCLIP layout). Also stores the schedule (``betas``, ``alphas_cumprod``) at the top level, as the
+    original checkpoints do. Returns the state dict written (keys -> float32 CPU tensors).
     """
+    from pathlib import Path
+
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from safetensors.torch import save_file
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
     text = CLIPTextModel.from_pretrained(f"{folder}/text_encoder")
     sched = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
     checkpoint = {"betas": sched.betas, "alphas_cumprod": sched.alphas_cumprod}
-    for prefix, part in ((UNET_PREFIX, unet_to_ldm(unet.state_dict(), unet.config)),
-                         (VAE_PREFIX, vae_to_ldm(vae.state_dict(), vae.config)),
-                         (CLIP_PREFIX, clip_to_ldm(text.state_dict()))):
+    parts = [(UNET_PREFIX, unet_to_ldm(unet.state_dict(), unet.config)),
+             (VAE_PREFIX, vae_to_ldm(vae.state_dict(), vae.config))]
+    if (Path(folder) / "text_encoder_2").is_dir():
+        text_2 = CLIPTextModelWithProjection.from_pretrained(f"{folder}/text_encoder_2")
+        parts += [(SDXL_CLIP_PREFIX, clip_to_ldm(text.state_dict())),
+                  (SDXL_OPEN_CLIP_PREFIX, open_clip_to_ldm(text_2.state_dict()))]
+    else:
+        parts.append((CLIP_PREFIX, clip_to_ldm(text.state_dict())))
+    for prefix, part in parts:
         checkpoint.update({prefix + k: v for k, v in part.items()})
     checkpoint = {k: v.detach().contiguous() for k, v in checkpoint.items()}
     save_file(checkpoint, str(path))

@@ -65,7 +65,7 @@ def test_texture_writes_every_output(tiny_model, mesh_file, tmp_path, capsys):
     (["texture", "{mesh}", "", "--out", "o"], "prompt is empty"),
     # checked before the mesh or the model is touched: a typo costs no run
     (["texture", "missing.obj", "a prompt", "--out", "{mesh}", "--model", "/nonexistent/model"], "is a file, not a folder"),
-    (["texture", "{mesh}", "a prompt", "--out", "o", "--model", "bad.safetensors"], "damaged or not a .safetensors"),
+    (["texture", "{mesh}", "a prompt", "--out", "o", "--model", "bad.safetensors"], "could not read the single-file checkpoint"),
     (["texture", "{mesh}", "a prompt", "--out", "o", "--max-faces", "100"], "2,208 faces, more than the limit of 100"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(args, reason, mesh_file, tmp_path):

@@ -88,9 +88,9 @@ def test_bad_settings_are_refused_with_the_field_named():
         TextureConfig.from_dict({"prompt": "x", "colour": 1})
 
 
-def test_prompt_too_long_for_the_model(tiny_model):
-    with pytest.raises(ConfigError, match="prompt is too long"):
-        texture_mesh(small_mesh(), config(tiny_model, prompt="stripes " * 80))
+def test_prompt_longer_than_the_text_window_runs_and_is_reported(tiny_model):
+    result = texture_mesh(small_mesh(), config(tiny_model, prompt="stripes " * 80, steps=1))
+    assert result.steps_done == 1 and result.info["text"]["prompt"] == {"tokens": 80, "chunks": 2}
 
 
 def test_out_of_memory_names_the_setting_to_lower(tiny_model, monkeypatch):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from nfsd.errors import ConfigError, ModelError
-from nfsd.prior import check_prompt_length, load_prior, loaded_models, unload_all
+from nfsd.errors import ModelError
+from nfsd.prior import load_prior, loaded_models, unload_all
 from nfsd.tiny import build_tiny_model
 
 
@@ -15,7 +15,7 @@ def test_tiny_folder_loads_with_schedule_and_shapes(tiny_model):
     assert prior.image_size == 16 and prior.vae is not None  # 8x8 latents x 2 (two VAE blocks)
     emb = prior.embed(["red and white stripes, front view", ""])
     assert emb.shape == (2, 77, 32)
-    assert not torch.allclose(emb[0], emb[1])
+    assert not torch.allclose(emb.hidden[0], emb.hidden[1])
 
 
 def test_encode_resizes_and_keeps_gradients(tiny_model):
@@ -42,7 +42,7 @@ def test_v_prediction_is_converted_to_epsilon(tmp_path):
     z = torch.randn(2, 4, 8, 8)
     t = torch.tensor([100, 700])
     emb = prior.embed(["", ""])
-    v = prior.unet(z, t, encoder_hidden_states=emb).sample
+    v = prior.unet(z, t, encoder_hidden_states=emb.hidden).sample
     a = prior.alphas_cumprod[t].view(-1, 1, 1, 1)
     expected = a.sqrt() * v + (1 - a).sqrt() * z
     assert torch.allclose(prior.predict_eps(z, t, emb), expected, atol=1e-6)
@@ -61,10 +61,11 @@ def test_folder_without_sd_layout_is_refused(tmp_path):
         load_prior(str(tmp_path))
 
 
-def test_prompt_over_the_token_limit_is_refused(tiny_model):
-    check_prompt_length(str(tiny_model), "red and white stripes")
-    with pytest.raises(ConfigError, match="too long: .* at most 77"):
-        check_prompt_length(str(tiny_model), "stripes " * 80)
+def test_prompt_over_the_window_is_encoded_not_refused(tiny_model):
+    prior = load_prior(str(tiny_model))
+    emb = prior.embed(["stripes " * 80, "red and white stripes"])  # 80 tokens: two 75-token windows
+    assert emb.shape == (2, 2 * 77, 32) and emb.tokens == [80, 4] and emb.chunks == [2, 1]
+    assert prior.prompt_report("stripes " * 80) == {"tokens": 80, "chunks": 2}
 
 
 def test_single_file_checkpoint_that_is_not_sd_says_so(tmp_path):
@@ -72,7 +73,7 @@ def test_single_file_checkpoint_that_is_not_sd_says_so(tmp_path):
 
     path = tmp_path / "not_sd.safetensors"
     save_file({"foo.weight": torch.zeros(2, 2)}, str(path))
-    with pytest.raises(ModelError, match="could not load the single-file checkpoint .*not_sd.safetensors"):
+    with pytest.raises(ModelError, match="not_sd.safetensors is not a Stable Diffusion checkpoint .*foo"):
         load_prior(str(path))
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ModelError, match="not a checkpoint"):

@@ -11,10 +11,13 @@ import shutil
 import pytest
 import torch
 
-from ldm_layout import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, folder_to_single_file, unet_to_ldm, vae_to_ldm
+from ldm_layout import (CLIP_PREFIX, SDXL_OPEN_CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, folder_to_single_file,
+                        open_clip_to_ldm, unet_to_ldm, vae_to_ldm)
 from nfsd.errors import ModelError
+from nfsd import families
+from nfsd.families import FAMILIES, OPENCLIP_BIGG, config_folder
 from nfsd.prior import load_prior
-from nfsd.tiny import ARCHS
+from nfsd.tiny import ARCHS, build_random_model
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +27,25 @@ def single_file(tiny_model, tmp_path_factory):
     return path, folder_to_single_file(tiny_model, path)
 
 
-@pytest.mark.parametrize("arch, model_type", [("sd15", "v1"), ("sd21", "v2")])
+@pytest.mark.parametrize("arch, model_type", [("sd15", "v1"), ("sd21", "v2"), ("sdxl", "xl_base")])
 def test_ldm_layout_of_real_shapes_is_what_diffusers_reads(arch, model_type):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, infer_diffusers_model_type,
     )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     unet_cfg, vae_cfg, _, _ = ARCHS[arch]
     with torch.device("meta"):  # real SD shapes, no memory: only names and shapes matter here
         unet, vae = UNet2DConditionModel(**unet_cfg), AutoencoderKL(**vae_cfg)
+        open_clip = CLIPTextModelWithProjection(CLIPTextConfig(**OPENCLIP_BIGG)) if arch == "sdxl" else None
     checkpoint = {UNET_PREFIX + k: v for k, v in unet_to_ldm(unet.state_dict(), unet.config).items()}
     checkpoint.update({VAE_PREFIX + k: v for k, v in vae_to_ldm(vae.state_dict(), vae.config).items()})
+    if open_clip is not None:  # nfsd's SDXL configs give the keys diffusers recognises SDXL base by
+        checkpoint.update({SDXL_OPEN_CLIP_PREFIX + k: v for k, v in open_clip_to_ldm(open_clip.state_dict()).items()})
+        assert checkpoint[UNET_PREFIX + "label_emb.0.0.weight"].shape == (1280, 2816)
+        assert infer_diffusers_model_type(checkpoint) == model_type
+        return
 
     # The names the original SD checkpoints use for the samplers, and the key diffusers detects SD 1.x by.
     for key in ("input_blocks.3.0.op.weight", "input_blocks.9.0.op.weight", "output_blocks.2.1.conv.weight",
@@ -89,7 +99,7 @@ def test_single_file_with_config_folder_matches_the_folder_model(tiny_model, sin
 
     prompts = ["red and white stripes, front view", ""]
     emb, emb_ref = prior.embed(prompts), reference.embed(prompts)
-    assert torch.allclose(emb, emb_ref, atol=1e-6)
+    assert torch.allclose(emb.hidden, emb_ref.hidden, atol=1e-6)
     torch.manual_seed(0)
     images = torch.rand(2, 3, 16, 16)
     z = prior.encode(images, generator=torch.Generator().manual_seed(1))
@@ -98,20 +108,58 @@ def test_single_file_with_config_folder_matches_the_folder_model(tiny_model, sin
     assert torch.allclose(prior.predict_eps(z_t, t, emb), reference.predict_eps(z_t, t, emb_ref), atol=1e-6)
     assert torch.allclose(prior.decode(z), reference.decode(z), atol=1e-6)
     # Random weights give outputs that differ between inputs: the comparisons above are not vacuous.
-    assert not torch.allclose(emb[0], emb[1]) and z.abs().max() > 0
+    assert not torch.allclose(emb.hidden[0], emb.hidden[1]) and z.abs().max() > 0
 
 
-def test_single_file_without_config_offline_says_to_pass_the_config_folder(single_file, tmp_path, monkeypatch):
+def test_single_file_of_nonstandard_shapes_without_config_says_to_pass_the_config_folder(single_file, tmp_path,
+                                                                                        monkeypatch):
     from huggingface_hub import constants
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    # An empty cache, so the result does not depend on which models this machine happens to hold.
+    # An empty cache: the configs come from nfsd itself, nothing is looked up or fetched.
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     path, _ = single_file
-    with pytest.raises(ModelError, match="pass the matching diffusers config folder") as info:
+    with pytest.raises(ModelError, match=r"\(sd1\).*not those of a standard sd1 model.*--model-config") as info:
         load_prior(str(path))
     assert str(path) in str(info.value)
-    assert isinstance(info.value.__cause__, LocalEntryNotFoundError)  # SD 1.5's configs, not fetched
+    assert not (tmp_path / "hf-cache").exists()
+
+
+def test_offline_config_folders_are_what_diffusers_pipelines_read(tmp_path):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    for name, pipeline in (("sd1", StableDiffusionPipeline), ("sd2", StableDiffusionPipeline),
+                           ("sdxl", StableDiffusionXLPipeline)):
+        folder = config_folder(FAMILIES[name], tmp_path / name)
+        index = pipeline.load_config(str(folder))
+        assert index["_class_name"] == pipeline.__name__
+        with torch.device("meta"):
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(folder / "unet")))
+        expected = {"sd1": 859_520_964, "sd2": 865_910_724, "sdxl": 2_567_463_684}[name]  # published sizes
+        assert sum(p.numel() for p in unet.parameters()) == expected
+    assert json.loads((tmp_path / "sd2" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == \
+        "v_prediction"
+
+
+@pytest.fixture(scope="module")
+def sdxl_single_file(tiny_sdxl, tmp_path_factory):
+    path = tmp_path_factory.mktemp("sdxl_file") / "tiny-sdxl.safetensors"
+    return path, folder_to_single_file(tiny_sdxl, path)
+
+
+def test_sdxl_single_file_matches_the_folder_model(tiny_sdxl, sdxl_single_file):
+    path, checkpoint = sdxl_single_file
+    assert "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight" in checkpoint
+    reference = load_prior(str(tiny_sdxl))
+    prior = load_prior(str(path), config=str(tiny_sdxl))
+    assert prior.family.name == reference.family.name == "sdxl" and prior.zero_empty_prompt
+    prompts = ["a weathered bronze statue with green patina, " * 3, "blurry"]
+    emb, emb_ref = prior.embed(prompts), reference.embed(prompts)
+    assert emb.shape == emb_ref.shape == (2, 2 * 77, 80)  # 32 + 48 features, 135 characters: two windows
+    assert torch.allclose(emb.hidden, emb_ref.hidden, atol=1e-6)
+    assert torch.allclose(emb.pooled, emb_ref.pooled, atol=1e-6) and not torch.allclose(emb.pooled[0], emb.pooled[1])
+    torch.manual_seed(0)
+    z, t = torch.randn(2, 4, 8, 8), torch.tensor([50, 900])
+    assert torch.allclose(prior.predict_eps(z, t, emb), reference.predict_eps(z, t, emb_ref), atol=1e-5)
 
 
 def test_config_folder_of_another_architecture_is_refused(tiny_model, single_file, tmp_path):
@@ -123,3 +171,33 @@ def test_config_folder_of_another_architecture_is_refused(tiny_model, single_fil
     path, _ = single_file
     with pytest.raises(ModelError, match=r"could not load the single-file checkpoint .*attn2\.to_k\.weight"):
         load_prior(str(path), config=str(config))
+
+
+def test_sdxl_single_file_loads_offline_with_nothing_but_the_file(tmp_path, monkeypatch):
+    """The path a real SDXL file takes: nfsd's own configs (here the tiny shapes stand in for SDXL's)
+    and CLIP's shipped vocabulary; no config folder, an empty hub cache, the same model as the folder."""
+    from huggingface_hub import constants
+
+    folder = build_random_model(tmp_path / "folder", "tiny-sdxl", tokenizer="clip")
+    path = tmp_path / "tiny-sdxl.safetensors"
+    folder_to_single_file(folder, path)
+
+    def cfg(sub):
+        return json.loads((folder / sub / "config.json").read_text())
+
+    monkeypatch.setitem(families.ARCHITECTURES, "sdxl", (cfg("unet"), cfg("vae"), [
+        ("text_encoder", "CLIPTextModel", cfg("text_encoder")),
+        ("text_encoder_2", "CLIPTextModelWithProjection", cfg("text_encoder_2"))]))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    prior = load_prior(str(path))
+    reference = load_prior(str(folder))
+    assert prior.family.name == "sdxl" and prior.tokenizer("a red car").input_ids == [49406, 320, 736, 1615, 49407]
+    assert prior.text[1].tokenizer.pad_token_id == 0  # OpenCLIP pads with "!"
+    prompts = ["a weathered bronze statue, " * 16, ""]  # 80 CLIP tokens: two windows
+    emb, emb_ref = prior.embed(prompts), reference.embed(prompts)
+    assert emb.chunks == [2, 1] and torch.allclose(emb.hidden, emb_ref.hidden, atol=1e-6)
+    assert torch.allclose(emb.pooled, emb_ref.pooled, atol=1e-6)
+    torch.manual_seed(0)
+    z, t = torch.randn(2, 4, 8, 8), torch.tensor([50, 900])
+    assert torch.allclose(prior.predict_eps(z, t, emb), reference.predict_eps(z, t, emb_ref), atol=1e-5)
+    assert not (tmp_path / "hf-cache").exists()

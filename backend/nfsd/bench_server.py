@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     deadline = time.time() + args.timeout
 
-    from .mesh import builtin_mesh, write_wire_npz
+    from .mesh import builtin_mesh
+    from .wire import write_wire_npz
 
     buf = io.BytesIO()
     write_wire_npz(builtin_mesh("sphere"), buf)

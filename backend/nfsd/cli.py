@@ -3,7 +3,8 @@
     nfsd texture MESH "PROMPT" --out DIR [options]   texture a mesh file
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
-    nfsd bench speed|quality|server|renderer [...]   benchmarks (print their figures)
+    nfsd models [--models-dir DIR] [--json]           the models and LoRAs a server would offer
+    nfsd bench speed|quality|server|renderer|flops   benchmarks (print their figures)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback. Ctrl-C during
 ``texture`` / ``demo`` stops after the current step, writes what exists and exits with status 130.
@@ -36,13 +37,15 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
                    help="'builtin' (shipped, CPU-sized), a diffusers folder, a .safetensors checkpoint or a hub id "
                         "already in the Hugging Face cache")
     p.add_argument("--model-config", default=None,
-                   help="diffusers config folder for a single-file checkpoint (so no config is fetched)")
+                   help="diffusers folder with the configs and tokenizer of a single-file checkpoint; needed only "
+                        "when its shapes are not standard SD 1.x/2.x/SDXL, or for an SD 2.x 512-base (epsilon) file")
     p.add_argument("--mode", choices=("nfsd", "sds", "csd"), default=defaults.mode,
                    help="distillation rule: nfsd (noise-free), sds (score distillation), csd (classifier only)")
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimization steps")
     p.add_argument("--texture-size", type=int, default=defaults.texture_size, help="texture width and height in pixels")
     p.add_argument("--render-size", type=int, default=defaults.render_size,
-                   help="size of the rendered views the prior looks at (memory and time grow with its square)")
+                   help="size of the views the prior looks at; None: the model's own (512 SD 1.x, 768 SD 2.x-v, "
+                        "1024 SDXL); 512 runs SDXL ~4x faster")
     p.add_argument("--batch", type=int, default=defaults.batch, help="views rendered per step")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="classifier-free guidance scale; None: 7.5 for nfsd/csd, 100 for sds")
@@ -58,6 +61,15 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--parametrization", choices=("pyramid", "pixels"), default=defaults.parametrization,
                    help="texture parameters: a multi-resolution pyramid (smoother) or plain pixels")
     p.add_argument("--init-texture", default=None, help="PNG to continue from (resized to --texture-size)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
+                   help="a LoRA .safetensors (kohya/A1111 or diffusers format) and its weight (1 when left out); "
+                        "repeatable")
+    p.add_argument("--encoder", choices=("full", "tiny"), default=defaults.encoder,
+                   help="autoencoder on the gradient path: tiny = TAESD/TAESDXL, faster")
+    p.add_argument("--tiny-encoder", default=None, metavar="DIR",
+                   help="AutoencoderTiny folder for --encoder tiny (None: the model folder's vae_tiny/)")
+    p.add_argument("--negative-weight", type=float, default=defaults.negative_weight,
+                   help="csd only: weight of the negative prompt (0: not used, a cheaper step)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default; 1 is faster on a busy or shared CPU)")
 
@@ -103,16 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs", type=int, default=50, help="finished jobs kept on disk")
     p.add_argument("--max-age-days", type=float, default=30.0, help="finished jobs older than this are pruned")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the worker (0: torch's default)")
+    p.add_argument("--models-dir", default=None, metavar="DIR",
+                   help="offer the diffusers folders and .safetensors checkpoints in DIR and the LoRAs in DIR/loras; "
+                        "jobs may name only offered models")
 
-    p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer",
+    p = sub.add_parser("models", help="list the models and LoRAs a server would offer (family, text window, render size)")
+    p.add_argument("--models-dir", default=None, metavar="DIR", help="as `nfsd serve --models-dir`")
+    p.add_argument("--model", default="builtin", help="as `nfsd serve --model`")
+    p.add_argument("--json", action="store_true", help="print JSON (what GET /models returns)")
+
+    p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer, flops",
                        description="Benchmarks; each prints its figures.")
-    p.add_argument("which", choices=("speed", "quality", "server", "renderer"), help="which benchmark")
+    p.add_argument("which", choices=("speed", "quality", "server", "renderer", "flops"), help="which benchmark")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
     return parser
 
 
 def _config_from_args(args):
     from .engine import TextureConfig
+    from .lora import parse_lora_arg
 
     return TextureConfig(
         prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode, steps=args.steps,
@@ -120,6 +141,8 @@ def _config_from_args(args):
         guidance_scale=args.guidance_scale, offsets=args.offsets, offset_strength=args.offset_strength,
         seed=args.seed, model=args.model, device=args.device, renderer=args.renderer,
         parametrization=args.parametrization, model_config=args.model_config,
+        loras=[parse_lora_arg(a) for a in args.lora], encoder=args.encoder, tiny_encoder=args.tiny_encoder,
+        negative_weight=args.negative_weight,
     )
 
 
@@ -241,11 +264,25 @@ def main(argv=None) -> int:
 
             serve(host=args.host, port=args.port, token=args.token, data_dir=args.data_dir, model=args.model,
                   device=args.device, max_jobs=args.max_jobs, max_age_days=args.max_age_days,
-                  torch_threads=args.threads)
+                  torch_threads=args.threads, models_dir=args.models_dir)
+        elif args.command == "models":
+            import json
+
+            from .catalog import Catalog, format_table
+
+            catalog = Catalog(default_model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None)
+            catalog.check()
+            entries = catalog.entries()
+            if args.json:
+                print(json.dumps({"default_model": args.model, "models": [e.to_dict() for e in entries]}, indent=2))
+            else:
+                print(format_table(entries))
         elif args.command == "bench":
             rest = [a for a in args.rest if a != "--"]
             if args.which == "speed":
                 from .bench_speed import main as bench_main
+            elif args.which == "flops":
+                from .bench_flops import main as bench_main
             elif args.which == "renderer":
                 from .bench_renderer import main as bench_main
             elif args.which == "quality":

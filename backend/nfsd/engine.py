@@ -1,8 +1,9 @@
 """The optimization loop: one engine behind the CLI, the server and the benchmarks.
 
 Per step (shared/DESIGN.md): random cameras -> render the textured (and displaced) mesh -> encode
-with the prior's VAE (gradients flow) -> add noise at a random t per view -> ONE batched UNet call
-on [prompt+view, negative, ""] -> distillation rule -> loss -> Adam step on the texture (and offsets).
+with the prior's VAE or a tiny encoder (gradients flow) -> add noise at a random t per view -> ONE
+batched UNet call on [prompt+view, negative, ""] (SDS, CSD: no negative) -> distillation rule -> loss
+-> Adam step on the texture (and offsets).
 
     job = TextureJob(mesh, TextureConfig(prompt="red and white stripes"))
     result = job.run(on_progress=print)     # job.cancel() / job.snapshot() from any thread
@@ -11,6 +12,7 @@ on [prompt+view, negative, ""] -> distillation rule -> loss -> Adam step on the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import time
@@ -23,9 +25,11 @@ import torch
 from . import guidance, mesh as mesh_lib
 from .cameras import CameraConfig, sample_cameras
 from .errors import ConfigError, NfsdError, OutOfMemory
+from .fast_encoder import gradient_encoder
 from .guidance import NFSD_NEGATIVE_PROMPT, Predictions
+from .lora import apply_loras, normalize_loras
 from .offsets import NormalOffsets
-from .prior import VIEW_SUFFIX_TOKENS, Prior, load_prior
+from .prior import Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
 from .texture import PARAMETRIZATIONS, dilate, from_uint8, make_texture, to_uint8, uv_coverage
 
@@ -44,7 +48,7 @@ class TextureConfig:
     mode: str = "nfsd"                    # nfsd | sds | csd
     steps: int = 400
     texture_size: int = 1024
-    render_size: int = 512
+    render_size: int | None = None        # None: the model's own (512 SD 1.x/2.x, 1024 SDXL)
     batch: int = 1
     guidance_scale: float | None = None   # None: the mode's default (nfsd 7.5, sds 100, csd 7.5)
     offsets: bool = False
@@ -67,12 +71,16 @@ class TextureConfig:
     compile: bool = False                 # CUDA: torch.compile the UNet and VAE encoder (slow first steps)
     progress_every: int = 5               # read the loss (a host-device sync) every N steps
     model_config: str | None = None       # diffusers config folder for single-file checkpoints
+    negative_weight: float = 0.0          # csd: weight of the negative prompt's classifier score (0: batch 2)
+    loras: list = field(default_factory=list)  # [{"path": file, "weight": 1.0}, ...] (nfsd.lora)
+    encoder: str = "full"                 # full | tiny: the autoencoder on the gradient path (nfsd.fast_encoder)
+    tiny_encoder: str | None = None       # AutoencoderTiny folder; default: the model folder's vae_tiny/
 
     LIMITS = {  # field: (min, max) inclusive
         "steps": (1, 20_000), "texture_size": (16, 8192), "render_size": (16, 2048), "batch": (1, 64),
         "guidance_scale": (0.0, 1000.0), "offset_strength": (0.0, 0.5), "seed": (0, 2**32 - 1),
         "lr": (0.0, 10.0), "offset_lr": (0.0, 10.0), "t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
-        "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000),
+        "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000), "negative_weight": (0.0, 100.0),
     }
 
     def scale(self) -> float:
@@ -97,6 +105,9 @@ class TextureConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.renderer not in ("auto", "torch", "nvdiffrast"):
             raise ConfigError(f"renderer must be auto, torch or nvdiffrast, got {self.renderer!r}")
+        if self.encoder not in ("full", "tiny"):
+            raise ConfigError(f"encoder must be full or tiny, got {self.encoder!r}")
+        self.loras = normalize_loras(self.loras)
         if self.parametrization not in PARAMETRIZATIONS:
             raise ConfigError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {self.parametrization!r}")
 
@@ -218,7 +229,7 @@ class TextureJob:
                 torch.cuda.empty_cache()
             c = self.config
             raise OutOfMemory(
-                f"GPU out of memory (batch={c.batch}, render_size={c.render_size}, texture_size={c.texture_size}): "
+                f"GPU out of memory (batch={c.batch}, render_size={c.render_size or 'the model default'}, texture_size={c.texture_size}): "
                 "lower batch first, then render_size, then texture_size"
             ) from exc
 
@@ -236,9 +247,10 @@ class TextureJob:
             self.prior = load_prior(c.model, device, dtype, progress=on_load, config=c.model_config)
         prior = self.prior
         device = prior.device
+        apply_loras(prior, c.loras)  # also takes off the LoRAs an earlier job left on the cached model
+        encode = gradient_encoder(prior, c.encoder, c.tiny_encoder)
         prior.tune(channels_last=c.channels_last, compile=c.compile)
-        prior.check_prompt(c.prompt, "prompt", reserve=VIEW_SUFFIX_TOKENS)
-        prior.check_prompt(c.negative_prompt, "negative prompt")
+        render_size = c.render_size or prior.default_render_size
         timings["load_model_s"] = time.perf_counter() - t_start
 
         # Geometry in render space (world axes, unit bounding sphere).
@@ -263,9 +275,14 @@ class TextureJob:
             self._texture = texture
 
         # Prompt embeddings, once per run: one per view word, the negative prompt, the empty prompt.
+        # Any length: long prompts take several text windows, and torch.cat pads to a common length.
         emb_views = prior.embed([view_prompt(c.prompt, w) for w in VIEW_WORDS])
         emb_neg, emb_empty = prior.embed([c.negative_prompt, ""]).unbind(0)
         rule, scale = guidance.get_rule(c.mode), c.scale()
+        if c.mode == "csd" and c.negative_weight:
+            rule = functools.partial(rule, negative_weight=c.negative_weight)
+        # SDS and CSD do not read the negative branch: the UNet call is then batch 2 per view, not 3.
+        use_neg = guidance.needs_negative(c.mode, c.negative_weight)
 
         # Every random view of the run is drawn up front on the CPU (reproducible on any device) and
         # moved to the device once: no host-device copy, hence no sync, inside the loop.
@@ -288,15 +305,16 @@ class TextureJob:
             with self._lock:
                 tex = texture()
             positions = base + offsets() if offsets is not None else base
-            out = render_views(rasterizer, positions, triangles, uvs, tex, cams, c.render_size, light)
-            z = prior.encode(out.image)
+            out = render_views(rasterizer, positions, triangles, uvs, tex, cams, render_size, light)
+            z = encode(out.image)
             noise = torch.randn(z.shape, generator=noise_gen, device=device, dtype=z.dtype)
             with torch.no_grad():
                 z_t = prior.add_noise(z.detach(), noise, t_dev)
-                emb = torch.cat([emb_views[word], emb_neg.expand(c.batch, -1, -1),
-                                 emb_empty.expand(c.batch, -1, -1)])
-                e = prior.predict_eps(torch.cat([z_t] * 3), torch.cat([t_dev] * 3), emb)
-                e_y, e_neg, e_0 = e.chunk(3)
+                embs = [emb_views[word]] + [emb_neg.expand(c.batch, -1, -1)] * use_neg + \
+                    [emb_empty.expand(c.batch, -1, -1)]
+                k = len(embs)
+                e = prior.predict_eps(torch.cat([z_t] * k), torch.cat([t_dev] * k), torch.cat(embs)).chunk(k)
+                e_y, e_neg, e_0 = e[0], e[1] if use_neg else None, e[-1]
                 g = rule(Predictions(e_y, e_neg, e_0, noise, t_dev, prior.alphas_cumprod), scale)
             loss = guidance.distillation_loss(z, g)
             total = loss
@@ -338,7 +356,9 @@ class TextureJob:
             offsets=offsets_obj, mesh=mesh, config=c, losses=loss_values, steps_done=step,
             cancelled=step < c.steps, timings=timings,  # a cancel after the last step keeps the result
             info={"device": str(device), "dtype": str(prior.dtype).replace("torch.", ""), "renderer": rasterizer.name,
-                  "model": prior.model_id, "guidance_scale": scale, "transform_center": transform.center.tolist(),
+                  "model": prior.model_id, "guidance_scale": scale, "render_size": render_size,
+                  "text": {"prompt": prior.prompt_report(c.prompt),
+                           "negative_prompt": prior.prompt_report(c.negative_prompt)}, "transform_center": transform.center.tolist(),
                   "transform_scale": float(transform.scale), "mesh_warnings": list(mesh.warnings)},
         )
 

@@ -1,7 +1,8 @@
 """The distillation rules: pure functions of the model's predictions (see shared/DESIGN.md).
 
-Every rule takes the three noise predictions of ONE batched UNet call on ``[z_t]*3`` with the
-embeddings ``[prompt + view, negative prompt, ""]`` and returns the latent-space gradient ``g``
+Every rule takes the noise predictions of ONE batched UNet call on ``[z_t]*k`` with the
+embeddings ``[prompt + view, negative prompt, ""]`` (``k = 3``) or, for rules that do not read the
+negative branch (``needs_negative``), ``[prompt + view, ""]`` (``k = 2``), and returns the latent-space gradient ``g``
 (``[B, C, h, w]``, no autograd history); ``distillation_loss`` turns it into a loss whose gradient
 with respect to the latents is exactly ``g / B``.
 
@@ -30,7 +31,7 @@ class Predictions:
 
     Attributes:
         e_y:   ``[B, C, h, w]`` conditioned on the prompt (with its view word).
-        e_neg: ``[B, C, h, w]`` conditioned on the negative prompt.
+        e_neg: ``[B, C, h, w]`` conditioned on the negative prompt; None when the rule does not read it.
         e_0:   ``[B, C, h, w]`` unconditional (empty prompt).
         eps:   ``[B, C, h, w]`` the noise that was added.
         t:     ``[B]`` long, timestep index per view.
@@ -38,7 +39,7 @@ class Predictions:
     """
 
     e_y: torch.Tensor
-    e_neg: torch.Tensor
+    e_neg: torch.Tensor | None
     e_0: torch.Tensor
     eps: torch.Tensor
     t: torch.Tensor
@@ -68,10 +69,16 @@ def sds_gradient(p: Predictions, scale: float = 100.0) -> torch.Tensor:
     return p.weight().to(guided.dtype) * (guided - p.eps)
 
 
-def csd_gradient(p: Predictions, scale: float = 7.5) -> torch.Tensor:
-    """Classifier Score Distillation: ``g = w(t) s (e_y - e_0)``."""
+def csd_gradient(p: Predictions, scale: float = 7.5, negative_weight: float = 0.0) -> torch.Tensor:
+    """Classifier Score Distillation (Yu et al. 2023): ``g = w(t) (s (e_y - e_0) - s_neg (e_neg - e_0))``.
+
+    ``s_neg = negative_weight``; at 0 (the default) ``e_neg`` is not read, so the UNet call is batch 2.
+    """
     d_c = p.e_y - p.e_0
-    return p.weight().to(d_c.dtype) * scale * d_c
+    g = scale * d_c
+    if negative_weight:
+        g = g - negative_weight * (p.e_neg - p.e_0)
+    return p.weight().to(d_c.dtype) * g
 
 
 RULES: dict[str, Callable[[Predictions, float], torch.Tensor]] = {
@@ -80,6 +87,12 @@ RULES: dict[str, Callable[[Predictions, float], torch.Tensor]] = {
     "csd": csd_gradient,
 }
 DEFAULT_SCALES = {"nfsd": 7.5, "sds": 100.0, "csd": 7.5}
+
+
+def needs_negative(mode: str, negative_weight: float = 0.0) -> bool:
+    """Whether the rule reads ``e_neg``: NFSD always; CSD only with a negative weight; SDS never.
+    When False the engine leaves the negative prompt out of the UNet batch (2 per view, not 3)."""
+    return mode == "nfsd" or (mode == "csd" and bool(negative_weight))
 
 
 def get_rule(mode: str) -> Callable[[Predictions, float], torch.Tensor]:

@@ -81,8 +81,8 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     UVs is unwrapped here (``nfsd.unwrap.ensure_uvs``: ``on_stage("unwrapping N faces", elapsed)``
     while it runs; ``cancelled()`` polled, raising ``nfsd.errors.Cancelled`` within 50 ms)."""
     from .engine import TextureConfig, TextureJob
-    from .mesh import read_wire_npz
     from .unwrap import ensure_uvs
+    from .wire import read_wire_npz
 
     mesh = read_wire_npz(mesh_npz)
     cfg = TextureConfig.from_dict(job_config_dict(settings, config.default_model, config.device))

@@ -50,7 +50,7 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "auto", max_faces: int = D
         raise MeshError(f"{path}: file not found")
 
     if suffix == ".npz":
-        from .mesh import read_wire_npz
+        from .wire import read_wire_npz
 
         try:
             mesh = read_wire_npz(path, max_faces)

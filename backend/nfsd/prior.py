@@ -4,32 +4,30 @@ A prior is loaded from
 - ``"builtin"``: the small text-to-texture model that ships with the package (a latent model with its
   own tiny VAE, loaded through the same folder path as below);
 - a local diffusers folder (``unet/``, ``scheduler/``, ``text_encoder/``, ``tokenizer/``, optional ``vae/``;
-  no ``vae/`` means the UNet works in pixel space);
-- a single-file checkpoint (``.safetensors`` / ``.ckpt``, what A1111 and ComfyUI keep);
+  no ``vae/`` means the UNet works in pixel space; SDXL adds ``text_encoder_2/``, ``tokenizer_2/``);
+- a single-file checkpoint (``.safetensors`` / ``.ckpt``, what A1111 and ComfyUI keep), SD 1.x, 2.x or
+  SDXL, recognised by its keys (``nfsd.families``) and loaded offline;
 - a Hugging Face hub id (the local cache first; a download only when the hub is reachable and
   ``HF_HUB_OFFLINE`` is not set).
 
-Loaded priors are kept in the one module-level cache (keyed by model, device, dtype); loading a
-different model replaces the old one so a GPU holds one model at a time.
+Loading is two steps: ``nfsd.loading.load_components`` reads the networks (``Components``),
+``assemble`` puts them on the device as a ``Prior``. Loaded priors are kept in the one module-level cache (keyed by model,
+device, dtype); loading a different model replaces the old one so a GPU holds one model at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, ModelError
-
-BUILTIN_DIR = Path(__file__).parent / "builtin" / "weights" / "prior"
-
-LoadProgress = Callable[[str, int, int], None]  # (component name, index, total)
+from .families import FAMILIES, Family
+from .loading import BUILTIN_DIR, Components, LoadProgress, load_components, resolve_model
+from .text import TextEmbeddings, TextEncoder, count_tokens, encode_prompts
 
 
 @dataclass
@@ -37,28 +35,48 @@ class Prior:
     """A text-conditional diffusion model with the operations distillation needs.
 
     Attributes:
+        family: ``nfsd.families.Family`` (sd1 / sd2 / sdxl).
         unet: ``UNet2DConditionModel`` predicting epsilon or v.
         vae: ``AutoencoderKL`` (or ``AutoencoderTiny``) or None for a pixel-space model.
-        text_encoder, tokenizer: prompt -> embeddings ``[N, L, D]``.
+        text: one ``TextEncoder`` (SD 1.x/2.x) or two (SDXL).
         alphas_cumprod: ``[T]`` float32 on ``device``: the training schedule's cumulative alphas.
         prediction_type: ``"epsilon"`` or ``"v_prediction"`` (v is converted to epsilon).
         latent_scale: the VAE's ``scaling_factor`` (1.0 in pixel space).
-        image_size: the resolution the model sees; renders are resized to it before encoding.
-        dtype: the dtype of the networks (float16/bfloat16 on CUDA, float32 on CPU).
+        image_size: the resolution the model was trained at (UNet ``sample_size`` x VAE factor).
+        dtype: the dtype of the UNet and text encoders (float16/bfloat16 on CUDA, float32 on CPU).
+        vae_dtype: the VAE's dtype: ``dtype``, except float16 becomes bfloat16 (float32 where bfloat16
+            is unsupported) when the VAE's config says ``force_upcast`` (SDXL's VAE overflows in float16).
+        zero_empty_prompt: the empty prompt's embeddings are zeros (SDXL's unconditional input).
     """
 
     model_id: str
+    family: Family
     unet: torch.nn.Module
     vae: torch.nn.Module | None
-    text_encoder: torch.nn.Module
-    tokenizer: object
+    text: list[TextEncoder]
     alphas_cumprod: torch.Tensor
     prediction_type: str
     latent_scale: float
     image_size: int
     device: torch.device
     dtype: torch.dtype
+    vae_dtype: torch.dtype
+    zero_empty_prompt: bool = False
     tuned: set = dataclasses.field(default_factory=set)  # speed options already applied
+    addons: dict = dataclasses.field(default_factory=dict)  # LoRAs, tiny encoder on it (nfsd.lora, nfsd.fast_encoder)
+
+    # The first encoder under diffusers' names (LoRA loaders and older callers use them).
+    @property
+    def tokenizer(self):
+        return self.text[0].tokenizer
+
+    @property
+    def text_encoder(self) -> torch.nn.Module:
+        return self.text[0].model
+
+    @property
+    def text_encoder_2(self) -> torch.nn.Module | None:
+        return self.text[1].model if len(self.text) > 1 else None
 
     def tune(self, channels_last: bool = True, compile: bool = False) -> None:
         """Speed options for CUDA (no-ops on the CPU): channels_last memory format for the UNet and
@@ -82,51 +100,71 @@ class Prior:
 
     @property
     def max_prompt_tokens(self) -> int:
-        """Token limit of the text encoder, <bos>/<eos> included (77 for CLIP)."""
-        return int(self.tokenizer.model_max_length)
+        """Tokens per text window, start/end included (77 for CLIP, 32 built-in); longer prompts take more windows."""
+        return self.text[0].window
+
+    @property
+    def default_render_size(self) -> int:
+        """Render size when the settings leave it open: the model's own (512 SD 1.x and the built-in
+        model, 768 SD 2.x-v, 1024 SDXL)."""
+        return max(512, self.image_size)
+
+    @property
+    def vae_factor(self) -> int:
+        """Pixels per latent pixel (8 for Stable Diffusion, 1 in pixel space)."""
+        if self.vae is None or not hasattr(self.vae.config, "block_out_channels"):
+            return 1 if self.vae is None else 8
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def model_size(self, render_size: int) -> int:
+        """The resolution the UNet sees for renders of ``render_size`` px: ``image_size``, except for
+        size-conditioned models (SDXL), which see the render's own size (at most ``image_size``,
+        floored to what the UNet divides) and are told it through ``time_ids``."""
+        if not self.family.size_conditioning:
+            return self.image_size
+        step = self.vae_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return max(step, min(render_size, self.image_size) // step * step)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, truncation=False).input_ids)
+        return count_tokens(self.tokenizer, text)
 
-    def check_prompt(self, text: str, what: str = "prompt", reserve: int = 0) -> None:
-        """Raise ``ConfigError`` if ``text`` (plus ``reserve`` tokens for a view suffix) is too long."""
-        _refuse_too_long(self.tokenizer, self.model_id, text, what, reserve)
+    def prompt_report(self, text: str) -> dict:
+        """``{"tokens", "chunks"}``: how many tokens ``text`` takes and in how many windows."""
+        n = self.count_tokens(text)
+        return {"tokens": n, "chunks": max(1, -(-n // (self.max_prompt_tokens - 2)))}
 
-    @torch.no_grad()
-    def embed(self, prompts: list[str]) -> torch.Tensor:
-        """Text embeddings ``[N, L, D]`` in ``dtype`` (no gradient), padded to ``max_prompt_tokens``."""
-        tokens = self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.max_prompt_tokens, truncation=True,
-            return_tensors="pt",
-        )
-        out = self.text_encoder(tokens.input_ids.to(self.device))
-        hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        return hidden.to(self.dtype)
+    def embed(self, prompts: list[str]) -> TextEmbeddings:
+        """Text embeddings of ``prompts`` (any length): ``hidden [N, L, D]`` in ``dtype`` with ``L`` a
+        multiple of the window, plus SDXL's pooled ``[N, 1280]``. No gradient."""
+        return encode_prompts(self.text, list(prompts), self.device, self.dtype, self.zero_empty_prompt)
 
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in [0, 1] (row 0 top) -> latents ``[B, C, h, w]`` in ``dtype``.
 
         Differentiable: gradients flow through the encoder back to the images. Images are resized
-        to ``image_size`` (antialiased bilinear) when their size differs.
+        (antialiased bilinear) to ``model_size`` of their size when it differs. The VAE runs in
+        ``vae_dtype``; non-finite latents (a float16 overflow) become finite so one bad view cannot
+        poison the texture.
         """
-        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            images = F.interpolate(images, (self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False, antialias=True)
-        x = images.to(self.dtype) * 2.0 - 1.0
+        size = self.model_size(images.shape[-1])
+        if images.shape[-1] != size or images.shape[-2] != size:
+            images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = images * 2.0 - 1.0
         if self.vae is None:
-            return x * self.latent_scale
-        enc = self.vae.encode(x)
+            return (x * self.latent_scale).to(self.dtype)
+        enc = self.vae.encode(x.to(self.vae_dtype))
         if hasattr(enc, "latent_dist"):
             z = enc.latent_dist.sample(generator)
         else:  # AutoencoderTiny returns latents directly
             z = enc.latents
-        return z * self.latent_scale
+        # After the cast: a value beyond float16's range becomes inf there, and then 0 like a NaN.
+        return torch.nan_to_num((z * self.latent_scale).to(self.dtype), nan=0.0, posinf=0.0, neginf=0.0)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images ``[B, 3, H, W]`` float32 in [0, 1] (for sampling and previews)."""
-        z = latents.to(self.dtype) / self.latent_scale
-        x = z if self.vae is None else self.vae.decode(z).sample
+        z = latents / self.latent_scale
+        x = z if self.vae is None else self.vae.decode(z.to(self.vae_dtype)).sample
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
     def add_noise(self, z: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -134,13 +172,27 @@ class Prior:
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(z.dtype)
         return a.sqrt() * z + (1.0 - a).sqrt() * noise
 
-    @torch.no_grad()
-    def predict_eps(self, z_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """One UNet call: ``z_t [N, C, h, w]``, ``t [N]`` long, ``embeddings [N, L, D]`` -> epsilon ``[N, C, h, w]``.
+    def time_ids(self, z: torch.Tensor) -> torch.Tensor:
+        """SDXL's size conditioning ``[N, 6]``: original size, crop offset, target size =
+        ``(H, W, 0, 0, H, W)``, the render size the latents ``z [N, C, h, w]`` come from."""
+        h, w = z.shape[-2] * self.vae_factor, z.shape[-1] * self.vae_factor
+        row = torch.tensor([h, w, 0, 0, h, w], device=z.device, dtype=self.dtype)
+        return row.expand(z.shape[0], -1)
 
+    @torch.no_grad()
+    def predict_eps(self, z_t: torch.Tensor, t: torch.Tensor, embeddings: TextEmbeddings | torch.Tensor) -> torch.Tensor:
+        """One UNet call: ``z_t [N, C, h, w]``, ``t [N]`` long, ``embeddings`` (N rows) -> epsilon ``[N, C, h, w]``.
+
+        SDXL also gets ``added_cond_kwargs``: the rows' pooled ``text_embeds`` and ``time_ids``.
         v-prediction models are converted: ``eps = sqrt(a_t) v + sqrt(1 - a_t) z_t``.
         """
-        out = self.unet(z_t.to(self.dtype), t, encoder_hidden_states=embeddings.to(self.dtype)).sample
+        hidden = embeddings.hidden if isinstance(embeddings, TextEmbeddings) else embeddings
+        extra = {}
+        if self.family.size_conditioning:
+            if not isinstance(embeddings, TextEmbeddings) or embeddings.pooled is None:
+                raise ModelError(f"model {self.model_id!r} (SDXL) needs pooled text embeddings: use prior.embed")
+            extra["added_cond_kwargs"] = {"text_embeds": embeddings.pooled.to(self.dtype), "time_ids": self.time_ids(z_t)}
+        out = self.unet(z_t.to(self.dtype), t, encoder_hidden_states=hidden.to(self.dtype), **extra).sample
         if self.prediction_type == "v_prediction":
             a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(out.dtype)
             out = a.sqrt() * out + (1.0 - a).sqrt() * z_t.to(out.dtype)
@@ -152,6 +204,7 @@ class Prior:
 # ---------------------------------------------------------------------------------------------
 # Loading
 
+
 _CACHE: dict[tuple, Prior] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -161,154 +214,37 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def resolve_model(model: str) -> tuple[str, Path | None]:
-    """Classify a model reference: ``("folder" | "file" | "hub", path-or-None)``.
-
-    Raises ``ModelError`` for a path that looks local but does not exist.
-    """
-    if model in ("", None):
-        raise ConfigError("model is empty: pass 'builtin', a local diffusers folder, a .safetensors file or a hub id")
-    if model == "builtin":
-        if not (BUILTIN_DIR / "unet").is_dir():
-            raise ModelError(
-                f"the built-in model's weights are missing from {BUILTIN_DIR}; reinstall the package "
-                "or train them with `python -m nfsd.builtin.train_prior`"
-            )
-        return "folder", BUILTIN_DIR
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return "folder", path
-    if path.is_file():
-        if path.suffix.lower() not in (".safetensors", ".ckpt", ".pt", ".bin"):
-            raise ModelError(f"{path} is a file but not a checkpoint (.safetensors or .ckpt)")
-        return "file", path
-    # A hub id is "name" or "owner/name"; anything else that names no existing path is a missing file.
-    looks_local = model.startswith((".", "/", "~", "\\")) or model.count("/") > 1 or ":" in model
-    if looks_local or model.lower().endswith((".safetensors", ".ckpt")):
-        raise ModelError(f"model {model!r} not found: no folder or file at {path.resolve()}")
-    return "hub", None
-
-
-def _load_folder(path: Path, model_id: str, device, dtype, progress: LoadProgress | None) -> Prior:
-    from diffusers import AutoencoderKL, AutoencoderTiny, DDPMScheduler, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
-
-    missing = [sub for sub in ("unet", "scheduler", "text_encoder", "tokenizer") if not (path / sub).is_dir()]
-    if missing:
-        raise ModelError(
-            f"{path} is not a diffusers Stable Diffusion folder: missing {', '.join(missing)}/ "
-            "(expected unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
-        )
-    steps = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"]
-
-    def report(i):
-        if progress:
-            progress(steps[i], i, len(steps))
-
-    report(0)
-    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
-    report(1)
-    text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)
-    report(2)
-    unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype)
-    report(3)
-    vae = None
-    if (path / "vae" / "config.json").is_file():
-        vae_cls_name = _config_class(path / "vae")
-        vae_cls = AutoencoderTiny if vae_cls_name == "AutoencoderTiny" else AutoencoderKL
-        vae = vae_cls.from_pretrained(path / "vae", torch_dtype=dtype)
-    report(4)
-    scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
-    return _assemble(model_id, unet, vae, text_encoder, tokenizer, scheduler, device, dtype)
-
-
-def _config_class(folder: Path) -> str:
-    import json
-
-    return json.loads((folder / "config.json").read_text()).get("_class_name", "")
-
-
-def _assemble(model_id, unet, vae, text_encoder, tokenizer, scheduler, device, dtype) -> Prior:
+def assemble(model_id: str, parts: Components, device, dtype: torch.dtype) -> Prior:
+    """Put ``parts`` on ``device`` in eval mode, frozen, and wrap them as a ``Prior``."""
     from diffusers import DDPMScheduler
 
-    sched = DDPMScheduler.from_config(scheduler.config)
-    for module in (unet, vae, text_encoder):
+    device = torch.device(device)
+    sched = DDPMScheduler.from_config(parts.scheduler.config)
+    vae = parts.vae
+    vae_dtype = dtype
+    if vae is not None and dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        vae_dtype = torch.bfloat16 if bf16 else torch.float32
+    for module in [parts.unet, vae] + list(parts.text_encoders):
         if module is not None:
             module.to(device=device).eval().requires_grad_(False)
+    if vae is not None and vae_dtype != dtype:
+        vae.to(dtype=vae_dtype)
+    sdxl = parts.family.name == "sdxl"
+    text = [TextEncoder(tok, enc, layer="penultimate" if sdxl else "last", pooled=sdxl and i == 1)
+            for i, (tok, enc) in enumerate(zip(parts.tokenizers, parts.text_encoders))]
     latent_scale = float(getattr(vae.config, "scaling_factor", 1.0)) if vae is not None else 1.0
-    sample = unet.config.sample_size
+    sample = parts.unet.config.sample_size
     sample = sample[0] if isinstance(sample, (list, tuple)) else int(sample)
+    factor = 1
     if vae is not None:
         factor = 2 ** (len(vae.config.block_out_channels) - 1) if hasattr(vae.config, "block_out_channels") else 8
-        image_size = sample * factor
-    else:
-        image_size = sample
     return Prior(
-        model_id=model_id, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+        model_id=model_id, family=parts.family, unet=parts.unet, vae=vae, text=text,
         alphas_cumprod=sched.alphas_cumprod.to(device=device, dtype=torch.float32),
-        prediction_type=sched.config.prediction_type, latent_scale=latent_scale, image_size=image_size,
-        device=torch.device(device), dtype=dtype,
+        prediction_type=sched.config.prediction_type, latent_scale=latent_scale, image_size=sample * factor,
+        device=device, dtype=dtype, vae_dtype=vae_dtype, zero_empty_prompt=parts.zero_empty_prompt,
     )
-
-
-def _load_single_file(path: Path, model_id: str, device, dtype, config: str | None, progress) -> Prior:
-    from diffusers import StableDiffusionPipeline
-
-    if progress:
-        progress("checkpoint", 0, 1)
-    _check_safetensors(path)
-    kwargs = {"torch_dtype": dtype}
-    if config:
-        kwargs["config"] = config
-    try:
-        pipe = StableDiffusionPipeline.from_single_file(str(path), **kwargs)
-    except Exception as exc:  # diffusers raises many kinds here; the reason is in the text
-        reason = str(exc).strip().rstrip(".")
-        if config:
-            hint = f"check that {config} is the diffusers version of this checkpoint's architecture"
-        else:
-            hint = ("without internet access, also pass the matching diffusers config folder "
-                    "(--model-config DIR) so no config is fetched")
-        raise ModelError(f"could not load the single-file checkpoint {path}: {reason}; {hint}") from exc
-    return _assemble(model_id, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, device, dtype)
-
-
-def _check_safetensors(path: Path) -> None:
-    """A damaged .safetensors file is said to be damaged (diffusers would blame a missing config)."""
-    if path.suffix.lower() != ".safetensors":
-        return
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            f.keys()
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"the checkpoint {path} is damaged or not a .safetensors file ({reason}); "
-                         "download it again") from exc
-
-
-def _load_hub(model: str, device, dtype, progress) -> Prior:
-    try:
-        from huggingface_hub import snapshot_download
-
-        try:
-            folder = snapshot_download(model, local_files_only=True)
-        except Exception:
-            if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-                raise
-            if progress:
-                progress("download", 0, 1)
-            folder = snapshot_download(model, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
-    except Exception as exc:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        raise ModelError(
-            f"model {model!r} not found: it is not a local folder or file (looked at {Path(model).resolve()}), "
-            f"not in the Hugging Face cache ({HF_HUB_CACHE}), and could not be downloaded ({type(exc).__name__}). "
-            "Pass a local diffusers folder, a single-file .safetensors checkpoint, or 'builtin'"
-        ) from exc
-    return _load_folder(Path(folder), model, device, dtype, progress)
 
 
 def load_prior(model: str = "builtin", device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
@@ -320,28 +256,24 @@ def load_prior(model: str = "builtin", device: str | torch.device = "cpu", dtype
         device: where the networks run.
         dtype: network dtype; default float16 on CUDA, float32 elsewhere.
         progress: called as ``progress(component, index, total)`` while loading.
-        config: for single-file checkpoints, a diffusers folder or hub id with the matching configs.
+        config: for single-file checkpoints, a diffusers folder (or hub id) with the matching configs
+            and tokenizers; needed only for checkpoints whose shapes are not a standard family's.
 
     Raises:
+        UnsupportedModel: a Flux / SD3 / Kandinsky / inpainting / other model (one line says which).
         ModelError: the model cannot be found or loaded; the message says where it looked.
     """
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
-    key = (model, str(device), str(dtype))
+    key = (model, str(device), str(dtype), config)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
         _CACHE.clear()  # one model at a time: a different model replaces the old one
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        kind, path = resolve_model(model)
         try:
-            if kind == "folder":
-                prior = _load_folder(path, model, device, dtype, progress)
-            elif kind == "file":
-                prior = _load_single_file(path, model, device, dtype, config, progress)
-            else:
-                prior = _load_hub(model, device, dtype, progress)
+            prior = assemble(model, load_components(model, dtype, progress, config), device, dtype)
         except (ModelError, ConfigError):
             raise
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -369,43 +301,5 @@ def unload_all() -> bool:
     return had
 
 
-_TOKENIZERS: dict[str, object] = {}
-
-
-def load_tokenizer(model: str):
-    """Only the tokenizer of ``model`` (cheap: lets a server refuse a too-long prompt at submission)."""
-    if model not in _TOKENIZERS:
-        with _CACHE_LOCK:
-            for key, prior in _CACHE.items():
-                if key[0] == model:
-                    return prior.tokenizer
-        kind, path = resolve_model(model)
-        if kind != "folder":
-            return None  # single files and hub ids: checked when the job loads the model
-        from transformers import AutoTokenizer
-
-        try:
-            _TOKENIZERS[model] = AutoTokenizer.from_pretrained(path / "tokenizer")
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"could not read the tokenizer of {model!r} at {path / 'tokenizer'}: {exc}") from exc
-    return _TOKENIZERS[model]
-
-
-# The longest view suffix the engine appends to a prompt (", overhead view").
-VIEW_SUFFIX_TOKENS = 3
-
-
-def check_prompt_length(model: str, prompt: str, what: str = "prompt") -> None:
-    """Raise ``ConfigError`` when ``prompt`` plus a view suffix exceeds ``model``'s token limit."""
-    tokenizer = load_tokenizer(model)
-    if tokenizer is not None:
-        _refuse_too_long(tokenizer, model, prompt, what, VIEW_SUFFIX_TOKENS if what == "prompt" else 0)
-
-
-def _refuse_too_long(tokenizer, model: str, text: str, what: str, reserve: int) -> None:
-    n = len(tokenizer(text, truncation=False).input_ids) + reserve
-    if n > tokenizer.model_max_length:
-        raise ConfigError(
-            f"{what} is too long: {n} tokens (view words included) but model {model!r} reads at most "
-            f"{tokenizer.model_max_length}; shorten it"
-        )
+__all__ = ["Prior", "Components", "BUILTIN_DIR", "LoadProgress", "TextEmbeddings", "load_prior", "load_components", "assemble", "resolve_model",
+           "loaded_models", "unload_all", "default_dtype", "FAMILIES"]

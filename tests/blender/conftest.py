@@ -65,16 +65,21 @@ def prefs(addon):
 def scene(addon):
     """An empty scene with the add-on's job registry cleared, and a prompt typed."""
     addon.jobs._jobs.clear()
+    addon.backend_status._backend.__init__()
     for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.images):
         for item in list(collection):
             collection.remove(item)
     settings = bpy.context.scene.nfsd
     settings.prompt = "a weathered bronze statue"
     settings.preset = "FAST"
-    settings.texture_size = 64
-    settings.render_size = 32
+    settings.texture_size = "64"
+    settings.render_size = "64"
     settings.steps = 3
     settings.offsets = False
+    settings.apply_into_material = False
+    settings.selected_faces_only = False
+    settings.mode = "nfsd"
+    settings.model = ""
     settings.seed = 7
     yield bpy.context.scene
     for job in addon.jobs.all_jobs():

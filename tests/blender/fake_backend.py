@@ -43,15 +43,17 @@ def preview_png(size: int) -> bytes:
 class FakeBackend:
     """``with FakeBackend(total_steps=4) as backend: backend.url ...``"""
 
-    def __init__(self, total_steps: int = 4, token: str = ""):
+    def __init__(self, total_steps: int = 4, token: str = "", models: list[dict] | None = None):
         self.total_steps = total_steps
         self.token = token
+        self.models = models  # what GET /models serves; None: the route does not exist (404)
         self.jobs: dict[str, dict] = {}
         self.unloaded = 0
         self.mesh_warnings: list[str] = []  # what results report in meta["mesh"]["warnings"]
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> "FakeBackend":
@@ -59,8 +61,24 @@ class FakeBackend:
         return self
 
     def __exit__(self, *_exc) -> None:
+        if self.server is not None:
+            self.stop()
+
+    def stop(self) -> None:
+        """The backend goes away (nothing listens on its port until :meth:`restart`)."""
         self.server.shutdown()
         self.server.server_close()
+        self.server = None
+
+    def restart(self) -> None:
+        """Come back on the same port, as `nfsd serve` after a crash: running jobs are "interrupted"."""
+        with self.lock:
+            for job in self.jobs.values():
+                if job["state"] in ("queued", "running"):
+                    job["state"] = "interrupted"
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
 
     def _advance(self, job: dict) -> None:
         if job["state"] == "queued":
@@ -143,8 +161,17 @@ class FakeBackend:
                     return self._send(200, {"status": "ok", "version": "0.1.0", "device": "cpu", "gpu_name": None,
                                             "gpu_free_bytes": None, "model_loaded": False, "queue_length": 0,
                                             "auth_required": bool(backend.token)})
+                if parts == ["explode"]:  # a backend bug: HTTP 500 with no JSON detail
+                    return self._send(500, b"Internal Server Error", "text/plain")
                 if not self._authorized():
                     return
+                if parts == ["jobs"]:
+                    with backend.lock:
+                        return self._send(200, {"jobs": [backend._status(j) for j in backend.jobs.values()]})
+                if parts == ["models"]:
+                    if backend.models is None:
+                        return self._send(404, {"detail": "Not Found"})
+                    return self._send(200, backend.models)
                 with backend.lock:
                     job = self._job(parts[1]) if len(parts) >= 2 and parts[0] == "jobs" else None
                     if job is None:
@@ -180,6 +207,17 @@ class FakeBackend:
                 if parts == ["model", "unload"]:
                     backend.unloaded += 1
                     return self._send(200, {"unloaded": True})
+                if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "resubmit":
+                    with backend.lock:
+                        job = self._job(parts[1])
+                        if job is None:
+                            return None
+                        if job["state"] not in ("failed", "cancelled", "interrupted"):
+                            return self._send(409, {"detail": f"job {job['id']} is {job['state']}"})
+                        new_id = uuid.uuid4().hex
+                        backend.jobs[new_id] = dict(job, id=new_id, state="queued", step=0, error=None,
+                                                    previews=0, uvs_requests=0, resubmitted_from=job["id"])
+                    return self._send(202, {"id": new_id, "state": "queued", "queue_position": 1})
                 if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "cancel":
                     with backend.lock:
                         job = self._job(parts[1])
@@ -198,13 +236,16 @@ class FakeBackend:
                 settings = json.loads(fields["settings"])
                 unknown = set(settings) - {"prompt", "negative_prompt", "mode", "steps", "texture_size",
                                            "render_size", "batch", "guidance_scale", "offsets",
-                                           "offset_strength", "seed", "model"}
+                                           "offset_strength", "seed", "model", "source_prompt"}
                 if unknown:
                     return self._send(422, {"detail": f"unknown settings {sorted(unknown)}"})
                 if not settings.get("prompt", "").strip():
                     return self._send(422, {"detail": "prompt is empty: type what the texture should show"})
                 with np.load(io.BytesIO(fields["mesh"]), allow_pickle=False) as npz:
                     mesh = {key: npz[key] for key in npz.files}
+                mask = mesh.get("face_mask")
+                if mask is not None and (mask.dtype != np.bool_ or mask.shape != mesh["triangles"].shape[:1]):
+                    return self._send(422, {"detail": f"face_mask must be bool [F], got {mask.dtype} {list(mask.shape)}"})
                 job_id = uuid.uuid4().hex
                 with backend.lock:
                     backend.jobs[job_id] = {"id": job_id, "state": "queued", "step": 0, "total": backend.total_steps,

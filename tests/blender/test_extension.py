@@ -44,14 +44,14 @@ def test_register_and_unregister_twice(addon):
         assert bpy.ops.nfsd.texture_selected.get_rna_type().identifier == "NFSD_OT_texture_selected"
         assert PACKAGE in bpy.context.preferences.addons
         # Handlers are added once per enable, not once per enable ever.
-        handlers = [h for h in bpy.app.handlers.load_pre if h.__name__ == "cancel_jobs_of_closed_file"]
+        handlers = [h for h in bpy.app.handlers.load_pre if h.__name__ == "before_load"]
         assert len(handlers) == 1
 
 
 def test_the_quality_preset_sets_and_shows_its_values(addon, scene):
     settings = scene.nfsd
     settings.preset = "HIGH"
-    assert (settings.steps, settings.render_size, settings.texture_size) == (1000, 512, 2048)
+    assert (settings.steps, settings.render_size, settings.texture_size) == (1000, "512", "2048")
     assert settings.preset == "HIGH"
     settings.steps = 777  # an edited value no longer matches any preset
     assert settings.preset == "CUSTOM"
@@ -64,9 +64,15 @@ def test_settings_dict_holds_only_api_keys_and_leaves_defaults_to_the_backend(ad
     settings.guidance_scale = 0.0
     settings.batch = 0
     data = addon.properties.settings_dict(settings)
-    assert data == {"prompt": "a weathered bronze statue", "mode": "nfsd", "steps": 3, "render_size": 32,
+    assert data == {"prompt": "a weathered bronze statue", "mode": "nfsd", "steps": 3, "render_size": 64,
                     "texture_size": 64, "seed": 7, "offsets": False}
     settings.offsets, settings.offset_strength, settings.guidance_scale = True, 0.05, 20.0
     data = addon.properties.settings_dict(settings)
     assert data["offset_strength"] == pytest.approx(0.05) and data["guidance_scale"] == 20.0
 
+
+
+def test_a_size_saved_as_a_number_by_an_older_version_opens_as_that_choice(addon, scene):
+    scene.nfsd["texture_size"] = 2048  # what the ID property held when the setting was an IntProperty
+    scene.nfsd["render_size"] = 256
+    assert (scene.nfsd.texture_size, scene.nfsd.render_size) == ("2048", "256")

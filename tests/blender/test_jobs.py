@@ -29,7 +29,7 @@ def test_texture_selected_runs_with_live_preview_and_applies_the_result(addon, s
     prefs.backend_url = fake_backend.url
     cube = add_mesh("cube", name="Crate")
     assert bpy.ops.nfsd.texture_selected() == {"FINISHED"}
-    job = addon.jobs.job_for("Crate")
+    job = addon.jobs.job_for(cube)
     job.connection.poll_interval, job.connection.preview_interval = 0.01, 0.0  # no waiting in tests
     seen_material_during_run = False
     deadline = time.monotonic() + 20
@@ -117,7 +117,7 @@ def test_a_mesh_without_uvs_shows_the_live_preview_on_the_backends_unwrap(addon,
     material = obj.material_slots[0].material
     assert material.name == "NFSD: a weathered bronze statue"
     assert material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
-    assert material.node_tree.nodes["NFSD Texture"].image.name == job.image_name
+    assert material.node_tree.nodes["NFSD Texture"].image == obj.nfsd_job.preview_image
 
     addon.jobs.wait(job)
     assert job.state == "done", job.error
@@ -141,7 +141,7 @@ def test_cancelling_a_mesh_without_uvs_removes_the_unwrap_it_got(addon, scene, f
     job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection)
     run_until_previewed(addon, job)
     assert "NFSD_UV" in obj.data.uv_layers and len(obj.material_slots) == 1
-    addon.jobs.cancel(obj.name)
+    addon.jobs.cancel(obj)
     addon.jobs.wait(job)
     assert job.state == "cancelled"
     assert len(obj.data.uv_layers) == 0 and len(obj.material_slots) == 0
@@ -158,7 +158,7 @@ def test_cancel_stops_the_job_and_puts_the_old_material_back(addon, scene, fast_
         addon.jobs.process_events()
         time.sleep(0.01)
     assert obj.material_slots[0].material.name.startswith("NFSD: ")  # the live preview is on
-    assert addon.jobs.cancel(obj.name)
+    assert addon.jobs.cancel(obj)
     addon.jobs.wait(job)
     assert job.state == "cancelled"
     assert fake_backend.jobs[job.job_id]["state"] == "cancelled"
@@ -194,7 +194,7 @@ def test_continue_sends_the_current_texture_as_init_texture(addon, scene, fast_c
     obj = add_mesh("cube")
     settings = addon.properties.settings_dict(scene.nfsd)
     addon.jobs.wait(addon.jobs.start_job(obj, settings, fast_connection))
-    scene.nfsd.texture_size = 128  # ignored: a continued run keeps its texture's size
+    scene.nfsd.texture_size = "128"  # ignored: a continued run keeps its texture's size
     job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection,
                                                continue_from=obj.nfsd_runs[0]))
     assert job.state == "done"
@@ -242,7 +242,7 @@ def test_panel_shows_progress_and_why_the_button_is_disabled(addon, scene, fast_
     bpy.ops.object.light_add(type="POINT")
     layout = draw_panel(addon)
     assert ("label", "'Point' is not a mesh (it is a light)", "INFO") in layout.log
-    assert ("prop", "preset") in layout.log and "3 steps · 32 px render · 64 px texture" in layout.texts()
+    assert ("prop", "preset") in layout.log and "3 steps · 64 px render · 64 px texture" in layout.texts()
     assert not bpy.ops.nfsd.texture_selected.poll()
 
     fake_backend.total_steps = 10_000
@@ -256,17 +256,17 @@ def test_panel_shows_progress_and_why_the_button_is_disabled(addon, scene, fast_
     progress = [entry for entry in layout.log if entry[0] == "progress"]
     assert progress and progress[0][2].startswith("Step ") and "ETA" in progress[0][2]
     assert ("operator", "nfsd.cancel") in layout.log
-    assert ("label", f"'{obj.name}' is already being textured", "INFO") in layout.log
+    assert ("label", f"'{obj.name}' is already being textured; cancel that job first", "INFO") in layout.log
 
 
 def test_unload_model_runs_off_the_main_thread_and_reports_in_the_backend_line(addon, scene, prefs, fake_backend):
     prefs.backend_url = fake_backend.url
     assert bpy.ops.nfsd.unload_model() == {"FINISHED"}
     deadline = time.monotonic() + 10
-    while not addon.jobs.backend_status()[1].startswith("Model unloaded") and time.monotonic() < deadline:
+    while not addon.backend_status.backend_status()[1].startswith("Model unloaded") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert fake_backend.unloaded == 1
-    assert addon.jobs.backend_status() == (True, "Model unloaded: the backend's GPU memory is free")
+    assert addon.backend_status.backend_status() == (True, "Model unloaded: the backend's GPU memory is free")
 
 
 def test_a_remote_backend_is_refused_while_online_access_is_off(addon, scene, prefs):
@@ -306,11 +306,11 @@ def test_the_local_backend_command(addon):
 
 
 def test_health_answers_become_one_readable_line(addon):
-    line = addon.jobs.describe_health({
+    line = addon.backend_status.describe_health({
         "version": "0.1.0", "device": "cuda", "gpu_name": "NVIDIA H100", "gpu_free_bytes": 70 * 2 ** 30,
         "model_loaded": None, "model_loading": None, "default_model": "/models/sd15/", "queue_length": 2})
     assert line == "Connected (v0.1.0): model sd15 (loads with the first job), NVIDIA H100, 70.0 GB free, 2 queued"
-    assert "cpu, no GPU" in addon.jobs.describe_health({"device": "cpu", "model_loaded": "builtin"})
+    assert "cpu, no GPU" in addon.backend_status.describe_health({"device": "cpu", "model_loaded": "builtin"})
 
 
 def test_unwrap_in_blender_sends_smart_uv_project_uvs_and_keeps_the_selection(addon, scene, fast_connection,

@@ -61,7 +61,7 @@ def test_a_mesh_without_uvs_sends_none_and_reasons_name_the_problem(addon, scene
 def test_apply_result_builds_image_material_links_and_history(addon, scene):
     obj = add_mesh("cube")
     data, arrays = result_npz(obj, size=16)
-    run = addon.jobs.apply_result(obj, data, {"prompt": "rusty metal", "seed": 7, "mode": "nfsd"},
+    run = addon.results.apply_result(obj, data, {"prompt": "rusty metal", "seed": 7, "mode": "nfsd"},
                                   uv_map="UVMap", job_id="abc")
     image, material = run.image, run.material
     assert tuple(image.size) == (16, 16) and image.packed_file is not None
@@ -85,7 +85,7 @@ def test_generated_uvs_become_nfsd_uv_and_offsets_a_shape_key(addon, scene):
     count = len(obj.data.vertices)
     offsets = np.tile(np.array([0.0, 0.0, 0.25], np.float32), (count, 1))
     data, arrays = result_npz(obj, generated=True, offsets=offsets)
-    run = addon.jobs.apply_result(obj, data, {"prompt": "marble"}, uv_map="")
+    run = addon.results.apply_result(obj, data, {"prompt": "marble"}, uv_map="")
     layer = obj.data.uv_layers["NFSD_UV"]
     assert obj.data.uv_layers.active == layer and run.uv_map == "NFSD_UV"
     written = np.empty(len(obj.data.loops) * 2, np.float32)
@@ -109,7 +109,7 @@ def test_uvs_land_on_the_loops_they_were_sent_for_after_blender_re_splits_a_quad
     obj.data.vertices[1].co = (-0.2, 0.0, 0.0)  # the artist drags a corner while the job runs: concave
     assert addon.mesh_io.loop_triangles(obj.data)[1].tolist() != sent.tolist()  # now split along 1-3
     data, _ = result_npz(obj, generated=True, uvs=arrays["uvs"])
-    addon.jobs.apply_result(obj, data, {"prompt": "p"}, loops=sent)
+    addon.results.apply_result(obj, data, {"prompt": "p"}, loops=sent)
     written = np.empty(8, np.float32)
     obj.data.uv_layers["NFSD_UV"].data.foreach_get("uv", written)
     assert np.array_equal(written.reshape(4, 2), loop_uvs)  # each loop kept its own UV
@@ -118,12 +118,12 @@ def test_uvs_land_on_the_loops_they_were_sent_for_after_blender_re_splits_a_quad
 def test_the_backends_mesh_warnings_and_a_quad_cut_by_its_unwrap_are_kept_on_the_run(addon, scene):
     obj = add_mesh("cube", uvs=False)  # six quads, twelve triangles
     _, arrays = result_npz(obj)
-    assert addon.mesh_io.polygons_cut(obj, arrays["uvs"]) == 0  # one UV per loop: nothing to lose
+    assert addon.mesh_write.polygons_cut(obj, arrays["uvs"]) == 0  # one UV per loop: nothing to lose
     cut = arrays["uvs"].copy()
     cut[0] += 0.5  # triangle 0 leaves its quad partner at their shared diagonal: a seam inside a quad
-    assert addon.mesh_io.polygons_cut(obj, cut) == 1
+    assert addon.mesh_write.polygons_cut(obj, cut) == 1
     meta = {"mesh": {"warnings": ["2 duplicate vertices (same position, different index)"]}}
-    run = addon.jobs.apply_result(obj, result_npz(obj, generated=True, uvs=cut, meta=meta)[0], {"prompt": "p"})
+    run = addon.results.apply_result(obj, result_npz(obj, generated=True, uvs=cut, meta=meta)[0], {"prompt": "p"})
     warnings = run.warnings.splitlines()
     assert warnings[0] == "Mesh: 2 duplicate vertices (same position, different index)"
     assert "cut 1 polygon(s)" in warnings[1] and "Unwrap in Blender" in warnings[1]
@@ -138,7 +138,7 @@ def test_a_result_that_does_not_fit_changes_nothing(addon, scene):
     data, _ = result_npz(obj, triangles=11)
     images_before = len(bpy.data.images)
     with pytest.raises(ValueError, match="11 triangles"):
-        addon.jobs.apply_result(obj, data, {"prompt": "x"}, uv_map="UVMap")
+        addon.results.apply_result(obj, data, {"prompt": "x"}, uv_map="UVMap")
     assert len(bpy.data.images) == images_before and len(obj.material_slots) == 0 and len(obj.nfsd_runs) == 0
 
 
@@ -154,8 +154,8 @@ def test_png_round_trip_keeps_row_0_at_the_bottom(addon, scene):
 
 def test_reapplying_an_earlier_run_puts_its_material_back(addon, scene):
     obj = add_mesh("cube")
-    first = addon.jobs.apply_result(obj, result_npz(obj)[0], {"prompt": "oak"}, uv_map="UVMap").material
-    second = addon.jobs.apply_result(obj, result_npz(obj)[0], {"prompt": "pine"}, uv_map="UVMap").material
+    first = addon.results.apply_result(obj, result_npz(obj)[0], {"prompt": "oak"}, uv_map="UVMap").material
+    second = addon.results.apply_result(obj, result_npz(obj)[0], {"prompt": "pine"}, uv_map="UVMap").material
     assert obj.material_slots[0].material == second and obj.nfsd_run_index == 1
     bpy.ops.nfsd.apply_run(index=0)
     assert obj.material_slots[0].material == first and obj.nfsd_run_index == 0
@@ -167,7 +167,7 @@ def test_reapplying_a_run_brings_back_its_own_offsets(addon, scene):
 
     def run_with(dz):
         offsets = None if dz is None else np.tile(np.array([0.0, 0.0, dz], np.float32), (count, 1))
-        return addon.jobs.apply_result(obj, result_npz(obj, generated=True, offsets=offsets)[0], {"prompt": "p"})
+        return addon.results.apply_result(obj, result_npz(obj, generated=True, offsets=offsets)[0], {"prompt": "p"})
 
     first, second, plain = run_with(0.1), run_with(0.3), run_with(None)
     keys = obj.data.shape_keys.key_blocks

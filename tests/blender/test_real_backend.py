@@ -19,8 +19,12 @@ from conftest import ROOT, add_mesh
 
 BACKEND = os.path.join(ROOT, "backend")
 pytestmark = pytest.mark.skipif(
-    not all(os.path.exists(os.path.join(BACKEND, "nfsd", name)) for name in ("server.py", "tiny.py", "cli.py")),
+    not all(os.path.exists(os.path.join(BACKEND, "nfsd", name)) for name in ("tiny.py", "cli.py"))
+    or not any(os.path.exists(os.path.join(BACKEND, "nfsd", name)) for name in ("server.py", "server")),
     reason="the backend server is not in this checkout")
+
+
+TOKEN = "s3cret"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,7 @@ def backend_url(addon, tmp_path_factory):
             port = sock.getsockname()[1]
         url = f"127.0.0.1:{port}/"  # the way an artist might type it
         command = shlex.join([sys.executable, "-m", "nfsd.cli", "serve", "--data-dir", str(tmp / "data"),
-                              "--model", model])
+                              "--model", model, "--token", TOKEN])
         addon.local_backend.start(command, url)
         addon.local_backend.wait_until_up(url, timeout=180)
         yield url
@@ -51,12 +55,74 @@ def backend_url(addon, tmp_path_factory):
 
 @pytest.fixture
 def connection(addon, backend_url):
-    return addon.jobs.Connection(url=backend_url, poll_interval=0.1, preview_interval=0.5)
+    return addon.jobs.Connection(url=backend_url, token=TOKEN, poll_interval=0.1, preview_interval=0.5)
 
 
 def test_the_backend_line_names_the_model(addon, connection):
-    ok, text = addon.jobs.check_backend(connection)
+    ok, text = addon.backend_status.check_backend(connection)
     assert ok and text.startswith("Connected") and "tiny-model" in text
+    # The model picker: the backend's list when it has GET /models, else its default by name.
+    labels = [item[1] for item in addon.properties.model_items()]
+    assert labels[0] == "Backend default (tiny-model)"
+
+
+def test_a_wrong_token_fails_test_connection(addon, backend_url):
+    for token in ("wrong", ""):
+        ok, text = addon.backend_status.check_backend(addon.jobs.Connection(url=backend_url, token=token))
+        assert ok is False and text.startswith("Wrong token"), text
+
+
+def test_two_materials_survive_a_real_run_save_and_reload(addon, scene, connection, tmp_path):
+    from test_scene_safety import FACES, face_materials, slot_names, two_material_cube
+
+    obj = two_material_cube()
+    job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection),
+                          timeout=240)
+    assert job.state == "done", job.error
+    path = str(tmp_path / "real.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    obj = bpy.data.objects["Crate"]
+    addon.results.restore_original(obj)
+    assert slot_names(obj) == ["Wood", "Metal"] and face_materials(obj) == FACES
+
+
+def test_a_rename_mid_run_gets_the_result(addon, scene, connection):
+    obj = add_mesh("cube", name="Before")
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection)
+    obj.name = "After"
+    addon.jobs.wait(job, timeout=240)
+    assert job.state == "done", job.error
+    assert len(bpy.data.objects["After"].nfsd_runs) == 1
+
+
+def test_a_save_mid_run_reopens_clean_and_reattaches_to_the_running_job(addon, scene, connection, tmp_path):
+    from test_scene_safety import nfsd_leftovers, slot_names
+
+    scene.nfsd.steps = 5000
+    obj = add_mesh("cube", name="Saved")
+    obj.data.materials.append(bpy.data.materials.new("Paint"))
+    job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection)
+    deadline = time.monotonic() + 120
+    while not (job.previews and slot_names(obj)[0].startswith("NFSD")) and job.active \
+            and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        time.sleep(0.05)
+    assert job.state == "running", job.error
+    path = str(tmp_path / "mid.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    obj = bpy.data.objects["Saved"]
+    assert slot_names(obj) == ["Paint"] and nfsd_leftovers() == ([], [])
+    again = addon.jobs.reattach(obj, connection)
+    deadline = time.monotonic() + 60
+    while not (again.state == "running" and again.step > 0) and again.active and time.monotonic() < deadline:
+        addon.jobs.process_events()
+        time.sleep(0.05)
+    assert again.state == "running" and again.job_id == job.job_id, again.error
+    addon.jobs.cancel(obj)
+    addon.jobs.wait(again, timeout=60)
+    assert again.state == "cancelled" and slot_names(obj) == ["Paint"] and nfsd_leftovers() == ([], [])
 
 
 def test_texture_a_cube_with_offsets(addon, scene, connection):
@@ -99,7 +165,7 @@ def test_the_live_preview_of_a_mesh_without_uvs_is_on_the_mesh_before_the_end(ad
     assert job.state == "running" and job.previews, job.error
     assert obj.data.uv_layers.active.name == "NFSD_UV" and job.preview_uv_map == "NFSD_UV"
     assert obj.material_slots[0].material.node_tree.nodes["NFSD UV Map"].uv_map == "NFSD_UV"
-    addon.jobs.cancel(obj.name)
+    addon.jobs.cancel(obj)
     addon.jobs.wait(job, timeout=60)
     assert job.state == "cancelled" and len(obj.data.uv_layers) == 0
 
@@ -113,7 +179,7 @@ def test_cancel_stops_a_running_job(addon, scene, connection):
         addon.jobs.process_events()
         time.sleep(0.05)
     assert job.state == "running", job.error
-    addon.jobs.cancel(obj.name)
+    addon.jobs.cancel(obj)
     addon.jobs.wait(job, timeout=60)
     assert job.state == "cancelled"
     status = connection.client().status(job.job_id)

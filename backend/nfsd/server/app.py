@@ -1,0 +1,97 @@
+"""The app factory (:func:`create_app`) and :func:`serve`, what ``nfsd serve`` runs."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..errors import ConfigError
+from ..jobs import JobManager, ManagerConfig
+from .config import DEFAULT_PORT, ServerConfig, is_loopback_host
+from .routes import router
+from .schemas import ErrorBody
+
+log = logging.getLogger("nfsd.server")
+
+
+def create_app(config: ServerConfig | None = None) -> FastAPI:
+    """The FastAPI app; its lifespan starts and stops the job worker (one per app)."""
+    config = config or ServerConfig()
+    config.check()
+    data_dir = config.resolved_data_dir()
+    try:
+        manager = JobManager(ManagerConfig(
+            data_dir=data_dir, default_model=config.model, device=config.device, max_finished=config.max_jobs,
+            max_age_days=config.max_age_days, status_interval=config.status_interval,
+            preview_interval=config.preview_interval, torch_threads=config.torch_threads,
+        ))
+    except OSError as exc:
+        raise ConfigError(f"cannot use the data dir {data_dir} ({exc}); pass a writable folder with --data-dir") from exc
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        manager.start()
+        log.info("nfsd server: jobs in %s, default model %s", manager.store.root, config.model)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(manager.stop)
+
+    # The documentation pages are for the artist's own machine: on a public address they would hand
+    # the API's whole surface to anyone who can reach it (docs/API.md is the contract there).
+    docs = is_loopback_host(config.host)
+    app = FastAPI(
+        title="nfsd backend", version=__version__, lifespan=lifespan,
+        docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+        description="Textures a mesh from a text prompt with Noise-Free Score Distillation. See docs/API.md.",
+        responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    )
+    app.state.manager = manager
+    app.state.config = config
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(router)
+    return app
+
+
+async def _validation_error(request: Request, exc: RequestValidationError):
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+
+async def _unexpected(request: Request, exc: Exception):
+    log.exception("unexpected error in %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); see the server log"},
+                        status_code=500)
+
+
+def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
+          data_dir: str | Path | None = None, model: str = "builtin", max_jobs: int = 50,
+          max_age_days: float | None = 30.0, device: str = "auto", log_level: str = "info",
+          torch_threads: int = 0, models_dir: str | Path | None = None) -> None:
+    """Run the server until interrupted (what ``nfsd serve`` calls).
+
+    Raises:
+        ConfigError: a non-loopback ``host`` without ``token``, an empty token, a bad port.
+    """
+    import uvicorn
+
+    config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None,
+                          model=model, device=device, max_jobs=max_jobs, max_age_days=max_age_days,
+                          torch_threads=torch_threads, models_dir=Path(models_dir) if models_dir else None)
+    app = create_app(config)
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM / Ctrl-C: open requests get 2 s, then the job manager stops its worker within ~3 s.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=2)

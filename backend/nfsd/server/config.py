@@ -1,0 +1,94 @@
+"""What ``nfsd serve`` can set (:class:`ServerConfig`), and where jobs live by default."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+DEFAULT_PORT = 7870
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+MAX_FACES = 500_000
+
+
+def default_data_dir() -> Path:
+    """``$NFSD_DATA_DIR``, else ``$XDG_DATA_HOME/nfsd`` (``~/.local/share/nfsd``), or ``%LOCALAPPDATA%\\nfsd`` on Windows."""
+    if os.environ.get("NFSD_DATA_DIR"):
+        return Path(os.environ["NFSD_DATA_DIR"]).expanduser()
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "nfsd"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "nfsd"
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``nfsd serve`` can set.
+
+    Attributes:
+        host, port: where to listen; anything but a loopback address requires ``token``.
+        token: when set, every request but ``GET /health`` (and the docs pages) needs
+            ``Authorization: Bearer <token>``. The docs pages are served on loopback only.
+        data_dir: jobs live in ``data_dir/jobs/<id>/``; default :func:`default_data_dir`.
+        model: the model of jobs whose settings name none.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        max_jobs: finished jobs kept on disk (oldest pruned first).
+        max_age_days: finished jobs older than this are pruned (None: never by age).
+        max_upload_bytes: largest accepted ``POST /jobs`` body (413 beyond).
+        max_faces: largest accepted mesh, in triangles (422 beyond).
+        torch_threads: CPU threads of torch in the worker process (0: torch's default).
+        models_dir: diffusers folders and single files offered besides ``builtin`` and ``model``, LoRAs
+            in its ``loras/``; jobs may name only offered models (``nfsd.catalog``, ``GET /models``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    data_dir: Path | None = None
+    model: str = "builtin"
+    device: str = "auto"
+    max_jobs: int = 50
+    max_age_days: float | None = 30.0
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_faces: int = MAX_FACES
+    preview_interval: float = 2.0
+    status_interval: float = 0.5
+    torch_threads: int = 0
+    models_dir: Path | None = None
+
+    def catalog(self):
+        from ..catalog import Catalog
+
+        return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None)
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` for a configuration that must not start (e.g. a public host with no token)."""
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("--token is empty: pass a non-empty token or leave the option out")
+        if not is_loopback_host(self.host) and not self.token:
+            raise ConfigError(
+                f"refusing to listen on {self.host!r} without a token: anyone who can reach this machine could "
+                "run jobs and read results. Pass --token <secret> (and set the same token in the add-on), "
+                "or listen on 127.0.0.1"
+            )
+        if not (0 <= int(self.port) <= 65535):
+            raise ConfigError(f"--port {self.port} is out of range 0..65535")
+        if self.max_jobs < 0:
+            raise ConfigError(f"max_jobs must be >= 0, got {self.max_jobs}")
+        self.catalog().check()
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 and ``::1``; ``0.0.0.0`` and every other address are not."""
+    host = (host or "").strip().strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,205 @@
+"""The endpoints of docs/API.md. Each reads the app's :class:`~nfsd.jobs.JobManager` and config from
+``request.app.state``; slow work (validation, disk) runs in the thread pool."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..jobs import CANCELLED, DONE, FAILED, INTERRUPTED, JobManager, JobRecord, is_job_id
+from .config import ServerConfig
+from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, SubmitResponse, Unloaded, job_status,
+                      status_dict)
+from .security import require_token
+from .uploads import read_submission
+from .validation import validate_submission
+
+
+def _manager(request: Request) -> JobManager:
+    return request.app.state.manager
+
+
+def _config(request: Request) -> ServerConfig:
+    return request.app.state.config
+
+
+Manager = Annotated[JobManager, Depends(_manager)]
+Config = Annotated[ServerConfig, Depends(_config)]
+
+router = APIRouter()
+private = APIRouter(dependencies=[Depends(require_token)])
+
+NOT_FOUND = {404: {"model": ErrorBody}}
+BINARY = {"application/octet-stream": {}}
+
+
+def lookup(manager: JobManager, job_id: str) -> tuple[JobRecord, int]:
+    if not is_job_id(job_id):
+        raise HTTPException(422, f"malformed job id {job_id[:80]!r}: a job id is 32 lowercase hex characters")
+    found = manager.snapshot_record(job_id)
+    if found is None:
+        raise HTTPException(404, f"no job {job_id} on this server (it may have been deleted or pruned)")
+    return found
+
+
+def _submitted(manager: JobManager, rec: JobRecord) -> SubmitResponse:
+    found = manager.snapshot_record(rec.id)
+    return SubmitResponse(id=rec.id, state=found[0].state if found else rec.state,
+                          queue_position=found[1] if found else 0)
+
+
+@router.get("/health", response_model=Health, summary="server, device and queue status (no token needed)")
+async def health(manager: Manager, config: Config) -> Health:
+    info = manager.device_and_models()
+    loading = manager.loading_model()
+    running = manager.running_id()
+    loaded = [] if loading else info.get("models") or []
+    if running and not loading:  # the worker reports its cache between jobs; a running job holds its model
+        rec = manager.get(running)
+        loaded = [rec.settings.get("model") or config.model] if rec else loaded
+    return Health(
+        version=__version__, device=info.get("device", "unknown"), gpu_name=info.get("gpu_name"),
+        gpu_free_bytes=info.get("gpu_free_bytes"), model_loaded=loaded[0] if loaded else None,
+        model_loading=loading,
+        default_model=config.model, queue_length=manager.queue_length(), running_job=manager.running_id(),
+        auth_required=bool(config.token),
+    )
+
+
+SUBMIT_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["mesh", "settings"],
+    "properties": {
+        "mesh": {"type": "string", "format": "binary",
+                 "description": "wire-format .npz (positions, triangles, optional uvs, world_matrix)"},
+        "settings": {"type": "string", "description": "JSON object, see JobSettings",
+                     "example": '{"prompt": "weathered bronze", "steps": 400}'},
+        "init_texture": {"type": "string", "format": "binary", "description": "optional PNG"},
+    }}}}}}
+
+
+@private.post("/jobs", status_code=202, response_model=SubmitResponse,
+              summary="submit a job (multipart: mesh, settings, optional init_texture)",
+              responses={411: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+              openapi_extra=SUBMIT_BODY)
+async def submit(request: Request, manager: Manager, config: Config) -> SubmitResponse:
+    sub = await read_submission(request, config)
+    settings = await run_in_threadpool(validate_submission, sub.mesh_npz, sub.settings_text, sub.init_png, config)
+    rec = await run_in_threadpool(manager.submit, sub.mesh_npz, settings, sub.init_png)
+    return _submitted(manager, rec)
+
+
+@private.get("/jobs", response_model=JobList, summary="all jobs, newest first")
+async def list_jobs(manager: Manager) -> JobList:
+    return JobList(jobs=[job_status(r, pos) for r, pos in manager.list()])
+
+
+@private.get("/jobs/{job_id}", response_model=JobStatus, summary="one job's status", responses=NOT_FOUND)
+async def get_job(job_id: str, manager: Manager) -> JobStatus:
+    return JSONResponse(status_dict(*lookup(manager, job_id)))  # same fields as JobStatus (tested), no re-validation
+
+
+@private.get("/jobs/{job_id}/preview.png", response_class=Response,
+             summary="latest texture snapshot (PNG, top row first)",
+             responses={200: {"content": {"image/png": {}}}, **NOT_FOUND})
+async def preview(job_id: str, manager: Manager):
+    lookup(manager, job_id)
+    data = manager.preview_cached(job_id)
+    if data is None:
+        data = await run_in_threadpool(manager.preview_bytes, job_id)
+    if data is None:
+        raise HTTPException(404, f"job {job_id} has no preview yet (the first one comes a few seconds into "
+                                 "the optimization)")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@private.get("/jobs/{job_id}/uvs", response_class=Response,
+             summary="the per-corner UVs the texture is laid out on (.npz: uvs, uvs_generated), known before "
+                     "the optimization starts",
+             responses={200: {"content": BINARY}, **NOT_FOUND})
+async def uvs(job_id: str, manager: Manager):
+    rec, _ = lookup(manager, job_id)
+    data = await run_in_threadpool(manager.uvs_bytes, job_id) if rec.has_uvs else None
+    if data is None:
+        if rec.state in (FAILED, CANCELLED, INTERRUPTED):
+            msg = f"job {job_id} is {rec.state} and its UVs were never known"
+            if rec.error:
+                msg += f" (error: {rec.error})"
+        else:
+            msg = (f"job {job_id} is {rec.state}: its UVs are known once its mesh is prepared, when it "
+                   "leaves the queue; poll GET /jobs/{id} until has_uvs is true")
+        raise HTTPException(404, msg)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="nfsd-{job_id}-uvs.npz"'})
+
+
+@private.get("/jobs/{job_id}/result", response_class=FileResponse,
+             summary="the result .npz (texture, uvs, uvs_generated, offsets, meta)",
+             responses={200: {"content": BINARY}, **NOT_FOUND, 409: {"model": ErrorBody}})
+async def result(job_id: str, manager: Manager):
+    rec, _ = lookup(manager, job_id)
+    path = manager.result_path(job_id)
+    if rec.state != DONE or not path.is_file():
+        msg = f"job {job_id} is {rec.state}; its result exists once it is done"
+        if rec.error:
+            msg += f" (error: {rec.error})"
+        raise HTTPException(409, msg)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"nfsd-{job_id}.npz")
+
+
+@private.post("/jobs/{job_id}/cancel", response_model=JobStatus, summary="cancel a queued or running job",
+              responses=NOT_FOUND)
+async def cancel(job_id: str, manager: Manager) -> JobStatus:
+    lookup(manager, job_id)
+    manager.cancel(job_id)
+    return job_status(*lookup(manager, job_id))
+
+
+@private.post("/jobs/{job_id}/resubmit", status_code=202, response_model=SubmitResponse,
+              summary="run a failed, cancelled or interrupted job again (new id, same inputs)",
+              responses={**NOT_FOUND, 409: {"model": ErrorBody}})
+async def resubmit(job_id: str, manager: Manager) -> SubmitResponse:
+    lookup(manager, job_id)
+    try:
+        rec = await run_in_threadpool(manager.resubmit, job_id)
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except KeyError:
+        raise HTTPException(404, f"no job {job_id} on this server") from None
+    return _submitted(manager, rec)
+
+
+@private.delete("/jobs/{job_id}", response_model=Deleted, summary="remove a job that is not running, and its files",
+                responses={**NOT_FOUND, 409: {"model": ErrorBody}})
+async def delete(job_id: str, manager: Manager) -> Deleted:
+    lookup(manager, job_id)
+    try:
+        await run_in_threadpool(manager.delete, job_id)
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except KeyError:
+        raise HTTPException(404, f"no job {job_id} on this server") from None
+    return Deleted(deleted=job_id)
+
+
+@private.get("/models", summary="the models and LoRAs this server offers (nfsd.catalog)")
+async def models(config: Config) -> dict:
+    entries = await run_in_threadpool(lambda: [e.to_dict() for e in config.catalog().entries()])
+    return {"default_model": config.model, "models": entries}
+
+
+@private.post("/model/unload", response_model=Unloaded,
+              summary="free the cached model (after the running job, if any, it is loaded again)")
+async def unload(manager: Manager) -> Unloaded:
+    try:
+        return Unloaded(unloaded=await run_in_threadpool(manager.unload_model))
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except TimeoutError as exc:
+        raise HTTPException(503, str(exc)) from None
+
+
+router.include_router(private)
