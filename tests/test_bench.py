@@ -2,7 +2,7 @@
 
 import torch
 
-from nfsd.bench_renderer import _scene, compare, render_with_grads
+from nfsd.bench_renderer import _scene, compare, meets_targets, render_with_grads
 from nfsd.bench_speed import main as bench_speed
 from nfsd.renderer import TorchRasterizer
 
@@ -14,9 +14,11 @@ def test_renderer_agreement_figures():
     same = compare(ref, render_with_grads(TorchRasterizer(), scene, 32, "linear", weights))
     assert same["coverage_mismatch_px"] == 0 and same["interior_max_diff"] == 0.0
     assert same["position_grad_cosine"] > 0.9999 and same["texture_grad_cosine"] > 0.9999
+    assert meets_targets(same)
     positions, triangles, uvs, texture = scene
     other = compare(ref, render_with_grads(TorchRasterizer(), (positions, triangles, uvs, 1 - texture), 32, "linear", weights))
     assert other["interior_max_diff"] > 1e-3 and other["interior_px_over_1e-3"] > 0
+    assert not meets_targets(other)
 
 
 def test_speed_bench_prints_engine_and_baseline(capsys):

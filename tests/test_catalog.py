@@ -113,7 +113,7 @@ def test_get_models_and_the_allowlist_on_the_server(models_dir, tiny_model, tmp_
     from nfsd.server import ServerConfig, create_app
 
     app = create_app(ServerConfig(data_dir=tmp_path, model=str(tiny_model), models_dir=models_dir, token="s3cret"))
-    client = TestClient(app)  # no lifespan: the worker is not started, routes that need it are not called
+    client = TestClient(app, base_url="http://127.0.0.1")  # no lifespan: the worker is not started, routes that need it are not called
     assert client.get("/models").status_code == 401
     body = client.get("/models", headers={"Authorization": "Bearer s3cret"}).json()
     assert body["default_model"] == str(tiny_model)
@@ -121,11 +121,11 @@ def test_get_models_and_the_allowlist_on_the_server(models_dir, tiny_model, tmp_
     assert names[:2] == ["builtin", str(tiny_model)] and "styles/wood" in names
     from fastapi import HTTPException
 
-    from nfsd.server import validate_submission
+    from nfsd.server import parse_settings
 
     for probe in (str(tmp_path), "/no/such/model"):
         with pytest.raises(HTTPException, match="not offered") as info:
-            validate_submission(b"", json.dumps({"prompt": "red", "model": probe}), None, app.state.config)
+            parse_settings(json.dumps({"prompt": "red", "model": probe}), app.state.config)
         assert info.value.status_code == 422
 
 

@@ -33,7 +33,7 @@ def outputs(prior):
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(2, 4, 8, 8, generator=gen)
     emb = prior.embed(["red and white stripes", ""])
-    return prior.predict_eps(z, torch.tensor([50, 700]), emb), emb
+    return prior.predict_eps(z, torch.tensor([50, 700]), emb), emb.hidden
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])

@@ -12,9 +12,11 @@ from nfsd.renderer import (
     Lighting,
     TorchRasterizer,
     get_rasterizer,
+    mip_levels,
     render_views,
     uv_pixel_derivatives,
 )
+from nfsd.torch_rasterizer import mip_pyramid
 
 R = TorchRasterizer()
 
@@ -201,6 +203,34 @@ def test_mipmap_level_follows_the_pixel_footprint():
     level2 = torch.nn.functional.avg_pool2d(tex.permute(0, 3, 1, 2), 4).permute(0, 2, 3, 1)
     trilinear = R.texture(tex, uv, "linear-mipmap-linear", uv_da=four_texels)
     assert torch.allclose(trilinear, R.texture(level2, uv), atol=1e-6)
+
+
+@pytest.mark.parametrize("height, width, levels", [
+    (1024, 1024, 10), (768, 768, 8), (1536, 1536, 9), (3072, 3072, 10), (1024, 768, 8), (8, 2, 3), (6, 1, 1),
+    (3, 3, 0), (1, 1, 0),
+])
+def test_mip_levels_halve_while_every_side_above_one_is_even(height, width, levels):
+    assert mip_levels(height, width) == levels
+
+
+@pytest.mark.parametrize("size", [768, 1536])
+def test_torch_mip_stack_at_a_non_power_of_two_size_stops_at_three_texels(size):
+    tex = torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(2))
+    pyramid = mip_pyramid(tex.permute(0, 3, 1, 2))
+    assert len(pyramid) == mip_levels(size, size) + 1 and pyramid[-1].shape[-2:] == (3, 3)
+    # A footprint wider than the texture clamps to that last level, as nvdiffrast's max level does.
+    uv = torch.tensor([[0.3, 0.6], [0.5, 0.5]]).view(1, 1, 2, 2)
+    huge = torch.tensor([4.0, 0.0, 0.0, 4.0]).expand(1, 1, 2, 4)
+    coarsest = torch.nn.functional.avg_pool2d(tex.permute(0, 3, 1, 2), size // 3).permute(0, 2, 3, 1)
+    assert torch.allclose(R.texture(tex, uv, "linear-mipmap-linear", uv_da=huge), R.texture(coarsest, uv), atol=1e-5)
+
+
+def test_render_views_with_a_768_texture():
+    positions, triangles, uvs = front_plane()
+    colour = torch.tensor([0.2, 0.5, 0.8])
+    out = render_views(R, positions, triangles, uvs, colour.expand(768, 768, 3), orbit_cameras([0], [0]), 16)
+    interior = out.mask[0, 0] > 0.999
+    assert interior.sum() > 16 and torch.allclose(out.albedo[0][:, interior].T, colour.expand(int(interior.sum()), 3))
 
 
 def test_uv_pixel_derivatives_of_a_screen_aligned_quad():

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,104 +18,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from PIL import Image
+from server_kit import (BACKEND, FAST, PROMPT, LiveServer, config, cube, free_port, npz, octahedron, png, pyramid,
+                        submit, wait_for)
 
 from nfsd.errors import ConfigError
-from nfsd.server import JobStatus, ServerConfig, create_app, serve
+from nfsd.server import JobStatus, ServerConfig, serve
 from nfsd.tiny import build_tiny_model
-
-PROMPT = "red brick wall"
-FAST = {"prompt": PROMPT, "steps": 5, "render_size": 32, "texture_size": 64}
-BACKEND = Path(__file__).resolve().parents[1] / "backend"
-
-
-# ---------------------------------------------------------------------------------------------
-# meshes in the wire format
-
-def cube():
-    """8 shared vertices, 12 triangles, per-corner UVs (each side a full 0..1 square)."""
-    pos = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float32)
-    tri = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-                    [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], np.int32)
-    uvs = np.tile(np.array([[[0, 0], [1, 0], [1, 1]], [[0, 0], [1, 1], [0, 1]]], np.float32), (6, 1, 1))
-    return {"positions": pos, "triangles": tri, "uvs": uvs}
-
-
-def octahedron():
-    """6 vertices, 8 triangles, no UVs (the backend unwraps it)."""
-    pos = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float32)
-    tri = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]], np.int32)
-    return {"positions": pos, "triangles": tri}
-
-
-def pyramid():
-    """5 vertices, 6 triangles, no UVs, moved by a world matrix."""
-    pos = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0], [0, 0, 1.5]], np.float32)
-    tri = np.array([[0, 2, 1], [0, 3, 2], [0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]], np.int32)
-    wm = np.eye(4, dtype=np.float32)
-    wm[:3, 3] = (2.0, 0.0, 1.0)
-    return {"positions": pos, "triangles": tri, "world_matrix": wm}
-
-
-def npz(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def png(h=16, w=16) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def submit(client, mesh: dict | bytes, settings: dict, init: bytes | None = None) -> httpx.Response:
-    files = {"mesh": ("mesh.npz", mesh if isinstance(mesh, bytes) else npz(**mesh), "application/octet-stream")}
-    if init is not None:
-        files["init_texture"] = ("init.png", init, "image/png")
-    return client.post("/jobs", files=files, data={"settings": json.dumps(settings)})
-
-
-def wait_for(client, job_id, states=("done", "failed", "cancelled", "interrupted"), timeout=90.0,
-             min_step=0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = client.get(f"/jobs/{job_id}").json()
-        if s["state"] in states and s["step"] >= min_step:
-            return s
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not reach {states} in {timeout}s: {s}")
-
-
-# ---------------------------------------------------------------------------------------------
-# servers
-
-class LiveServer:
-    """``create_app(config)`` served by uvicorn in a thread on 127.0.0.1, port chosen by the OS."""
-
-    def __init__(self, config: ServerConfig):
-        self.config = config
-        self.server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=0,
-                                                    log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
-        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
-        return self
-
-    def __exit__(self, *exc):
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -131,12 +39,6 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", prompt_words=(PROMPT,)))
-
-
-def config(tiny_model, data_dir, **kw) -> ServerConfig:
-    kw.setdefault("preview_interval", 0.1)
-    kw.setdefault("torch_threads", 1)
-    return ServerConfig(data_dir=data_dir, model=tiny_model, device="cpu", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -318,17 +220,17 @@ BAD = {
     "mesh field missing": (lambda c: c.post("/jobs", files={"x": ("a", b"1")}, data={"settings": "{}"}), 422, "unknown form field"),
     "no mesh file": (lambda c: c.post("/jobs", files={"settings": (None, json.dumps(FAST))}), 422, "'mesh' is missing"),
     "settings not JSON": (lambda c: c.post("/jobs", files={"mesh": ("m.npz", npz(**cube()))}, data={"settings": "{prompt"}), 422, "not valid JSON"),
-    "mesh not an npz": (lambda c: submit(c, b"solid cube\nendsolid", FAST), 422, "not an .npz"),
+    "mesh not an npz": (lambda c: submit(c, b"solid cube\nendsolid", FAST), 422, "not a valid .npz"),
     "npz missing triangles": (lambda c: submit(c, _mesh_with(triangles=None, uvs=None), FAST), 422, "missing array 'triangles'"),
     "positions wrong dtype": (lambda c: submit(c, _mesh_with(positions=cube()["positions"].astype(np.complex64)), FAST), 422, "dtype"),
     "positions wrong shape": (lambda c: submit(c, _mesh_with(positions=np.zeros((8, 2), np.float32)), FAST), 422, "shape"),
     "index out of range": (lambda c: submit(c, _mesh_with(triangles=cube()["triangles"] + 1), FAST), 422, "out of range"),
     "NaN position": (lambda c: submit(c, _mesh_with(positions=np.where(np.eye(8, 3, dtype=bool), np.nan, cube()["positions"]).astype(np.float32)), FAST), 422, "NaN"),
-    "too many faces": (lambda c: submit(c, _many_faces(), FAST), 422, "at most 200"),
+    "too many faces": (lambda c: submit(c, _many_faces(), FAST), 422, "limit of 200"),
     "empty prompt": (lambda c: submit(c, cube(), dict(FAST, prompt="   ")), 422, "prompt is empty"),
     "unknown mode": (lambda c: submit(c, cube(), dict(FAST, mode="dreamfusion")), 422, "settings.mode"),
     "steps out of range": (lambda c: submit(c, cube(), dict(FAST, steps=0)), 422, "settings.steps"),
-    "texture_size not a multiple of 64": (lambda c: submit(c, cube(), dict(FAST, texture_size=100)), 422, "multiple of 64"),
+    "texture_size not a multiple of 16": (lambda c: submit(c, cube(), dict(FAST, texture_size=100)), 422, "multiple of 16"),
     "unknown setting": (lambda c: submit(c, cube(), dict(FAST, stpes=10)), 422, "unknown setting"),
     "missing model": (lambda c: submit(c, cube(), dict(FAST, model="/no/such/model")), 422, "not offered"),
     "init_texture not a PNG": (lambda c: submit(c, cube(), FAST, init=b"\xff\xd8\xff\xe0 not really"), 422, "init_texture"),
@@ -442,14 +344,8 @@ def test_old_jobs_are_pruned_by_count(tiny_model, tmp_path):
         assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(ids[1:])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_job_killed_mid_run_is_reported_interrupted(tiny_model, tmp_path):
-    port = _free_port()
+    port = free_port()
     code = (f"import torch; torch.set_num_threads(1); from nfsd.server import serve; "
             f"serve(port={port}, data_dir={str(tmp_path)!r}, model={tiny_model!r}, device='cpu', log_level='warning', torch_threads=1)")
     env = dict(os.environ, PYTHONPATH=str(BACKEND), OMP_NUM_THREADS="1")
@@ -513,7 +409,7 @@ def test_docs_pages_are_served_on_loopback_only(tiny_model, tmp_path):
 
 def test_public_host_without_token_is_refused_at_start(tmp_path):
     with pytest.raises(ConfigError, match="without a token"):
-        serve(host="0.0.0.0", port=_free_port(), data_dir=tmp_path)
+        serve(host="0.0.0.0", port=free_port(), data_dir=tmp_path)
     ServerConfig(host="::1").check()  # loopback needs no token
     ServerConfig(host="0.0.0.0", token="t").check()
 

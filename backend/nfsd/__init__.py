@@ -2,11 +2,14 @@
 
 Modules, one concept each:
 
-- ``mesh``      the Mesh container, checks, the wire .npz, normalization (framing)
+- ``mesh``      the Mesh container, checks, normalization (framing)
 - ``mesh_files`` OBJ/PLY/glTF readers and the GLB writer; ``mesh_builtin`` generated meshes
 - ``unwrap``    xatlas UV unwrapping in a child process (crash-safe, cancellable)
+- ``wire``      the wire .npz the add-on sends (read with header-first size limits, write)
 - ``cameras``   random and fixed orbit cameras, view words (Blender axes: Z up, front is -Y)
-- ``renderer``  rasterize / interpolate / texture / antialias: nvdiffrast or pure PyTorch
+- ``renderer``  render_views (lighting, shading) over a rasterizer; picks the rasterizer
+- ``rasterizer`` the rasterize / interpolate / texture / antialias interface and conventions;
+  backends ``torch_rasterizer`` (pure PyTorch) and ``nvdiffrast_rasterizer`` (CUDA)
 - ``texture``   texture parametrizations, PNG I/O, UV-island dilation
 - ``prior``     diffusion priors (diffusers Stable Diffusion, the built-in model), model cache
 - ``guidance``  the distillation rules (NFSD, SDS, CSD) as pure functions
@@ -16,6 +19,8 @@ Modules, one concept each:
 - ``server``    the HTTP API (FastAPI)
 - ``jobs``      the server's job queue; ``job_store`` (disk), ``job_runner`` (one job), ``job_worker``
                 (the worker process), ``job_results`` (preview, uvs and result encodings)
+- ``inputcheck``  checks of uploaded files, run by the server in a child process
+- ``limits``    every limit in one place (settings ranges, the server's request limits)
 """
 
 __version__ = "0.1.0"

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 TARGET_RATIO = 0.95  # status polls may slow the job by at most 5%
+TARGET_HEALTH_P99_MS = 100.0  # /health while an upload is checked
 
 
 def _free_port() -> int:
@@ -145,6 +146,67 @@ def _run_job(port: int, mesh_npz: bytes, settings: dict, deadline: float, client
         http_.close()
 
 
+def _poll_health(port: int, rate: float, stop, out) -> None:
+    """A process polling ``GET /health`` ``rate`` times a second until ``stop`` is set; puts its
+    ``(start time, latency s)`` pairs on ``out``."""
+    http_ = _Http(port)
+    samples = []
+    next_at = time.perf_counter()
+    while not stop.is_set():
+        next_at += 1.0 / rate
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+        t0, p0 = time.time(), time.perf_counter()
+        http_.request("GET", "/health")
+        samples.append((t0, time.perf_counter() - p0))
+    http_.close()
+    out.put(samples)
+
+
+def grid_mesh_npz(n: int) -> tuple[bytes, int, int]:
+    """A valid n x n vertex grid (a gently curved sheet) with per-corner UVs as an uncompressed wire
+    .npz; returns (bytes, vertices, triangles)."""
+    u, v = np.meshgrid(np.linspace(0, 1, n, dtype=np.float32), np.linspace(0, 1, n, dtype=np.float32))
+    pos = np.stack([u, v, 0.1 * np.sin(6 * u) * np.cos(6 * v)], -1).reshape(-1, 3)
+    i = np.arange(n * n, dtype=np.int32).reshape(n, n)
+    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+    tri = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    uvs = pos[:, :2][tri]
+    buf = io.BytesIO()
+    np.savez(buf, positions=pos, triangles=tri, uvs=uvs)
+    return buf.getvalue(), len(pos), len(tri)
+
+
+def health_during_upload(port: int, n: int, uploads: int, rate: float, idle_s: float, settings: dict,
+                         deadline: float) -> dict:
+    """Latencies of /health while ``uploads`` grid meshes are submitted one after another, and while idle."""
+    mesh_npz, n_vertices, n_faces = grid_mesh_npz(n)
+    ctx = multiprocessing.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    poller = ctx.Process(target=_poll_health, args=(port, rate, stop, out))
+    poller.start()
+    windows = []
+    http_ = _Http(port, timeout=300)
+    try:
+        time.sleep(idle_s)
+        for _ in range(uploads):
+            if time.time() > deadline:
+                break
+            t0 = time.time()
+            job_id = _submit(http_, mesh_npz, settings)
+            windows.append((t0, time.time()))
+            http_.json("POST", f"/jobs/{job_id}/cancel")
+            time.sleep(idle_s / 2)
+    finally:
+        stop.set()
+        samples = out.get(timeout=60)
+        poller.join(30)
+        http_.close()
+    busy = [lat for t, lat in samples if any(a <= t <= b for a, b in windows)]
+    idle = [lat for t, lat in samples if not any(a - 0.5 <= t <= b + 0.5 for a, b in windows)]
+    return {"bytes": len(mesh_npz), "vertices": n_vertices, "faces": n_faces, "busy": busy, "idle": idle,
+            "submit_s": [b - a for a, b in windows]}
+
+
 def _pin(server_pid: int, worker_cpus: int) -> set | None:
     """Put the server's worker process on the first ``worker_cpus`` CPUs and the HTTP server (and later the
     clients) on the others, as a machine with cores to spare would run them. Linux only; None if impossible."""
@@ -203,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each kind (medians are printed)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads in the server's worker process (0: torch's default)")
     p.add_argument("--timeout", type=float, default=600.0, help="the whole benchmark stops after this many seconds")
+    p.add_argument("--health-during-upload", action="store_true",
+                   help="instead: /health latency while large meshes upload and are checked, vs idle")
+    p.add_argument("--grid", type=int, default=400, help="with --health-during-upload: an N x N vertex grid mesh")
+    p.add_argument("--uploads", type=int, default=5, help="with --health-during-upload: meshes sent, one after another")
+    p.add_argument("--poll-rate", type=float, default=50.0, help="with --health-during-upload: /health polls per second")
     args = p.parse_args(argv)
     deadline = time.time() + args.timeout
 
@@ -236,11 +303,14 @@ def main(argv: list[str] | None = None) -> int:
             http_cpus = _pin(server.pid, args.worker_cpus) if args.worker_cpus else None
             settings = {"prompt": args.prompt, "steps": args.steps, "render_size": args.render_size,
                         "texture_size": args.texture_size, "batch": args.batch}
+            if args.health_during_upload:
+                upload = health_during_upload(port, args.grid, args.uploads, args.poll_rate, 2.0, settings, deadline)
             # Warm-up: loads the model into the server's cache so no run below pays for it.
-            _run_job(port, mesh_npz, dict(settings, steps=min(10, args.steps)), deadline)
+            if not args.health_during_upload:
+                _run_job(port, mesh_npz, dict(settings, steps=min(10, args.steps)), deadline)
             # Interleaved repeats: a shared machine's load drifts; medians of neighbours compare fairly.
             runs: dict[str, list[dict]] = {"alone": [], "status": [], "mixed": []}
-            for _ in range(args.repeats):
+            for _ in range(0 if args.health_during_upload else args.repeats):
                 runs["alone"].append(_run_job(port, mesh_npz, settings, deadline))
                 runs["status"].append(_run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
                                                False, args.rate, http_cpus))
@@ -253,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(5)
+
+    if args.health_during_upload:
+        return _print_health_during_upload(upload, args)
 
     def rates(name):
         return ", ".join(f"{r['steps_per_second']:.2f}" for r in runs[name])
@@ -287,6 +360,19 @@ def main(argv: list[str] | None = None) -> int:
     if not http_cpus and health["device"] == "cpu" and (os.cpu_count() or 1) <= 4:
         print("  note: on a CPU-only machine with few cores the burst's client processes and the server take CPU "
               "time from the job itself; --worker-cpus 1 gives the worker a core of its own")
+    return 0
+
+
+def _print_health_during_upload(r: dict, args) -> int:
+    p99_busy, p99_idle = _percentile_ms(r["busy"], 99), _percentile_ms(r["idle"], 99)
+    print(f"/health during uploads: {os.cpu_count()} CPUs; mesh {r['vertices']:,} vertices, {r['faces']:,} triangles "
+          f"with UVs, {r['bytes'] / 2**20:.1f} MiB uncompressed .npz; {len(r['submit_s'])} uploads, each accepted "
+          f"after {', '.join(f'{s:.2f}' for s in r['submit_s'])} s; /health polled {args.poll_rate:g}/s by another process")
+    print(f"  idle          {len(r['idle']):5d} polls   p50 {_percentile_ms(r['idle'], 50):7.2f} ms   p99 {p99_idle:7.2f} ms")
+    print(f"  during upload {len(r['busy']):5d} polls   p50 {_percentile_ms(r['busy'], 50):7.2f} ms   p99 {p99_busy:7.2f} ms"
+          f"   (p99 ratio to idle {p99_busy / p99_idle if p99_idle else float('nan'):.1f})")
+    print(f"  target: p99 during upload under {TARGET_HEALTH_P99_MS:.0f} ms: "
+          f"{'met' if p99_busy < TARGET_HEALTH_P99_MS else 'NOT met'}")
     return 0
 
 

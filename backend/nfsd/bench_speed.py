@@ -92,7 +92,7 @@ def _fmt_ms(xs):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="nfsd bench speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto")
-    p.add_argument("--arch", choices=("tiny", "sd15", "sd21"), default="tiny")
+    p.add_argument("--arch", choices=("tiny", "tiny-sdxl", "sd15", "sd21", "sdxl"), default="tiny")
     p.add_argument("--render-size", type=int, default=None, help="default: 512 (64 for tiny)")
     p.add_argument("--batch", default="1,4", help="comma-separated batch sizes")
     p.add_argument("--texture-size", default="1024", help="comma-separated texture sizes")

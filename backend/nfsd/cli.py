@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs", type=int, default=50, help="finished jobs kept on disk")
     p.add_argument("--max-age-days", type=float, default=30.0, help="finished jobs older than this are pruned")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the worker (0: torch's default)")
+    _add_server_limits(p)
     p.add_argument("--models-dir", default=None, metavar="DIR",
                    help="offer the diffusers folders and .safetensors checkpoints in DIR and the LoRAs in DIR/loras; "
                         "jobs may name only offered models")
@@ -227,6 +228,21 @@ def _check_out_dir(out) -> None:
         raise ConfigError(f"the output folder {out} is not writable; choose another --out")
 
 
+def _add_server_limits(p: argparse.ArgumentParser) -> None:
+    """``nfsd serve``'s security options and request limits (defaults: nfsd.limits, listed in docs/API.md)."""
+    from .limits import LIMITS
+
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name this server may be reached by (repeatable); loopback names and --host "
+                        "always work, other Host headers get 421 (DNS rebinding)")
+    p.add_argument("--max-faces", type=int, default=LIMITS["max_faces"], help="largest mesh in triangles (default: %(default)s)")
+    p.add_argument("--max-vertices", type=int, default=LIMITS["max_vertices"], help="largest mesh in vertices (default: %(default)s)")
+    p.add_argument("--max-queue", type=int, default=LIMITS["max_queue"],
+                   help="most jobs waiting to run; more get 429 (default: %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=LIMITS["body_timeout"],
+                   help="seconds a request body may stall before it is dropped (default: %(default)s)")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -264,7 +280,9 @@ def main(argv=None) -> int:
 
             serve(host=args.host, port=args.port, token=args.token, data_dir=args.data_dir, model=args.model,
                   device=args.device, max_jobs=args.max_jobs, max_age_days=args.max_age_days,
-                  torch_threads=args.threads, models_dir=args.models_dir)
+                  torch_threads=args.threads, allow_hosts=args.allow_host, max_faces=args.max_faces,
+                  max_vertices=args.max_vertices, max_queue=args.max_queue, body_timeout=args.body_timeout,
+                  models_dir=args.models_dir)
         elif args.command == "models":
             import json
 

@@ -27,6 +27,7 @@ from .cameras import CameraConfig, sample_cameras
 from .errors import ConfigError, NfsdError, OutOfMemory
 from .fast_encoder import gradient_encoder
 from .guidance import NFSD_NEGATIVE_PROMPT, Predictions
+from .limits import SETTING_RANGES
 from .lora import apply_loras, normalize_loras
 from .offsets import NormalOffsets
 from .prior import Prior, load_prior
@@ -76,9 +77,8 @@ class TextureConfig:
     encoder: str = "full"                 # full | tiny: the autoencoder on the gradient path (nfsd.fast_encoder)
     tiny_encoder: str | None = None       # AutoencoderTiny folder; default: the model folder's vae_tiny/
 
-    LIMITS = {  # field: (min, max) inclusive
-        "steps": (1, 20_000), "texture_size": (16, 8192), "render_size": (16, 2048), "batch": (1, 64),
-        "guidance_scale": (0.0, 1000.0), "offset_strength": (0.0, 0.5), "seed": (0, 2**32 - 1),
+    LIMITS = {  # field: (min, max) inclusive; the user-facing ones are shared with the server (nfsd.limits)
+        **SETTING_RANGES,
         "lr": (0.0, 10.0), "offset_lr": (0.0, 10.0), "t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
         "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000), "negative_weight": (0.0, 100.0),
     }
@@ -223,7 +223,7 @@ class TextureJob:
         """
         try:
             return self._run(on_progress or (lambda p: None))
-        except torch.OutOfMemoryError as exc:
+        except torch.cuda.OutOfMemoryError as exc:  # torch.OutOfMemoryError is 2.5+ only
             self._texture = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -238,6 +238,8 @@ class TextureJob:
         t_start = time.perf_counter()
         device = resolve_device(c.device)
         timings: dict[str, float] = {}
+        if device.type == "cuda":  # this job's own peak (a server's worker runs many jobs)
+            torch.cuda.reset_peak_memory_stats(device)
 
         if self.prior is None:
             def on_load(name, i, n):
@@ -350,6 +352,8 @@ class TextureJob:
                 offsets_obj = mesh_lib.render_offsets_to_object(mesh, transform, offsets().cpu().numpy()).astype(np.float32)
         timings["finish_s"] = time.perf_counter() - t_fin
         timings["total_s"] = time.perf_counter() - t_start
+        if device.type == "cuda":
+            timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         report(Progress("done", step, c.steps, last_loss, timings["total_s"], 0.0, 1.0))
         return TextureResult(
             texture=to_uint8(final), uvs=mesh.uvs.astype(np.float32), uvs_generated=bool(mesh.uvs_generated),

@@ -84,7 +84,8 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     from .unwrap import ensure_uvs
     from .wire import read_wire_npz
 
-    mesh = read_wire_npz(mesh_npz)
+    # The server checked this mesh against its own --max-faces / --max-vertices at submission.
+    mesh = read_wire_npz(mesh_npz, max_faces=2**31 - 1, max_vertices=2**31 - 1)
     cfg = TextureConfig.from_dict(job_config_dict(settings, config.default_model, config.device))
     cfg.validate()
     init = decode_png(init_png) if init_png is not None else None

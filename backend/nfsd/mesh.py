@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import MeshError
+from .limits import LIMITS
 
 __all__ = [
     "BUILTIN_MESHES",
@@ -55,7 +56,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-DEFAULT_MAX_FACES = 500_000  # triangles; the CLI's --max-faces default
+DEFAULT_MAX_FACES = int(LIMITS["max_faces"])  # triangles; nfsd texture/serve --max-faces default
 
 
 def _identity4() -> np.ndarray:

@@ -9,7 +9,8 @@ Modules, one concept each:
 
 - ``config``: :class:`ServerConfig` (what ``nfsd serve`` can set) and the loopback test;
 - ``schemas``: the pydantic models of requests and responses (``JobSettings``, ``JobStatus``...);
-- ``validation``: checks of a submission (settings, mesh, init texture), run off the event loop;
+- ``validation``: checks of a submission (settings in a thread, files in a child process);
+- ``uploads``: request bodies (``POST /jobs`` spooled into the data dir, a stall timeout);
 - ``security``: the bearer-token dependency;
 - ``routes``: the endpoints;
 - ``app``: the app factory (``create_app``) and ``serve``.
@@ -18,7 +19,7 @@ Modules, one concept each:
 from .app import create_app, serve
 from .config import DEFAULT_PORT, ServerConfig, default_data_dir, is_loopback_host
 from .schemas import Health, JobList, JobSettings, JobStatus, SubmitResponse
-from .validation import validate_submission
+from .validation import FileChecker, parse_settings
 
 __all__ = [
     "DEFAULT_PORT",
@@ -32,5 +33,6 @@ __all__ = [
     "default_data_dir",
     "is_loopback_host",
     "serve",
-    "validate_submission",
+    "FileChecker",
+    "parse_settings",
 ]

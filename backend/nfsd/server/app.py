@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from ..jobs import JobManager, ManagerConfig
 from .config import DEFAULT_PORT, ServerConfig, is_loopback_host
 from .routes import router
 from .schemas import ErrorBody
+from .security import BrowserGuard
+from .uploads import BodyTimeout
+from .validation import FileChecker
 
 log = logging.getLogger("nfsd.server")
 
@@ -35,14 +39,21 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     except OSError as exc:
         raise ConfigError(f"cannot use the data dir {data_dir} ({exc}); pass a writable folder with --data-dir") from exc
 
+    checker = FileChecker(config)
+    spool = data_dir / "uploads"
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        shutil.rmtree(spool, ignore_errors=True)  # bodies of requests that a crash cut short
+        checker.start()
         manager.start()
+        await run_in_threadpool(preload, config.model)
         log.info("nfsd server: jobs in %s, default model %s", manager.store.root, config.model)
         try:
             yield
         finally:
             await run_in_threadpool(manager.stop)
+            await run_in_threadpool(checker.stop)
 
     # The documentation pages are for the artist's own machine: on a public address they would hand
     # the API's whole surface to anyone who can reach it (docs/API.md is the contract there).
@@ -56,10 +67,20 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     )
     app.state.manager = manager
     app.state.config = config
+    app.state.checker = checker
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(router)
+    app.add_middleware(BodyTimeout, timeout=config.body_timeout)
+    app.add_middleware(BrowserGuard, config=config)
     return app
+
+
+def preload(model: str) -> None:
+    """Import what checking a submission needs before the first request: lazy imports racing in the
+    thread pool fail (``cannot import name 'AutoTokenizer'`` from transformers' lazy module)."""
+    from .. import catalog, engine, prior  # noqa: F401  (engine: TextureConfig, which imports torch)
+    from transformers import AutoTokenizer  # noqa: F401
 
 
 async def _validation_error(request: Request, exc: RequestValidationError):
@@ -77,19 +98,21 @@ async def _unexpected(request: Request, exc: Exception):
 
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
-          data_dir: str | Path | None = None, model: str = "builtin", max_jobs: int = 50,
-          max_age_days: float | None = 30.0, device: str = "auto", log_level: str = "info",
-          torch_threads: int = 0, models_dir: str | Path | None = None) -> None:
-    """Run the server until interrupted (what ``nfsd serve`` calls).
+          data_dir: str | Path | None = None, log_level: str = "info", **options) -> None:
+    """Run the server until interrupted (what ``nfsd serve`` calls); ``options`` are other
+    :class:`ServerConfig` fields (model, device, max_jobs, allow_hosts, max_queue...).
 
     Raises:
-        ConfigError: a non-loopback ``host`` without ``token``, an empty token, a bad port.
+        ConfigError: a non-loopback ``host`` without ``token``, an empty token, a bad port or limit.
     """
     import uvicorn
 
-    config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None,
-                          model=model, device=device, max_jobs=max_jobs, max_age_days=max_age_days,
-                          torch_threads=torch_threads, models_dir=Path(models_dir) if models_dir else None)
+    if options.get("allow_hosts") is not None:
+        options["allow_hosts"] = tuple(options["allow_hosts"])
+    if options.get("models_dir") is not None:
+        options["models_dir"] = Path(options["models_dir"])
+    options = {k: v for k, v in options.items() if v is not None or k == "max_age_days"}
+    config = ServerConfig(host=host, port=port, token=token, data_dir=Path(data_dir) if data_dir else None, **options)
     app = create_app(config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

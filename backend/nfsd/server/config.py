@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..limits import LIMITS
 
 DEFAULT_PORT = 7870
-MAX_UPLOAD_BYTES = 256 * 1024 * 1024
-MAX_FACES = 500_000
 
 
 def default_data_dir() -> Path:
@@ -36,11 +35,18 @@ class ServerConfig:
         device: ``auto`` | ``cpu`` | ``cuda``.
         max_jobs: finished jobs kept on disk (oldest pruned first).
         max_age_days: finished jobs older than this are pruned (None: never by age).
+        allow_hosts: more names this server may be reached by (``--allow-host``); requests whose
+            ``Host`` is neither one of them, a loopback name or address, nor ``host`` get 421, so a web
+            page cannot reach the server through DNS rebinding.
         max_upload_bytes: largest accepted ``POST /jobs`` body (413 beyond).
-        max_faces: largest accepted mesh, in triangles (422 beyond).
+        max_faces, max_vertices: largest accepted mesh (422 beyond), read from the .npz headers.
+        max_queue: most jobs waiting to run (429 beyond).
+        body_timeout: seconds a request body may send nothing before it is dropped (408).
         torch_threads: CPU threads of torch in the worker process (0: torch's default).
         models_dir: diffusers folders and single files offered besides ``builtin`` and ``model``, LoRAs
             in its ``loras/``; jobs may name only offered models (``nfsd.catalog``, ``GET /models``).
+
+    The defaults of the limits are :data:`nfsd.limits.LIMITS` (docs/API.md lists them).
     """
 
     host: str = "127.0.0.1"
@@ -49,10 +55,14 @@ class ServerConfig:
     data_dir: Path | None = None
     model: str = "builtin"
     device: str = "auto"
-    max_jobs: int = 50
+    allow_hosts: tuple[str, ...] = ()
+    max_jobs: int = LIMITS["max_jobs"]
     max_age_days: float | None = 30.0
-    max_upload_bytes: int = MAX_UPLOAD_BYTES
-    max_faces: int = MAX_FACES
+    max_upload_bytes: int = LIMITS["max_upload_bytes"]
+    max_faces: int = LIMITS["max_faces"]
+    max_vertices: int = LIMITS["max_vertices"]
+    max_queue: int = LIMITS["max_queue"]
+    body_timeout: float = LIMITS["body_timeout"]
     preview_interval: float = 2.0
     status_interval: float = 0.5
     torch_threads: int = 0
@@ -75,8 +85,14 @@ class ServerConfig:
             )
         if not (0 <= int(self.port) <= 65535):
             raise ConfigError(f"--port {self.port} is out of range 0..65535")
-        if self.max_jobs < 0:
-            raise ConfigError(f"max_jobs must be >= 0, got {self.max_jobs}")
+        for name in ("max_jobs", "max_upload_bytes", "max_faces", "max_vertices", "max_queue"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.body_timeout > 0:
+            raise ConfigError(f"--body-timeout must be a positive number of seconds, got {self.body_timeout}")
+        for name in self.allow_hosts:
+            if not name or any(c in name for c in "/: @"):
+                raise ConfigError(f"--allow-host takes a bare host name such as 'studio-pc.local', got {name!r}")
         self.catalog().check()
 
     def resolved_data_dir(self) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -14,9 +15,9 @@ from ..jobs import CANCELLED, DONE, FAILED, INTERRUPTED, JobManager, JobRecord, 
 from .config import ServerConfig
 from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, SubmitResponse, Unloaded, job_status,
                       status_dict)
-from .security import require_token
-from .uploads import read_submission
-from .validation import validate_submission
+from .security import bearer, require_token, token_ok
+from .uploads import DISK_FULL, disk_full, read_submission
+from .validation import FileChecker, parse_settings
 
 
 def _manager(request: Request) -> JobManager:
@@ -27,8 +28,13 @@ def _config(request: Request) -> ServerConfig:
     return request.app.state.config
 
 
+def _checker(request: Request) -> FileChecker:
+    return request.app.state.checker
+
+
 Manager = Annotated[JobManager, Depends(_manager)]
 Config = Annotated[ServerConfig, Depends(_config)]
+Checker = Annotated[FileChecker, Depends(_checker)]
 
 router = APIRouter()
 private = APIRouter(dependencies=[Depends(require_token)])
@@ -52,8 +58,12 @@ def _submitted(manager: JobManager, rec: JobRecord) -> SubmitResponse:
                           queue_position=found[1] if found else 0)
 
 
-@router.get("/health", response_model=Health, summary="server, device and queue status (no token needed)")
-async def health(manager: Manager, config: Config) -> Health:
+@router.get("/health", response_model=Health, response_model_exclude_unset=True,
+            summary="up, version and whether a token is needed; device, model and queue with the token")
+async def health(request: Request, manager: Manager, config: Config,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Health:
+    if not token_ok(request, credentials):  # what is running, and on what, is for the token's holders
+        return Health(status="ok", version=__version__, auth_required=True)
     info = manager.device_and_models()
     loading = manager.loading_model()
     running = manager.running_id()
@@ -62,7 +72,7 @@ async def health(manager: Manager, config: Config) -> Health:
         rec = manager.get(running)
         loaded = [rec.settings.get("model") or config.model] if rec else loaded
     return Health(
-        version=__version__, device=info.get("device", "unknown"), gpu_name=info.get("gpu_name"),
+        status="ok", version=__version__, device=info.get("device", "unknown"), gpu_name=info.get("gpu_name"),
         gpu_free_bytes=info.get("gpu_free_bytes"), model_loaded=loaded[0] if loaded else None,
         model_loading=loading,
         default_model=config.model, queue_length=manager.queue_length(), running_job=manager.running_id(),
@@ -83,13 +93,35 @@ SUBMIT_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 
 @private.post("/jobs", status_code=202, response_model=SubmitResponse,
               summary="submit a job (multipart: mesh, settings, optional init_texture)",
-              responses={411: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+              responses={code: {"model": ErrorBody} for code in (408, 411, 413, 415, 429, 507)},
               openapi_extra=SUBMIT_BODY)
-async def submit(request: Request, manager: Manager, config: Config) -> SubmitResponse:
-    sub = await read_submission(request, config)
-    settings = await run_in_threadpool(validate_submission, sub.mesh_npz, sub.settings_text, sub.init_png, config)
-    rec = await run_in_threadpool(manager.submit, sub.mesh_npz, settings, sub.init_png)
+async def submit(request: Request, manager: Manager, config: Config, checker: Checker) -> SubmitResponse:
+    _refuse_when_queue_full(manager, config)  # before reading a byte of the body
+    spool = manager.store.root.parent / "uploads"
+    sub = await read_submission(request, config, spool)
+    try:
+        settings = await run_in_threadpool(parse_settings, sub.settings_text, config)
+        await checker.check(sub.mesh_path, sub.init_path)
+        mesh = await run_in_threadpool(sub.mesh_path.read_bytes)
+        init = await run_in_threadpool(sub.init_path.read_bytes) if sub.init_path else None
+        _refuse_when_queue_full(manager, config)
+        try:
+            rec = await run_in_threadpool(manager.submit, mesh, settings, init)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise disk_full(exc, manager.store.root) from None
+            raise
+    finally:
+        await run_in_threadpool(sub.remove)
     return _submitted(manager, rec)
+
+
+def _refuse_when_queue_full(manager: JobManager, config: ServerConfig) -> None:
+    waiting = manager.queue_length()
+    if waiting >= config.max_queue:
+        raise HTTPException(429, f"the queue is full ({waiting} jobs waiting, this server's limit is "
+                                 f"{config.max_queue}): submit again when a job has finished, or cancel one",
+                            headers={"Retry-After": "30"})
 
 
 @private.get("/jobs", response_model=JobList, summary="all jobs, newest first")

@@ -7,8 +7,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..jobs import CANCELLED, DONE, FAILED, INTERRUPTED, JobRecord
+from ..limits import MAX_PROMPT_CHARS, SETTING_MULTIPLES, SETTING_RANGES
 
-MAX_PROMPT_CHARS = 2000
+
+def _ranged(default, name: str, **kw):
+    lo, hi = SETTING_RANGES[name]
+    return Field(default, ge=lo, le=hi, **kw)
 
 
 class JobSettings(BaseModel):
@@ -17,19 +21,19 @@ class JobSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=False)
 
     prompt: str = Field(..., description="what the texture should show; non-empty, any length (encoded in windows)")
-    negative_prompt: str | None = Field(None, description="default: the NFSD paper's negative prompt")
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="default: the NFSD paper's negative prompt")
     mode: Literal["nfsd", "sds", "csd"] = "nfsd"
-    steps: int = Field(400, ge=1, le=10000)
-    texture_size: int = Field(1024, ge=64, le=4096, description="a multiple of 64")
-    render_size: int | None = Field(None, ge=32, le=1024,
-                                    description="a multiple of 8; default: the model's own (512, SDXL 1024)")
-    batch: int = Field(1, ge=1, le=16)
-    guidance_scale: float | None = Field(None, ge=0.0, le=200.0, description="default: the mode's own (7.5, 100, 7.5)")
+    steps: int = _ranged(400, "steps")
+    texture_size: int = _ranged(1024, "texture_size", description=f"a multiple of {SETTING_MULTIPLES['texture_size']}")
+    render_size: int | None = _ranged(None, "render_size", description=f"a multiple of {SETTING_MULTIPLES['render_size']}; "
+                                      "default: the model's own (512, SDXL 1024)")
+    batch: int = _ranged(1, "batch")
+    guidance_scale: float | None = _ranged(None, "guidance_scale", description="default: the mode's own (7.5, 100, 7.5)")
     offsets: bool = False
-    offset_strength: float = Field(0.03, ge=0.0, le=0.2)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    model: str | None = Field(None, description="a model the server offers (GET /models: name or path); "
-                                                "default: the server's --model")
+    offset_strength: float = _ranged(0.03, "offset_strength")
+    seed: int = _ranged(0, "seed")
+    model: str | None = Field(None, max_length=1024, description="a model the server offers (GET /models: name or "
+                                                                 "path); default: the server's --model")
     loras: list[dict | str] | None = Field(None, max_length=16, description="[{'name' or 'path', 'weight'}]: LoRAs "
                                            "from GET /models (kind lora)")
     encoder: Literal["full", "tiny"] = Field("full", description="tiny: the model folder's vae_tiny/ on the gradient path")
@@ -45,18 +49,12 @@ class JobSettings(BaseModel):
             raise ValueError(f"the prompt has {len(v)} characters; at most {MAX_PROMPT_CHARS} are accepted")
         return v
 
-    @field_validator("texture_size")
+    @field_validator("texture_size", "render_size")
     @classmethod
-    def _texture_multiple(cls, v: int) -> int:
-        if v % 64:
-            raise ValueError(f"texture_size must be a multiple of 64 (e.g. 512, 1024, 2048), got {v}")
-        return v
-
-    @field_validator("render_size")
-    @classmethod
-    def _render_multiple(cls, v: int | None) -> int | None:
-        if v is not None and v % 8:
-            raise ValueError(f"render_size must be a multiple of 8 (e.g. 256, 512), got {v}")
+    def _multiple(cls, v: int | None, info) -> int | None:
+        m = SETTING_MULTIPLES[info.field_name]
+        if v is not None and v % m:
+            raise ValueError(f"{info.field_name} must be a multiple of {m} (e.g. {8 * m}, {16 * m}), got {v}")
         return v
 
 
@@ -96,17 +94,19 @@ class JobList(BaseModel):
 
 
 class Health(BaseModel):
+    """Without the token (when one is set) only ``status``, ``version`` and ``auth_required``."""
+
     status: Literal["ok"] = "ok"
     version: str
-    device: str
-    gpu_name: str | None
-    gpu_free_bytes: int | None
-    model_loaded: str | None = Field(..., description="model held in memory, if any")
-    model_loading: str | None = Field(..., description="model being loaded by the running job, if any")
-    default_model: str
-    queue_length: int = Field(..., description="jobs waiting (the running one not counted)")
-    running_job: str | None
     auth_required: bool
+    device: str | None = None
+    gpu_name: str | None = None
+    gpu_free_bytes: int | None = None
+    model_loaded: str | None = Field(None, description="model held in memory, if any")
+    model_loading: str | None = Field(None, description="model being loaded by the running job, if any")
+    default_model: str | None = None
+    queue_length: int | None = Field(None, description="jobs waiting (the running one not counted)")
+    running_job: str | None = None
 
 
 class Unloaded(BaseModel):

@@ -1,21 +1,28 @@
-"""Checks of a submission: settings, mesh and init texture, the way the job will read them.
-
-Everything here is CPU work on untrusted bytes: call it in a worker thread, never on the event loop.
+"""Checks of a submission: its settings (in a worker thread) and its files (in a child process),
+the way the job will read them. Every failure is an ``HTTPException(422)`` saying what is wrong;
+no message quotes more than a short prefix of the input.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import json
-import zipfile
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
-import numpy as np
 from fastapi import HTTPException
 from pydantic import ValidationError
 
+from .. import inputcheck
 from ..errors import NfsdError
+from ..limits import LIMITS, quote
 from .config import ServerConfig
 from .schemas import JobSettings
+
+log = logging.getLogger("nfsd.server")
 
 
 def format_validation(exc: ValidationError, prefix: str) -> str:
@@ -26,21 +33,48 @@ def format_validation(exc: ValidationError, prefix: str) -> str:
         if err.get("type") == "extra_forbidden":
             msg = (f"unknown setting; allowed: {', '.join(JobSettings.model_fields)}")
         elif err.get("type") not in ("missing",) and "input" in err:
-            msg += f" (got {err['input']!r})"
-        parts.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix.rstrip('.')}: {msg}")
-    return "; ".join(parts)
+            msg += f" (got {quote(err['input'])})"
+        parts.append(f"{prefix}{quote(loc)[1:-1]}: {msg}" if loc else f"{prefix.rstrip('.')}: {msg}")
+    return "; ".join(parts[:5])
 
 
-def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | None,
-                        config: ServerConfig) -> dict:
-    """Check a submission the way the job will read it; returns the settings to store.
+def json_depth(text: str) -> int:
+    """Deepest nesting of arrays and objects in JSON ``text`` (strings skipped), without parsing it:
+    ``json.loads`` of ``"[" * 200000`` would die of recursion before it could say anything useful."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
-    Raises ``HTTPException(422)`` naming what is wrong (settings, prompt length, model, mesh, texture).
-    """
+
+def parse_settings(settings_text: str, config: ServerConfig) -> dict:
+    """The settings to store for a job: JSON within the size and depth limits, known keys in range,
+    a prompt within the model's token limit. Runs in a worker thread (the tokenizer takes a moment)."""
+    if len(settings_text) > LIMITS["max_settings_bytes"]:
+        raise HTTPException(413, f"settings is {len(settings_text):,} characters; at most "
+                                 f"{LIMITS['max_settings_bytes']:,} are accepted")
+    depth = json_depth(settings_text)
+    if depth > LIMITS["max_json_depth"]:
+        raise HTTPException(422, f"settings nests {depth} levels deep; send a flat JSON object such as "
+                                 '{"prompt": "rusty metal", "steps": 400}')
     try:
         raw = json.loads(settings_text)
-    except ValueError as exc:
-        raise HTTPException(422, f"settings is not valid JSON ({exc}); send a JSON object such as "
+    except (ValueError, RecursionError) as exc:
+        raise HTTPException(422, f"settings is not valid JSON ({str(exc)[:80]}); send a JSON object such as "
                                  '{"prompt": "rusty metal", "steps": 400}') from None
     if not isinstance(raw, dict):
         raise HTTPException(422, f"settings must be a JSON object, got {type(raw).__name__}")
@@ -54,7 +88,10 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
         settings.loras = catalog.check_loras(settings.loras, model)
         # Prompts of any length are encoded in windows: no length check here.
     except NfsdError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(422, str(exc)[:500]) from None
+    except OSError as exc:  # a name the file system refuses (too long, bad characters)
+        raise HTTPException(422, f"model {quote(settings.model or config.model)} cannot be used ({exc.strerror or type(exc).__name__}); "
+                                 "name a model this server offers") from None
     stored = settings.model_dump()
     stored["model"] = model
     try:
@@ -65,48 +102,42 @@ def validate_submission(mesh_npz: bytes, settings_text: str, init_png: bytes | N
     except ImportError:  # the engine is optional for validation; the job checks again
         pass
     except NfsdError as exc:
-        raise HTTPException(422, str(exc)) from None
-
-    validate_mesh(mesh_npz, config)
-    if init_png is not None:
-        validate_png(init_png)
+        raise HTTPException(422, str(exc)[:500]) from None
     return stored
 
 
-def validate_mesh(data: bytes, config: ServerConfig) -> None:
-    from ..errors import MeshError
-    from ..wire import read_wire_npz
+class FileChecker:
+    """Checks uploaded files (:func:`nfsd.inputcheck.check_files`) in one child process, so that
+    decompressing a mesh and ``np.unique`` over its vertices never hold the server's GIL, and a file
+    that crashes or exhausts the checker costs a 422 and a new checker, not the server."""
 
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise HTTPException(422, "mesh is not an .npz file (numpy.savez output): the upload is not a zip archive")
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            tri = z["triangles"] if "triangles" in z.files else None
-            if tri is not None and tri.ndim == 2 and tri.shape[0] > config.max_faces:
-                raise HTTPException(422, f"mesh has {tri.shape[0]} triangles; this server accepts at most "
-                                         f"{config.max_faces} (decimate the mesh, e.g. with a Decimate modifier)")
-    except HTTPException:
-        raise
-    except Exception as exc:  # np.load raises several kinds for corrupt archives or object arrays
-        raise HTTPException(422, f"mesh .npz cannot be read ({type(exc).__name__}: {exc})") from None
-    try:
-        read_wire_npz(data)
-    except MeshError as exc:
-        raise HTTPException(422, f"mesh: {exc}") from None
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self._pool: ProcessPoolExecutor | None = None
 
+    def start(self) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool.submit(inputcheck.ready)  # the child starts while the server does
 
-def validate_png(data: bytes) -> None:
-    from PIL import Image, UnidentifiedImageError
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format != "PNG":
-                raise HTTPException(422, f"init_texture must be a PNG image, got {img.format}")
-            img.load()
-            w, h = img.size
-    except HTTPException:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise HTTPException(422, f"init_texture is not a readable PNG image ({exc})") from None
-    if not (1 <= w <= 8192 and 1 <= h <= 8192):
-        raise HTTPException(422, f"init_texture is {w}x{h}; at most 8192x8192 is accepted")
+    async def check(self, mesh_path: Path, init_path: Path | None) -> None:
+        """422 naming the problem of the mesh or init texture; returns when both are fine."""
+        if self._pool is None:
+            self.start()
+        c = self.config
+        args = (str(mesh_path), str(init_path) if init_path else None, c.max_faces, c.max_vertices,
+                int(LIMITS["max_init_texture_side"]))
+        try:
+            problem = await asyncio.wrap_future(self._pool.submit(inputcheck.check_files, *args))
+        except BrokenProcessPool:
+            log.warning("the file checker process died on an upload; starting a new one")
+            self.stop()
+            self.start()
+            raise HTTPException(422, "the mesh or init texture could not be checked: reading it crashed the "
+                                     "checker (is it corrupt or enormous?); export it again") from None
+        if problem:
+            raise HTTPException(422, problem)
