@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=7870, help="port to listen on")
     p.add_argument("--token", default=None, help="bearer token clients must send; required on a non-loopback address")
-    p.add_argument("--data-dir", default=None, help="where jobs are stored (None: ~/.cache/nfsd)")
+    p.add_argument("--data-dir", default=None,
+                   help="where jobs and uploads are stored (None: $NFSD_DATA_DIR, else ~/.local/share/nfsd; "
+                        "%%LOCALAPPDATA%%\\nfsd on Windows)")
     p.add_argument("--model", default="builtin", help="default model for jobs that name none")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--max-jobs", type=int, default=50, help="finished jobs kept on disk")
