@@ -65,9 +65,9 @@ def self_intersections(positions: np.ndarray, triangles: np.ndarray) -> int:
 
 def offset_stats(mesh, offsets: np.ndarray) -> dict:
     """Max and mean offset as % of the bounding-sphere radius, and the displaced mesh's self-intersections."""
-    from .mesh import unit_sphere_transform
+    from .mesh import framing_transform
 
-    scale = unit_sphere_transform(mesh.world_positions()).scale  # 1 / radius
+    scale = framing_transform(mesh).scale  # 1 / radius, as the engine frames the mesh
     lengths = np.linalg.norm(offsets, axis=1) * scale * 100
     return {"max_pct": float(lengths.max()), "mean_pct": float(lengths.mean()),
             "self_intersections": self_intersections(mesh.positions + offsets, mesh.triangles)}

@@ -161,7 +161,7 @@ class TextureJob:
 
         # Geometry in render space (world axes, unit bounding sphere).
         mesh = self.mesh
-        transform = mesh_lib.unit_sphere_transform(mesh.world_positions())
+        transform = mesh_lib.framing_transform(mesh)  # loose vertices ignored
         base = torch.from_numpy(transform.apply(mesh.world_positions()).astype(np.float32)).to(device)
         triangles = torch.from_numpy(mesh.triangles.astype(np.int32)).to(device)
         uvs = torch.from_numpy(mesh.uvs.astype(np.float32)).to(device)
@@ -294,7 +294,7 @@ class TextureJob:
         return TextureResult(
             texture=final, uvs=mesh.uvs.astype(np.float32), uvs_generated=bool(mesh.uvs_generated),
             offsets=offsets_obj, mesh=mesh, config=c, losses=loss_values, steps_done=step,
-            cancelled=self._cancel.is_set(), timings=timings, info=info,
+            cancelled=step < c.steps, timings=timings, info=info,  # a cancel after the last step keeps the result
         )
 
 

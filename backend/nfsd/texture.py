@@ -264,6 +264,15 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"))[::-1])
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     """Write ``data`` to ``path`` via a temporary file and a rename: readers never see half a file.
     ``durable`` also fsyncs the data before the rename (survives a power cut, costs a disk flush).
@@ -276,6 +285,8 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file follows the umask like any other
+                os.fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 if durable:

@@ -331,7 +331,7 @@ class ShapePrior(AnalyticPrior):
 
         super().__init__(image_size, device)
         self.model_id = "shape"
-        transform = mesh_lib.unit_sphere_transform(mesh.world_positions())
+        transform = mesh_lib.framing_transform(mesh)  # as the engine frames it
 
         def render_space(offsets):
             world = (mesh.world_matrix[:3, :3] @ (mesh.positions + offsets).T).T + mesh.world_matrix[:3, 3]

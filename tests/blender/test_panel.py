@@ -295,3 +295,12 @@ def test_selected_faces_only_with_nothing_selected_says_so(addon, scene, fast_co
     with pytest.raises(ValueError, match="No faces of 'Cube' are selected"):
         addon.jobs.start_job(obj, settings(addon, scene), fast_connection, faces_only=True)
     assert fake_backend.jobs == {} and not obj.nfsd_job.job_id and len(obj.material_slots) == 0
+
+
+def test_the_backends_stage_shows_before_the_first_step(addon):
+    """A UV-less mesh is unwrapped before step 1: the panel says so instead of 'Step 0/N'."""
+    job = addon.job.Job(1, "key", "Cube", {"steps": 40}, addon.job.Connection("http://127.0.0.1:1", ""))
+    job.take("status", {"state": "running", "step": 0, "total": 40, "stage": "unwrapping 81,920 faces"})
+    assert job.status_text().startswith("Unwrapping 81,920 faces, ")
+    job.take("status", {"state": "running", "step": 3, "total": 40, "stage": None})
+    assert job.status_text().startswith("Step 3/40")

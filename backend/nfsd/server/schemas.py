@@ -87,6 +87,8 @@ class JobStatus(BaseModel):
     has_uvs: bool = Field(..., description="GET /jobs/{id}/uvs is ready: the UVs the texture is laid out on")
     resubmit_hint: str | None = Field(..., description="how to run the job again when it failed, was cancelled or interrupted")
     resubmitted_from: str | None
+    stage: str | None = Field(None, description="what an active job does now: 'unwrapping 81,920 faces', "
+                                                "'loading the model' or 'optimizing'")
 
 
 class JobList(BaseModel):
@@ -132,6 +134,7 @@ def status_dict(rec: JobRecord, position: int) -> dict:
         "preview_step": rec.preview_step, "has_result": rec.state == DONE, "has_uvs": rec.has_uvs,
         "resubmit_hint": hint,
         "resubmitted_from": rec.resubmitted_from,
+        "stage": rec.stage,
     }
 
 
