@@ -96,6 +96,7 @@ class Job:
         self.progress = 0.0
         self.loss: float | None = None
         self.eta: float | None = None
+        self.stage: str | None = None  # the backend's line for what it does before the steps ("unwrapping ...")
         self.queue_position = 0
         self.started = time.monotonic()
         self.finished_at: float | None = None
@@ -149,6 +150,8 @@ class Job:
             return f"Queued{position}, {elapsed} elapsed"
         if self.state == "loading":
             return f"Loading model {self.progress:.0%}, {elapsed} elapsed"
+        if self.state == "running" and self.step == 0 and self.stage:
+            return f"{self.stage[:1].upper()}{self.stage[1:]}, {elapsed} elapsed"
         if self.state == "running":
             loss = f" · loss {self.loss:.4g}" if self.loss is not None else ""
             return f"Step {self.step}/{self.total} · {elapsed} elapsed · ETA {format_duration(self.eta)}{loss}"
@@ -206,6 +209,8 @@ class Job:
         self.progress = float(status.get("progress") or (self.step / self.total if self.total else 0.0))
         self.loss = status.get("loss")
         self.eta = status.get("eta_seconds")
+        stage = status.get("stage")
+        self.stage = stage[:80] if isinstance(stage, str) and stage else None
 
     # -- worker thread -------------------------------------------------------------------------
     def _post(self, kind: str, payload=None) -> None:

@@ -49,6 +49,8 @@ def send_problem(obj, settings: dict, *, continuing: bool = False, faces_only: b
         return f"'{obj.name}' has a job from before the file was closed: Reattach or Forget it first"
     if settings.get("mode") == "dds" and not continuing:
         return "Edit changes an existing NFSD texture: select a run under Earlier Runs and press Continue"
+    if faces_only and not continuing:  # the faces left alone keep the continued run's texels
+        return "Selected Faces Only changes part of an NFSD texture: select a run under Earlier Runs and press Continue"
     if faces_only and obj.mode == "EDIT" and not mesh_io.active_uv_name(obj):
         return f"'{obj.name}' has no UV map: leave Edit Mode so it can be unwrapped first"
     prompt = str(settings.get("prompt", "")).strip()

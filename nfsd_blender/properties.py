@@ -137,7 +137,7 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
                     "keeping its other inputs; off: a new NFSD material goes in every slot")
     offsets: BoolProperty(name="Refine Shape", default=False,
                           description="Also optimize small vertex offsets, stored as a shape key")
-    offset_strength: FloatProperty(name="Strength", default=0.02, min=0.0, max=0.2, soft_max=0.1, step=0.1,
+    offset_strength: FloatProperty(name="Strength", default=0.1, min=0.0, max=0.2, soft_max=0.2, step=0.1,
                                    precision=3, description="Largest offset as a fraction of the object's size")
     guidance_scale: FloatProperty(name="Guidance Scale", default=0.0, min=0.0, soft_max=100.0,
                                   description="0 uses the mode's usual value (7.5 for NFSD, 100 for SDS)")

@@ -28,3 +28,11 @@ def test_speed_bench_prints_engine_and_baseline(capsys):
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 2 and "speed-up" in out and "steps/s" in out
     assert all(line.rstrip().endswith("x") for line in rows)
+
+
+def test_speed_bench_with_the_tiny_encoder_names_it(capsys):
+    """`--encoder tiny` times the engine with a TAESD-shaped encoder (what the GPU script measures)."""
+    assert bench_speed(["--arch", "tiny", "--render-size", "32", "--batch", "1", "--texture-size", "64",
+                        "--warmup", "1", "--steps", "2", "--mesh", "cube", "--device", "cpu", "--encoder", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder=tiny" in out and len([line for line in out.splitlines() if line.strip()[:1].isdigit()]) == 1

@@ -97,7 +97,7 @@ def test_out_of_memory_names_the_setting_to_lower(tiny_model, monkeypatch):
     prior = load_prior(str(tiny_model))
 
     def oom(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(prior, "predict_eps", oom)
     with pytest.raises(OutOfMemory, match="lower batch first, then render_size"):

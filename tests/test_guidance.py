@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nfsd.errors import ConfigError
-from nfsd.guidance import (Predictions, csd_gradient, distillation_loss, get_rule, nfsd_gradient,
-                           sds_gradient)
+from nfsd.guidance import (RULES, Predictions, csd_gradient, dds_gradient, distillation_loss,
+                           get_rule, nfsd_gradient, sds_gradient)
 
 T = 1000
 ALPHAS = torch.linspace(0.999, 0.01, T)
@@ -51,9 +51,40 @@ def test_csd_is_the_scaled_classifier_direction_only():
     assert g[1, 0, 0, 0].item() == pytest.approx(w(900) * 7.5 * 0.5)
 
 
+def test_dds_is_the_difference_of_guided_predictions_target_minus_source():
+    b = 2
+    full = lambda v: torch.full((b, 4, 2, 2), float(v))  # noqa: E731
+    p = Predictions(e_y=full(1.0), e_neg=None, e_0=full(0.5), eps=full(123.0), t=torch.tensor([10, 900]),
+                    alphas_cumprod=ALPHAS, e_ref_y=full(0.75), e_ref_0=full(0.25))
+    g = dds_gradient(p, scale=7.5)
+    target = 0.5 + 7.5 * (1.0 - 0.5)      # cfg(z_t; y_target)
+    source = 0.25 + 7.5 * (0.75 - 0.25)   # cfg(z_ref_t; y_source)
+    assert g[0, 0, 0, 0].item() == pytest.approx(w(10) * (target - source))
+    assert g[1, 0, 0, 0].item() == pytest.approx(w(900) * (target - source))
+
+
+def test_dds_of_an_unchanged_edit_is_zero():
+    """Same render, same prompt: the two branches are the same prediction and nothing moves."""
+    e = torch.randn(3, 4, 2, 2)
+    e0 = torch.randn(3, 4, 2, 2)
+    p = Predictions(e, None, e0, torch.randn(3, 4, 2, 2), torch.tensor([5, 500, 999]), ALPHAS, e_ref_y=e, e_ref_0=e0)
+    assert torch.equal(dds_gradient(p), torch.zeros_like(e))
+    with pytest.raises(ValueError, match="e_ref_y"):
+        dds_gradient(preds([500]))
+
+
+def test_every_rule_names_the_predictions_it_reads():
+    from nfsd.guidance import rule_inputs
+
+    assert [len(rule_inputs(mode)) for mode in RULES] == [3, 2, 2, 4]  # nfsd, sds, csd, dds (per view)
+    assert rule_inputs("csd", negative_weight=1.0) == (("z", "y"), ("z", "neg"), ("z", "0"))
+    assert rule_inputs("dds") == (("z", "y"), ("z", "0"), ("ref", "src"), ("ref", "0"))
+
+
 def test_rules_by_name_and_unknown_mode():
     assert get_rule("nfsd") is nfsd_gradient and get_rule("sds") is sds_gradient and get_rule("csd") is csd_gradient
-    with pytest.raises(ConfigError, match="unknown mode 'vsd'.*nfsd, sds, csd"):
+    assert get_rule("dds") is dds_gradient
+    with pytest.raises(ConfigError, match="unknown mode 'vsd'.*nfsd, sds, csd, dds"):
         get_rule("vsd")
 
 

@@ -4,19 +4,21 @@ refused with a message naming the problem, and the export / normalization helper
 import io
 import json
 import struct
+import sys
 
 import numpy as np
 import pytest
 import trimesh
 from PIL import Image
 
-from nfsd.errors import ConfigError, MeshError
+from nfsd.errors import Cancelled, ConfigError, MeshError
 from nfsd.mesh import (
     BUILTIN_MESHES,
     Mesh,
     builtin_mesh,
     check_mesh,
     ensure_uvs,
+    framing_transform,
     load_mesh,
     read_wire_npz,
     render_offsets_to_object,
@@ -116,6 +118,22 @@ def test_ply_keeps_duplicate_and_unreferenced_vertices(tmp_path):
     assert mesh.num_vertices == 5
     np.testing.assert_array_equal(mesh.triangles, [[0, 1, 2], [4, 2, 1]])
     np.testing.assert_allclose(mesh.uvs[1, 0], [0.2, 0.3])
+
+
+
+def test_ply_triangle_strips_read_as_triangles_not_a_point_cloud(tmp_path):
+    # Two quads as one strip (every second triangle flipped back, so all face +Z like the first; the
+    # repeated vertex a strip uses to turn a corner makes no triangle), then after -1 a lone triangle.
+    (tmp_path / "strip.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 7\nproperty float x\nproperty float y\nproperty float z\n"
+        "element tristrips 1\nproperty list int int vertex_indices\nend_header\n"
+        "0 0 0\n0 1 0\n1 0 0\n1 1 0\n2 0 0\n2 1 0\n5 5 0\n"
+        "11 1 0 3 2 5 4 4 -1 2 4 6\n"
+    )
+    mesh = load_mesh(tmp_path / "strip.ply")
+    np.testing.assert_array_equal(mesh.triangles, [[1, 0, 3], [3, 0, 2], [3, 2, 5], [5, 2, 4], [2, 4, 6]])
+    p = mesh.positions[mesh.triangles]
+    assert (np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])[:, 2] > 0).all()
 
 
 def test_binary_ply_with_per_face_texcoords(tmp_path):
@@ -269,12 +287,65 @@ def test_ensure_uvs_unwraps_a_mesh_without_uvs():
     assert ensure_uvs(sphere) is sphere
 
 
+
+def _icosphere(subdivisions: int) -> Mesh:
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
+    return Mesh(np.asarray(sphere.vertices, np.float32), np.asarray(sphere.faces, np.int32))
+
+
+def test_ensure_uvs_unwraps_the_icosphere_that_crashed_xatlas_and_reports_progress():
+    # 81,920 faces in one piece segfault xatlas 0.0.11; in compact pieces they unwrap in about a second.
+    bare = _icosphere(6)
+    seen = []
+    unwrapped = ensure_uvs(bare, on_progress=lambda text, elapsed: seen.append((text, elapsed)))
+    assert unwrapped.uvs.shape == (81_920, 3, 2) and 0 <= unwrapped.uvs.min() and unwrapped.uvs.max() <= 1
+    e1, e2 = unwrapped.uvs[:, 1] - unwrapped.uvs[:, 0], unwrapped.uvs[:, 2] - unwrapped.uvs[:, 0]
+    uv_area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    assert (uv_area > 0).all() and 0.3 < uv_area.sum() < 1.0
+    assert seen[0] == ("unwrapping 81,920 faces", 0.0) and seen[-1][1] > 0
+
+
+def test_a_crash_while_unwrapping_is_one_line_saying_what_to_do(monkeypatch):
+    import nfsd.unwrap
+
+    crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"  # what xatlas did on large meshes
+    monkeypatch.setattr(nfsd.unwrap, "_child_command", lambda inp, out: [sys.executable, "-c", crash])
+    with pytest.raises(MeshError) as err:
+        ensure_uvs(_icosphere(1))
+    message = str(err.value)
+    assert "\n" not in message and "crashed" in message and "80 faces" in message and "SIGSEGV" in message
+    assert "Smart UV Project" in message and "face count" in message
+
+
+def test_a_cancel_while_unwrapping_ends_the_unwrap_at_once(monkeypatch):
+    import nfsd.unwrap
+
+    stuck = "import time; time.sleep(600)"  # an unwrap that would take ten minutes
+    monkeypatch.setattr(nfsd.unwrap, "_child_command", lambda inp, out: [sys.executable, "-c", stuck])
+    polls = []
+
+    def cancelled():
+        polls.append(1)
+        return len(polls) > 3
+
+    with pytest.raises(Cancelled, match="unwrapping 80 faces"):
+        ensure_uvs(_icosphere(1), cancelled=cancelled)
+    assert len(polls) == 4  # it returned at the first poll that saw the cancel: the child was killed
+
 def test_unit_sphere_transform_fits_and_inverts():
     points = np.random.default_rng(0).normal(size=(200, 3)) * [3.0, 0.5, 1.0] + [10.0, -4.0, 2.0]
     transform = unit_sphere_transform(points)
     radii = np.linalg.norm(transform.apply(points), axis=1)
     assert radii.max() == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(transform.invert(transform.apply(points)), points, atol=1e-4)
+
+
+def test_framing_ignores_loose_vertices():
+    sphere = builtin_mesh("sphere")
+    stray = Mesh(np.concatenate([sphere.positions, [[50.0, 0.0, 0.0]]]).astype(np.float32), sphere.triangles)
+    framed, plain = framing_transform(stray), unit_sphere_transform(sphere.world_positions())
+    np.testing.assert_allclose(framed.center, plain.center, atol=1e-6)
+    assert framed.scale == pytest.approx(plain.scale)
 
 
 def test_render_offsets_to_object_undoes_rotation_and_scale():

@@ -295,7 +295,7 @@ def test_out_of_memory_fails_the_job_with_the_setting_to_lower(tiny_model, tmp_p
 
     class OutOfMemoryJob:
         def run(self, on_progress):
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
         def cancel(self):
             pass

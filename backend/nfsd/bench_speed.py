@@ -2,19 +2,23 @@
 
     nfsd bench speed --device cuda --arch sd15 --render-size 512 --batch 1,4 --texture-size 1024,2048
     nfsd bench speed --arch tiny --render-size 64 --batch 1,2 --texture-size 256   # the CPU smoke
+    nfsd bench speed --device cuda --arch sdxl --render-size 512 --encoder tiny     # TAESDXL-shaped encoder
 
 For each (batch, texture size) it runs warm-up plus timed steps of the real engine (every step
 synchronized so the time is the step's own), then, in the same run, a naive baseline step: one UNet
 call per embedding (three calls), float32, the prompt embeddings recomputed every step. It prints
 per-step median/min/max, steps per second, peak GPU memory, the estimated wall time of a default
 job, and the speed-up of the engine over the baseline. Weights are random (no download): the
-shapes and FLOPs are the real model's.
+shapes and FLOPs are the real model's. ``--encoder tiny`` puts a random AutoencoderTiny of TAESD's
+shape (TAESDXL's for SDXL: the same layout) on the engine's gradient path; the baseline keeps the
+full VAE, so the speed-up then includes the encoder's.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -85,6 +89,19 @@ def time_naive(mesh, prior, config: TextureConfig, warmup: int, steps: int) -> l
     return times
 
 
+def _random_tiny_encoder(arch: str) -> str:
+    """A folder with a random AutoencoderTiny for ``arch``: TAESD's shape for real architectures
+    (TAESDXL has the same layout), the tiny test model's otherwise."""
+    from diffusers import AutoencoderTiny
+
+    from .tiny import TINY_AUTOENCODER
+
+    folder = tempfile.mkdtemp(prefix="nfsd-bench-taesd-")
+    torch.manual_seed(0)
+    (AutoencoderTiny(**TINY_AUTOENCODER) if arch.startswith("tiny") else AutoencoderTiny()).save_pretrained(folder)
+    return folder
+
+
 def _fmt_ms(xs):
     return f"{1000 * statistics.median(xs):8.1f} {1000 * min(xs):8.1f} {1000 * max(xs):8.1f}"
 
@@ -104,11 +121,13 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-steps", type=int, default=None, help="timed naive steps (default: --steps)")
     p.add_argument("--job-steps", type=int, default=TextureConfig().steps, help="steps of the default job to estimate")
     p.add_argument("--mesh", default="default", help="built-in mesh name")
+    p.add_argument("--encoder", choices=("full", "tiny"), default="full",
+                   help="the engine's encoder on the gradient path (tiny: a random TAESD-shaped AutoencoderTiny)")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.dtype]
-    render_size = args.render_size or (64 if args.arch == "tiny" else 512)
+    render_size = args.render_size or (64 if args.arch.startswith("tiny") else 512)
     batches = [int(b) for b in args.batch.split(",")]
     tex_sizes = [int(s) for s in args.texture_size.split(",")]
     mesh = builtin_mesh(args.mesh)
@@ -116,8 +135,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     prior = build_random_prior(args.arch, device, dtype)
     fp32 = prior if prior.dtype == torch.float32 else build_random_prior(args.arch, device, torch.float32)
+    tiny_encoder = _random_tiny_encoder(args.arch) if args.encoder == "tiny" else None
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}) arch={args.arch} "
-          f"dtype={str(prior.dtype).replace('torch.', '')} render={render_size} compile={args.compile} "
+          f"dtype={str(prior.dtype).replace('torch.', '')} render={render_size} encoder={args.encoder} compile={args.compile} "
           f"mesh={args.mesh} ({mesh.num_faces} faces) models built in {time.perf_counter() - t0:.1f}s")
     header = (f"{'batch':>5} {'tex':>5} | {'median':>8} {'min':>8} {'max':>8} ms | {'steps/s':>7} | {'peak GB':>7} | "
               f"{'job est s':>9} | {'naive ms':>8} | {'speed-up':>8}")
@@ -127,7 +147,8 @@ def main(argv=None) -> int:
     for batch in batches:
         for tex in tex_sizes:
             cfg = TextureConfig(prompt="red and white stripes", batch=batch, texture_size=tex, render_size=render_size,
-                                offsets=args.offsets, device=str(device), compile=args.compile)
+                                offsets=args.offsets, device=str(device), compile=args.compile,
+                                encoder=args.encoder, tiny_encoder=tiny_encoder)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             fast = time_engine(mesh, prior, cfg, args.warmup, args.steps)

@@ -2,8 +2,9 @@
 
 Per step (shared/DESIGN.md): random cameras -> render the textured (and displaced) mesh -> encode
 with the prior's VAE or a tiny encoder (gradients flow) -> add noise at a random t per view -> ONE
-batched UNet call on [prompt+view, negative, ""] (SDS, CSD: no negative) -> distillation rule -> loss
--> Adam step on the texture (and offsets).
+batched UNet call on [prompt+view, negative, ""] (SDS, CSD: no negative; DDS: the original
+texture's render under the source prompt too) -> distillation rule -> loss -> Adam step on the
+texture (and offsets).
 
     job = TextureJob(mesh, TextureConfig(prompt="red and white stripes"))
     result = job.run(on_progress=print)     # job.cancel() / job.snapshot() from any thread
@@ -13,10 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -24,134 +23,17 @@ import torch
 
 from . import guidance, mesh as mesh_lib
 from .cameras import CameraConfig, sample_cameras
+from .config import Progress, TextureConfig, TextureResult
 from .errors import ConfigError, NfsdError, OutOfMemory
 from .fast_encoder import gradient_encoder
-from .guidance import NFSD_NEGATIVE_PROMPT, Predictions
-from .limits import SETTING_RANGES
-from .lora import apply_loras, normalize_loras
+from .guidance import NFSD_NEGATIVE_PROMPT
+from .lora import apply_loras
 from .offsets import NormalOffsets
 from .prior import Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
-from .texture import PARAMETRIZATIONS, dilate, from_uint8, make_texture, to_uint8, uv_coverage
+from .texture import as_face_mask, dilate, face_region, from_uint8, make_texture, to_uint8, uv_coverage
 
 VIEW_WORDS = ("front", "side", "back", "overhead")
-
-
-@dataclass
-class TextureConfig:
-    """Everything a texturing run depends on. Defaults work; ``validate`` explains bad values.
-
-    The first block mirrors the CLI options and the server's ``settings`` keys.
-    """
-
-    prompt: str = ""
-    negative_prompt: str = NFSD_NEGATIVE_PROMPT
-    mode: str = "nfsd"                    # nfsd | sds | csd
-    steps: int = 400
-    texture_size: int = 1024
-    render_size: int | None = None        # None: the model's own (512 SD 1.x/2.x, 1024 SDXL)
-    batch: int = 1
-    guidance_scale: float | None = None   # None: the mode's default (nfsd 7.5, sds 100, csd 7.5)
-    offsets: bool = False
-    offset_strength: float = 0.03         # max |offset|, fraction of the bounding-sphere radius
-    seed: int = 0
-    model: str = "builtin"
-    device: str = "auto"                  # auto | cpu | cuda
-    # Advanced.
-    renderer: str = "auto"                # auto | torch | nvdiffrast
-    parametrization: str = "pyramid"      # pyramid | pixels | surface (nfsd.surface_field: seamless, BENCHMARKS.md)
-    lr: float = 0.02                      # texture learning rate (Adam, on logits)
-    offset_lr: float = 0.01               # offsets learning rate (Adam, on the tanh argument)
-    t_min: float = 0.02                   # fraction of the schedule
-    t_max: float = 0.98                   # at step 0 ...
-    t_max_end: float = 0.5                # ... annealed linearly down to this at the last step
-    laplacian_weight: float = 1e3
-    normal_weight: float = 1e2
-    half_precision: bool = True           # float16 networks on CUDA (texture stays float32)
-    channels_last: bool = True            # CUDA: channels_last convolutions
-    compile: bool = False                 # CUDA: torch.compile the UNet and VAE encoder (slow first steps)
-    progress_every: int = 5               # read the loss (a host-device sync) every N steps
-    model_config: str | None = None       # diffusers config folder for single-file checkpoints
-    negative_weight: float = 0.0          # csd: weight of the negative prompt's classifier score (0: batch 2)
-    loras: list = field(default_factory=list)  # [{"path": file, "weight": 1.0}, ...] (nfsd.lora)
-    encoder: str = "full"                 # full | tiny: the autoencoder on the gradient path (nfsd.fast_encoder)
-    tiny_encoder: str | None = None       # AutoencoderTiny folder; default: the model folder's vae_tiny/
-
-    LIMITS = {  # field: (min, max) inclusive; the user-facing ones are shared with the server (nfsd.limits)
-        **SETTING_RANGES,
-        "lr": (0.0, 10.0), "offset_lr": (0.0, 10.0), "t_min": (0.0, 1.0), "t_max": (0.0, 1.0),
-        "t_max_end": (0.0, 1.0), "progress_every": (1, 100_000), "negative_weight": (0.0, 100.0),
-    }
-
-    def scale(self) -> float:
-        return guidance.DEFAULT_SCALES[self.mode] if self.guidance_scale is None else float(self.guidance_scale)
-
-    def validate(self) -> None:
-        """Raise ``ConfigError`` naming the first bad field and what it accepts."""
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise ConfigError("prompt is empty: describe the texture, e.g. 'red and white stripes'")
-        guidance.get_rule(self.mode)
-        for name, (lo, hi) in self.LIMITS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
-            if not lo <= value <= hi:
-                raise ConfigError(f"{name}={value} is out of range: allowed {lo}..{hi}")
-        if not self.t_min < self.t_max_end <= self.t_max:
-            raise ConfigError(f"need t_min < t_max_end <= t_max, got {self.t_min}, {self.t_max_end}, {self.t_max}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.renderer not in ("auto", "torch", "nvdiffrast"):
-            raise ConfigError(f"renderer must be auto, torch or nvdiffrast, got {self.renderer!r}")
-        if self.encoder not in ("full", "tiny"):
-            raise ConfigError(f"encoder must be full or tiny, got {self.encoder!r}")
-        self.loras = normalize_loras(self.loras)
-        if self.parametrization not in PARAMETRIZATIONS:
-            raise ConfigError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {self.parametrization!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TextureConfig":
-        """Build from a plain dict (JSON); unknown keys and wrong types raise ``ConfigError``."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(fields)}")
-        return cls(**data)
-
-
-@dataclass
-class Progress:
-    """What a progress callback receives."""
-
-    phase: str            # "loading" | "optimizing" | "done"
-    step: int
-    total: int
-    loss: float | None
-    elapsed: float        # seconds since run() started
-    eta: float | None     # seconds to the end of the optimization
-    fraction: float       # 0..1 within the phase
-
-
-@dataclass
-class TextureResult:
-    """The outcome of a run (also of a cancelled one: what existed when it stopped)."""
-
-    texture: np.ndarray             # uint8 [Ht, Wt, 3], row 0 bottom, UV islands dilated
-    uvs: np.ndarray                 # [F, 3, 2] float32 per-corner UVs the texture is laid out on
-    uvs_generated: bool
-    offsets: np.ndarray | None      # [V, 3] float32 object space, Blender's vertex order
-    mesh: "mesh_lib.Mesh"
-    config: TextureConfig
-    losses: list[float] = field(default_factory=list)
-    steps_done: int = 0
-    cancelled: bool = False
-    timings: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -183,18 +65,36 @@ class TextureJob:
         mesh: the mesh (``nfsd.mesh.Mesh``); unwrapped with xatlas when it has no UVs.
         config: the settings (validated here).
         prior: an already loaded prior; default ``load_prior(config.model)`` (cached).
-        init_texture: uint8 ``[H, W, 3]`` (row 0 bottom) to continue from, resized to ``texture_size``.
+        init_texture: uint8 ``[H, W, 3]`` (row 0 bottom) to continue from, resized to ``texture_size``;
+            required by the edit modes (``dds``) and by ``face_mask``.
+        face_mask: ``[F]`` bool, re-texture only these faces (default ``mesh.face_mask``): every texel
+            outside ``texture.face_region`` of them comes back bit-identical to ``init_texture``
+            (which then sets the texture size), and only their vertices move. The renders show the
+            whole object, so the prior sees the region in context.
     """
 
-    def __init__(self, mesh, config: TextureConfig, prior: Prior | None = None, init_texture: np.ndarray | None = None):
+    def __init__(self, mesh, config: TextureConfig, prior: Prior | None = None, init_texture: np.ndarray | None = None,
+                 face_mask: np.ndarray | None = None):
         config.validate()
         self.config = config
         self.mesh = mesh_lib.ensure_uvs(mesh)
         self.prior = prior
         self.init_texture = init_texture
+        if face_mask is None:
+            face_mask = getattr(mesh, "face_mask", None)
+        self.face_mask = None if face_mask is None else as_face_mask(face_mask, self.mesh.num_faces)
+        if config.mode in guidance.EDIT_MODES and init_texture is None:
+            raise ConfigError(f"mode {config.mode} edits a texture: give the current one (init texture / continue a run)")
+        if self.face_mask is not None:
+            if init_texture is None:
+                raise ConfigError("a face mask re-textures part of a texture: give the current texture (init texture); "
+                                  "the texels outside the selected faces are kept from it")
+            h, w = np.asarray(init_texture).shape[:2]
+            if h != w:
+                raise ConfigError(f"with a face mask the texture is kept texel for texel, so it must be square; got {w}x{h}")
         self._cancel = threading.Event()
         self._lock = threading.Lock()
-        self._texture: torch.nn.Module | None = None
+        self._texture: Callable[[], torch.Tensor] | None = None
 
     def cancel(self) -> None:
         """Ask ``run`` to stop after the current step; it returns what exists so far."""
@@ -250,41 +150,61 @@ class TextureJob:
         prior = self.prior
         device = prior.device
         apply_loras(prior, c.loras)  # also takes off the LoRAs an earlier job left on the cached model
-        encode = gradient_encoder(prior, c.encoder, c.tiny_encoder)
+        grad_encode = gradient_encoder(prior, c.encoder, c.tiny_encoder)
         prior.tune(channels_last=c.channels_last, compile=c.compile)
         render_size = c.render_size or prior.default_render_size
+        edit = c.mode in guidance.EDIT_MODES
+
+        def encode(images, generator=None):  # the full VAE samples: an edit passes both renders one draw
+            return prior.encode(images, generator) if c.encoder == "full" else grad_encode(images)
         timings["load_model_s"] = time.perf_counter() - t_start
 
         # Geometry in render space (world axes, unit bounding sphere).
         mesh = self.mesh
-        transform = mesh_lib.unit_sphere_transform(mesh.world_positions())
+        transform = mesh_lib.framing_transform(mesh)  # loose vertices ignored
         base = torch.from_numpy(transform.apply(mesh.world_positions()).astype(np.float32)).to(device)
         triangles = torch.from_numpy(mesh.triangles.astype(np.int32)).to(device)
         uvs = torch.from_numpy(mesh.uvs.astype(np.float32)).to(device)
         rasterizer = get_rasterizer(c.renderer, device)
 
-        # Parameters.
-        init = from_uint8(self.init_texture, c.texture_size).to(device) if self.init_texture is not None else None
+        # Parameters. With a face mask the texture keeps the initial texture's own size (texel for texel).
+        size = np.asarray(self.init_texture).shape[0] if self.face_mask is not None else c.texture_size
+        init = from_uint8(self.init_texture, size).to(device) if self.init_texture is not None else None
         torch.manual_seed(c.seed)
-        texture = make_texture(c.parametrization, c.texture_size, init, surface=(base, triangles, uvs)).to(device)
+        texture = make_texture(c.parametrization, size, init, surface=(base, triangles, uvs)).to(device)
         params = [{"params": texture.parameters(), "lr": c.lr}]
+        region = None
+        if self.face_mask is not None:
+            region = face_region(uvs, torch.from_numpy(self.face_mask).to(device), size)
+
+            def current():  # outside the region the initial texture, exactly; gradients reach the region only
+                return torch.where(region[..., None], texture(), init)
+        else:
+            current = texture
         offsets = None
         if c.offsets and c.offset_strength > 0:
-            offsets = NormalOffsets(base, triangles, c.offset_strength).to(device)
+            movable = None if self.face_mask is None else \
+                torch.from_numpy(np.unique(mesh.triangles[self.face_mask])).to(device)
+            offsets = NormalOffsets(base, triangles, c.offset_strength, movable=movable).to(device)
             params.append({"params": offsets.parameters(), "lr": c.offset_lr})
         optimizer = torch.optim.Adam(params, betas=(0.9, 0.99), eps=1e-15)
         with self._lock:
-            self._texture = texture
+            self._texture = current
+        # The original texture, as the parametrization renders it: at step 0 both DDS branches see
+        # the very same image, so where the prompts agree the gradient is exactly zero.
+        original = current().detach() if c.mode in guidance.EDIT_MODES else None
 
-        # Prompt embeddings, once per run: one per view word, the negative prompt, the empty prompt.
-        # Any length: long prompts take several text windows, and torch.cat pads to a common length.
+        # Prompt embeddings, once per run: one per view word, the negative prompt, the empty prompt
+        # (and, to edit, the source prompt per view word). Any length: long prompts take several
+        # text windows, and torch.cat pads to a common length.
         emb_views = prior.embed([view_prompt(c.prompt, w) for w in VIEW_WORDS])
         emb_neg, emb_empty = prior.embed([c.negative_prompt, ""]).unbind(0)
+        emb_source = prior.embed([view_prompt(c.source_prompt, w) for w in VIEW_WORDS]) if edit else None
         rule, scale = guidance.get_rule(c.mode), c.scale()
         if c.mode == "csd" and c.negative_weight:
             rule = functools.partial(rule, negative_weight=c.negative_weight)
-        # SDS and CSD do not read the negative branch: the UNet call is then batch 2 per view, not 3.
-        use_neg = guidance.needs_negative(c.mode, c.negative_weight)
+        # Priors that depend on the camera (tiny.ShapePrior, a test prior) are told each step's views.
+        see_views = getattr(prior, "see_views", None)
 
         # Every random view of the run is drawn up front on the CPU (reproducible on any device) and
         # moved to the device once: no host-device copy, hence no sync, inside the loop.
@@ -303,21 +223,26 @@ class TextureJob:
             views = slice((step - 1) * c.batch, step * c.batch)
             cams, light = _take(plan["cameras"], views), _take(plan["lighting"], views)
             t_dev, word = plan["t"][views], plan["word"][views]
+            if see_views is not None:
+                see_views(cams, light)
 
             with self._lock:
-                tex = texture()
+                tex = current()
             positions = base + offsets() if offsets is not None else base
             out = render_views(rasterizer, positions, triangles, uvs, tex, cams, render_size, light)
-            z = encode(out.image)
+            # An edit encodes both renders with the same VAE sample noise too: independent draws would
+            # differ at every texel and DDS would turn that difference into texel noise.
+            enc_seed = (c.seed * 1_000_003 + step) % 2**63 if edit else None
+            z = encode(out.image, _generator(device, enc_seed))
             noise = torch.randn(z.shape, generator=noise_gen, device=device, dtype=z.dtype)
             with torch.no_grad():
-                z_t = prior.add_noise(z.detach(), noise, t_dev)
-                embs = [emb_views[word]] + [emb_neg.expand(c.batch, -1, -1)] * use_neg + \
-                    [emb_empty.expand(c.batch, -1, -1)]
-                k = len(embs)
-                e = prior.predict_eps(torch.cat([z_t] * k), torch.cat([t_dev] * k), torch.cat(embs)).chunk(k)
-                e_y, e_neg, e_0 = e[0], e[1] if use_neg else None, e[-1]
-                g = rule(Predictions(e_y, e_neg, e_0, noise, t_dev, prior.alphas_cumprod), scale)
+                latents = {"z": prior.add_noise(z.detach(), noise, t_dev)}
+                if edit:  # the original texture on the original shape, same cameras, t and noise
+                    ref = render_views(rasterizer, base, triangles, uvs, original, cams, render_size, light)
+                    latents["ref"] = prior.add_noise(encode(ref.image, _generator(device, enc_seed)), noise, t_dev)
+                embs = {"y": emb_views[word], "neg": emb_neg.expand(c.batch, -1, -1),
+                        "0": emb_empty.expand(c.batch, -1, -1), "src": emb_source[word] if edit else None}
+                g = rule(guidance.predict(prior, c.mode, latents, embs, t_dev, noise, c.negative_weight), scale)
             loss = guidance.distillation_loss(z, g)
             total = loss
             if offsets is not None:
@@ -344,9 +269,10 @@ class TextureJob:
         # Results: dilated texture, object-space offsets.
         t_fin = time.perf_counter()
         with torch.no_grad():
-            final = texture()
-            mask = uv_coverage(uvs, c.texture_size)
-            final = dilate(final, mask)
+            final = to_uint8(dilate(current(), uv_coverage(uvs, size)))
+            if region is not None:  # composited in uint8: the texels outside are the input's own bytes
+                keep = ~region.cpu().numpy()
+                final[keep] = np.asarray(self.init_texture)[:, :, :3][keep]
             offsets_obj = None
             if offsets is not None:
                 offsets_obj = mesh_lib.render_offsets_to_object(mesh, transform, offsets().cpu().numpy()).astype(np.float32)
@@ -355,15 +281,20 @@ class TextureJob:
         if device.type == "cuda":
             timings["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         report(Progress("done", step, c.steps, last_loss, timings["total_s"], 0.0, 1.0))
+        info = {"device": str(device), "dtype": str(prior.dtype).replace("torch.", ""), "renderer": rasterizer.name,
+                "model": prior.model_id, "guidance_scale": scale, "render_size": render_size,
+                "text": {"prompt": prior.prompt_report(c.prompt),
+                         "negative_prompt": prior.prompt_report(c.negative_prompt)},
+                "transform_center": transform.center.tolist(), "transform_scale": float(transform.scale),
+                "mesh_warnings": list(mesh.warnings)}
+        if edit:
+            info["text"]["source_prompt"] = prior.prompt_report(c.source_prompt)
+        if region is not None:
+            info.update(masked_faces=int(self.face_mask.sum()), region_texels=int(region.sum()))
         return TextureResult(
-            texture=to_uint8(final), uvs=mesh.uvs.astype(np.float32), uvs_generated=bool(mesh.uvs_generated),
+            texture=final, uvs=mesh.uvs.astype(np.float32), uvs_generated=bool(mesh.uvs_generated),
             offsets=offsets_obj, mesh=mesh, config=c, losses=loss_values, steps_done=step,
-            cancelled=self._cancel.is_set(), timings=timings,
-            info={"device": str(device), "dtype": str(prior.dtype).replace("torch.", ""), "renderer": rasterizer.name,
-                  "model": prior.model_id, "guidance_scale": scale, "render_size": render_size,
-                  "text": {"prompt": prior.prompt_report(c.prompt),
-                           "negative_prompt": prior.prompt_report(c.negative_prompt)}, "transform_center": transform.center.tolist(),
-                  "transform_scale": float(transform.scale), "mesh_warnings": list(mesh.warnings)},
+            cancelled=step < c.steps, timings=timings, info=info,  # a cancel after the last step keeps the result
         )
 
 
@@ -385,6 +316,10 @@ def _sample_plan(c: TextureConfig, num_t: int, device) -> dict:
     return {"cameras": cams.to(device), "lighting": light.to(device), "t": t.to(device), "word": word.to(device)}
 
 
+def _generator(device, seed: int | None) -> torch.Generator | None:
+    return None if seed is None else torch.Generator(device).manual_seed(seed)
+
+
 def _take(batch, index: slice):
     """Rows ``index`` of a dataclass of per-view tensors (and lists), e.g. ``Cameras``, ``Lighting``."""
     return dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[index] for f in dataclasses.fields(batch)})
@@ -392,9 +327,9 @@ def _take(batch, index: slice):
 
 def texture_mesh(mesh, config: TextureConfig, prior: Prior | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 init_texture: np.ndarray | None = None) -> TextureResult:
+                 init_texture: np.ndarray | None = None, face_mask: np.ndarray | None = None) -> TextureResult:
     """Texture ``mesh`` from ``config.prompt``: ``TextureJob(...).run(on_progress)``."""
-    return TextureJob(mesh, config, prior, init_texture).run(on_progress)
+    return TextureJob(mesh, config, prior, init_texture, face_mask).run(on_progress)
 
 
 __all__ = [

@@ -27,3 +27,7 @@ class OutOfMemory(NfsdError):
 
 class RendererError(NfsdError):
     """The requested renderer is not available (e.g. nvdiffrast forced without CUDA)."""
+
+
+class Cancelled(NfsdError):
+    """The user cancelled while the job was still being prepared (e.g. unwrapping), before any result existed."""

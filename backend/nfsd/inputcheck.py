@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import numpy as np
+
 from .errors import MeshError
 from .limits import LIMITS
 
@@ -65,7 +67,14 @@ def check_files(mesh_path: str, init_path: str | None, max_faces: int, max_verti
     problem = check_mesh(mesh_path, max_faces, max_vertices)
     if problem is None and init_path is not None:
         problem = check_png(init_path, max_side)
+    if problem is None and init_path is None and _has_face_mask(mesh_path):
+        problem = "face_mask re-textures part of a texture: send the current texture as init_texture"
     return problem
+
+
+def _has_face_mask(mesh_path: str) -> bool:
+    with np.load(mesh_path, allow_pickle=False) as archive:  # a read mesh: the member list is cheap
+        return "face_mask" in archive.files
 
 
 def ready() -> bool:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import Cancelled
 from .job_results import encode_png, result_npz, store_job_uvs
 from .job_store import atomic_write
 from .job_worker import WorkerProcess, failure_message, guess_device, make_texture_job
@@ -67,11 +68,13 @@ class Outcome:
 @dataclass
 class JobEvents:
     """Where a running job reports. ``progress(nfsd.engine.Progress)`` runs at every reported step: it
-    must be cheap. ``uvs()``: ``uvs.npz`` is in the job folder. ``preview(png_bytes, step)``."""
+    must be cheap. ``uvs()``: ``uvs.npz`` is in the job folder. ``preview(png_bytes, step)``.
+    ``stage(text, elapsed_seconds)``: what the job does before its model loads ("unwrapping N faces")."""
 
     progress: Callable
     uvs: Callable[[], None]
     preview: Callable[[bytes, int], None]
+    stage: Callable[[str, float], None] = lambda text, elapsed: None
 
 
 class ThreadRunner:
@@ -87,6 +90,9 @@ class ThreadRunner:
 
     def close(self, timeout: float = 10.0) -> None:
         pass
+
+    def kill(self) -> None:
+        pass  # a job in this process can only be asked to stop
 
     def idle(self) -> None:
         pass
@@ -109,6 +115,8 @@ class ThreadRunner:
             self._job = job
             cancel.on_set(job.cancel)
             result = job.run(events.progress)
+        except Cancelled:
+            return Outcome("cancelled")
         except Exception as exc:
             return Outcome("failed", error=failure_message(exc, job_id))
         finally:
@@ -154,6 +162,12 @@ class ProcessRunner:
             self._child.close(timeout)
             self._child = None
 
+    def kill(self) -> None:
+        """Stop the worker process now (a running job then ends as ``died``)."""
+        child = self._child
+        if child is not None and child.alive():
+            child.process.terminate()
+
     def idle(self) -> None:
         """Read what an idle worker sent (its device report after start-up) so /health is current."""
         if self._child is not None:
@@ -190,6 +204,8 @@ class ProcessRunner:
                 events.preview(msg[2], msg[1])
             elif msg[0] == "uvs":
                 events.uvs()
+            elif msg[0] == "stage":
+                events.stage(msg[1], msg[2])
 
         ended = child.wait_job(on_message)
         if ended is None:  # the process died: CUDA fatal error, killed for memory, segfault...

@@ -56,6 +56,9 @@ class JobRecord:
 
     Times are Unix seconds (``created``, ``started``, ``finished``) or durations in seconds.
     ``seq`` orders jobs first-in first-out across restarts. ``has_uvs``: ``uvs.npz`` exists.
+    ``stage``: what an active job is doing, one line ("unwrapping 81,920 faces", "loading the model",
+    "optimizing"). ``cancel_requested``: the user asked to cancel it (kept on disk at once, so a job the
+    user cancelled is recorded as cancelled even if the server stops before the job does).
     """
 
     id: str
@@ -77,6 +80,8 @@ class JobRecord:
     has_init_texture: bool = False
     has_uvs: bool = False
     resubmitted_from: str | None = None
+    stage: str | None = None
+    cancel_requested: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

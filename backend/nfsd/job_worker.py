@@ -6,7 +6,8 @@ cannot take the server down. One job at a time; the model cache lives in the chi
 
 Messages, parent -> child: ``("run", job_id, job_dir, settings, has_init)``, ``("cancel",)``,
 ``("unload",)``, ``("exit",)``. Child -> parent: ``("info", {device, gpu_name, gpu_free_bytes, models})``,
-``("device", {...})``, ``("uvs",)``, ``("progress", phase, step, total, loss, elapsed, eta, fraction)``,
+``("device", {...})``, ``("stage", text, elapsed)`` (preparing the mesh, e.g. "unwrapping N faces"),
+``("uvs",)``, ``("progress", phase, step, total, loss, elapsed, eta, fraction)``,
 ``("preview", step, png_bytes)``, ``("end", "done"|"cancelled"|"failed", payload)`` and
 ``("unloaded", had_model)``. The child writes ``uvs.npz`` and ``result.npz`` into the job folder itself.
 """
@@ -21,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import NfsdError, OutOfMemory
+from .errors import Cancelled, NfsdError, OutOfMemory
 from .job_results import encode_png, result_npz, store_job_uvs
 from .job_store import atomic_write
 from .texture import decode_png
@@ -71,11 +72,16 @@ def failure_message(exc: Exception, job_id: str) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, config):
+def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, config,
+                     on_stage: Callable[[str, float], None] | None = None,
+                     cancelled: Callable[[], bool] | None = None):
     """The engine's TextureJob for a job's stored inputs (the default ``make_job`` of JobManager).
 
-    ``config``: anything with ``default_model`` and ``device`` (a ``ManagerConfig``)."""
+    ``config``: anything with ``default_model`` and ``device`` (a ``ManagerConfig``). A mesh without
+    UVs is unwrapped here (``nfsd.unwrap.ensure_uvs``: ``on_stage("unwrapping N faces", elapsed)``
+    while it runs; ``cancelled()`` polled, raising ``nfsd.errors.Cancelled`` within 50 ms)."""
     from .engine import TextureConfig, TextureJob
+    from .unwrap import ensure_uvs
     from .wire import read_wire_npz
 
     # The server checked this mesh against its own --max-faces / --max-vertices at submission.
@@ -83,6 +89,9 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     cfg = TextureConfig.from_dict(job_config_dict(settings, config.default_model, config.device))
     cfg.validate()
     init = decode_png(init_png) if init_png is not None else None
+    if cancelled is not None and cancelled():
+        raise Cancelled("cancelled before the job started")
+    mesh = ensure_uvs(mesh, on_progress=on_stage, cancelled=cancelled)
     return TextureJob(mesh, cfg, init_texture=init)
 
 
@@ -216,7 +225,12 @@ def _child_info() -> dict:
 
 def _child_main(conn, default_model: str, device: str, preview_interval: float, torch_threads: int) -> None:
     """Entry point of the worker process: runs one job at a time as the parent asks; exits with the parent."""
+    import signal
+
     import torch
+
+    # Ctrl-C in the server's terminal reaches this process too: the server decides how its jobs end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -263,7 +277,9 @@ def _child_run(send, state: dict, config, job_id: str, job_dir: str, settings: d
     finished = threading.Event()
     try:
         init_png = (folder / "init_texture.png").read_bytes() if has_init else None
-        job = make_texture_job((folder / "mesh.npz").read_bytes(), settings, init_png, config)
+        job = make_texture_job((folder / "mesh.npz").read_bytes(), settings, init_png, config,
+                               on_stage=lambda text, elapsed: send(("stage", text, elapsed)),
+                               cancelled=lambda: state["cancel"])
         # The UVs are final once the job exists (unwrapped if the mesh had none): clients can lay the
         # live preview on the mesh from now on, long before the result.
         if store_job_uvs(folder, job):
@@ -303,6 +319,8 @@ def _child_run(send, state: dict, config, job_id: str, job_dir: str, settings: d
             atomic_write(folder / "result.npz", result_npz(result, job_id))
             outcome = ("done", {"steps_done": int(result.steps_done),
                                 "steps_per_s": float(result.timings.get("steps_per_s") or 0.0)})
+    except Cancelled:
+        outcome = ("cancelled", {"steps_done": 0})
     except Exception as exc:
         outcome = ("failed", {"error": failure_message(exc, job_id)})
     finally:

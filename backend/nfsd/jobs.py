@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ from .job_worker import OOM_HINT, job_config_dict, make_texture_job  # noqa: F40
 log = logging.getLogger("nfsd.jobs")
 
 _make_texture_job = make_texture_job  # the name tests and older callers use
+
+# Exit codes of a worker process ended by a shutdown signal (SIGTERM / SIGINT to the server's process
+# group), not by a crash or the out-of-memory killer (SIGKILL).
+_SHUTDOWN_CODES = (-signal.SIGTERM, -signal.SIGINT)
 
 
 @dataclass
@@ -83,7 +88,6 @@ class JobManager:
         self._seq = 0
         self._current_id: str | None = None
         self._current_cancel: CancelSignal | None = None
-        self._cancel_requested: set[str] = set()
         self._dirty = False
         self._preview_cache: tuple[str, bytes] | None = None  # (job id, PNG) of the latest snapshot
         self._stopping = threading.Event()
@@ -94,11 +98,11 @@ class JobManager:
         with self._lock:
             for rec in sorted(self.store.load_all(), key=lambda r: r.seq):
                 if rec.state in ACTIVE:
-                    rec.state = INTERRUPTED
-                    rec.error = (f"the server stopped while this job ran (step {rec.step} of {rec.total}); "
-                                 f"re-submit it with POST /jobs/{rec.id}/resubmit")
+                    # The server stopped under it; a job the user had cancelled stays cancelled.
+                    rec.state = CANCELLED if rec.cancel_requested else INTERRUPTED
+                    rec.error = None if rec.cancel_requested else _interrupted_message(rec)
                     rec.finished = rec.finished or time.time()
-                    rec.eta_seconds = None
+                    rec.eta_seconds, rec.stage = None, None
                     self.store.write_status(rec, durable=True)
                 elif rec.state == QUEUED:
                     self._queue.append(rec.id)
@@ -114,15 +118,23 @@ class JobManager:
         for t in self._threads:
             t.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop the worker and the monitor. The running job is asked to stop; when it has not stopped
+        within ``timeout`` s (a long step, a model still loading) its worker process is ended. The job is
+        recorded as cancelled if the user had cancelled it, else as interrupted (re-submittable)."""
         self._stopping.set()
         with self._lock:
             if self._current_cancel is not None:
                 self._current_cancel.set()
             self._wake.notify_all()
-        for t in self._threads[:1]:
+        worker = self._threads[:1]
+        for t in worker:
             t.join(timeout)
-        self._runner.close()
+        if any(t.is_alive() for t in worker):
+            self._runner.kill()
+            for t in worker:
+                t.join(2.0)
+        self._runner.close(timeout=1.0)
         for t in self._threads:
             t.join(timeout)
         self._threads = []
@@ -184,7 +196,9 @@ class JobManager:
                 self._queue.remove(job_id)
                 self._finish(rec, CANCELLED, None)
             elif rec.state in ACTIVE:
-                self._cancel_requested.add(job_id)
+                if not rec.cancel_requested:
+                    rec.cancel_requested = True
+                    self.store.write_status(rec, durable=True)
                 if self._current_cancel is not None and self._current_id == job_id:
                     self._current_cancel.set()
             return rec
@@ -263,7 +277,7 @@ class JobManager:
                 rec = self._records[job_id]
                 rec.state, rec.started, rec.progress = LOADING, time.time(), 0.0
                 self._current_id, self._current_cancel = job_id, CancelSignal()
-                if job_id in self._cancel_requested or self._stopping.is_set():
+                if rec.cancel_requested or self._stopping.is_set():
                     self._current_cancel.set()
                 cancel = self._current_cancel
                 self.store.write_status(rec, durable=True)
@@ -274,12 +288,12 @@ class JobManager:
             finally:
                 with self._lock:
                     self._current_id, self._current_cancel = None, None
-                    self._cancel_requested.discard(job_id)
                     self._prune()
 
     def _run(self, rec: JobRecord, cancel: CancelSignal) -> None:
         events = JobEvents(progress=lambda p: self._on_progress(rec, p), uvs=lambda: self._note_uvs(rec),
-                           preview=lambda png, step: self._store_preview(rec, png, step))
+                           preview=lambda png, step: self._store_preview(rec, png, step),
+                           stage=lambda text, elapsed: self._on_stage(rec, text, elapsed))
         out = self._runner.run(rec.id, self.store.dir(rec.id), rec.settings, rec.has_init_texture, cancel, events)
         if out.state == "done":
             rec.step, rec.progress = out.steps_done, 1.0
@@ -288,11 +302,13 @@ class JobManager:
             self._finish(rec, DONE, None)
         elif out.state == "failed":
             self._finish(rec, FAILED, out.error)
-        elif out.state == "cancelled" or self._stopping.is_set():
-            state = INTERRUPTED if self._stopping.is_set() and rec.id not in self._cancel_requested else CANCELLED
-            msg = (f"the server stopped while this job ran (step {rec.step} of {rec.total}); re-submit it with "
-                   f"POST /jobs/{rec.id}/resubmit") if state == INTERRUPTED else None
-            self._finish(rec, state, msg)
+        elif out.state == "cancelled" or self._stopping.is_set() or rec.cancel_requested or \
+                out.exit_code in _SHUTDOWN_CODES:
+            # Ended by the user's cancel, or by a shutdown (the server stopping, its worker process
+            # terminated with it): then interrupted, to be re-submitted, unless the user had cancelled it.
+            stopped = self._stopping.is_set() or out.state == "died"
+            state = INTERRUPTED if stopped and not rec.cancel_requested else CANCELLED
+            self._finish(rec, state, _interrupted_message(rec) if state == INTERRUPTED else None)
         else:
             log.error("job %s: the worker process exited (code %s)", rec.id, out.exit_code)
             self._finish(rec, FAILED, f"the worker process stopped unexpectedly (exit code {out.exit_code}); if the "
@@ -329,13 +345,17 @@ class JobManager:
         """The process id of the worker process, None when jobs run in this process or none is started."""
         return self._runner.pid()
 
+    def _on_stage(self, rec: JobRecord, text: str, elapsed: float) -> None:
+        rec.stage, rec.elapsed_seconds = text, float(elapsed)
+        self._dirty = True
+
     def _on_progress(self, rec: JobRecord, p) -> None:
         # Runs on the worker thread at every step: attribute stores only, no I/O, no locks.
         if p.phase == "loading":
-            rec.state = LOADING
+            rec.state, rec.stage = LOADING, "loading the model"
             rec.progress = float(p.fraction)
         else:
-            rec.state = RUNNING
+            rec.state, rec.stage = RUNNING, "optimizing"
             rec.step, rec.total = int(p.step), int(p.total)
             rec.progress = float(p.fraction)
             rec.loss = None if p.loss is None else float(p.loss)
@@ -351,7 +371,7 @@ class JobManager:
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         with self._lock:
-            rec.state, rec.error, rec.finished, rec.eta_seconds = state, error, time.time(), None
+            rec.state, rec.error, rec.finished, rec.eta_seconds, rec.stage = state, error, time.time(), None, None
             if state == DONE:
                 rec.eta_seconds = 0.0
             self.store.write_status(rec, durable=True)
@@ -406,3 +426,8 @@ class JobManager:
                 self.store.delete(r.id)
             except OSError:
                 log.exception("could not remove job folder %s", r.id)
+
+
+def _interrupted_message(rec: JobRecord) -> str:
+    return (f"the server stopped while this job ran (step {rec.step} of {rec.total}); re-submit it with "
+            f"POST /jobs/{rec.id}/resubmit")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import MeshError
+from .limits import LIMITS
 
 __all__ = [
     "BUILTIN_MESHES",
@@ -27,6 +28,7 @@ __all__ = [
     "NormalizeTransform",
     "builtin_mesh",
     "check_mesh",
+    "framing_transform",
     "ensure_uvs",
     "load_mesh",
     "read_wire_npz",
@@ -54,6 +56,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+DEFAULT_MAX_FACES = int(LIMITS["max_faces"])  # triangles; nfsd texture/serve --max-faces default
+
+
 def _identity4() -> np.ndarray:
     return np.eye(4, dtype=np.float32)
 
@@ -70,6 +75,7 @@ class Mesh:
         uvs_generated: True when ``ensure_uvs`` unwrapped the mesh (the add-on then stores the UVs
             as a new UV map "NFSD_UV" instead of overwriting the active one).
         warnings: non-fatal problems found by ``check_mesh`` or the reader, one sentence each.
+        face_mask: ``[F]`` bool, the faces to re-texture (the wire's optional ``face_mask``); None = all.
     """
 
     positions: np.ndarray
@@ -78,6 +84,7 @@ class Mesh:
     world_matrix: np.ndarray = field(default_factory=_identity4)
     uvs_generated: bool = False
     warnings: list[str] = field(default_factory=list)
+    face_mask: np.ndarray | None = None
 
     @property
     def num_vertices(self) -> int:
@@ -98,7 +105,7 @@ class Mesh:
 # checks
 
 
-def check_mesh(mesh: Mesh, max_faces: int = 500_000) -> list[str]:
+def check_mesh(mesh: Mesh, max_faces: int = DEFAULT_MAX_FACES) -> list[str]:
     """Validate ``mesh`` and collect non-fatal warnings.
 
     Fatal problems raise ``MeshError``: wrong shapes or dtypes, no vertices or faces, NaN/inf in
@@ -122,7 +129,7 @@ def check_mesh(mesh: Mesh, max_faces: int = 500_000) -> list[str]:
     if tri.shape[0] > max_faces:
         raise MeshError(
             f"the mesh has {tri.shape[0]:,} faces, more than the limit of {max_faces:,}; "
-            "reduce it in Blender (Decimate modifier) or raise the face limit"
+            "reduce it in Blender (Decimate modifier) or raise the limit with --max-faces"
         )
     bad = ~np.isfinite(pos).all(axis=1)
     if bad.any():
@@ -256,6 +263,15 @@ def unit_sphere_transform(world_positions: np.ndarray) -> NormalizeTransform:
     if radius <= 0.0:
         raise MeshError("cannot normalize: all vertices are at the same point")
     return NormalizeTransform(center=center, scale=1.0 / radius)
+
+
+def framing_transform(mesh: Mesh) -> NormalizeTransform:
+    """``unit_sphere_transform`` of the world positions of the vertices some face uses: a loose vertex
+    (kept for Blender's vertex order, drawn by nothing) must not shrink the mesh in every view."""
+    world = mesh.world_positions()
+    used = np.zeros(len(world), dtype=bool)
+    used[np.asarray(mesh.triangles).reshape(-1)] = True
+    return unit_sphere_transform(world[used] if used.any() else world)
 
 
 def render_offsets_to_object(mesh: Mesh, transform: NormalizeTransform, offsets_render) -> np.ndarray:

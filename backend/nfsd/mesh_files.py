@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, MeshError
-from .mesh import Mesh, check_mesh
+from .mesh import DEFAULT_MAX_FACES, Mesh, check_mesh
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".npz")
 
@@ -23,7 +23,7 @@ MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".npz")
 _Y_UP_TO_Z_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 
 
-def load_mesh(path: str | os.PathLike, up_axis: str = "auto", max_faces: int = 500_000) -> Mesh:
+def load_mesh(path: str | os.PathLike, up_axis: str = "auto", max_faces: int = DEFAULT_MAX_FACES) -> Mesh:
     """Read a mesh file (.obj .ply .glb .gltf, or the wire .npz), check it and return it.
 
     ``up_axis``: "auto" (OBJ/glTF/GLB are Y-up, PLY and .npz Z-up), "Y" or "Z" to force the file's
@@ -50,7 +50,7 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "auto", max_faces: int = 5
         raise MeshError(f"{path}: file not found")
 
     if suffix == ".npz":
-        from .mesh import read_wire_npz
+        from .wire import read_wire_npz
 
         try:
             mesh = read_wire_npz(path, max_faces)
@@ -171,16 +171,20 @@ def _read_ply(path: Path) -> Mesh:
     positions = np.stack([_ply_scalar(vertex, a) for a in "xyz"], axis=1).astype(np.float64)
     face = raw.get("face", {}).get("data")
     index_name = next((n for n in ("vertex_indices", "vertex_index") if face is not None and _ply_has(face, n)), None)
-    if index_name is None:
-        raise MeshError(f"{len(positions)} vertices but no faces: a point cloud?")
-    rows = _ply_list(face, index_name)
-    sizes = np.array([len(r) for r in rows])
-    if (sizes < 3).any():
-        raise MeshError("a face has fewer than 3 vertices")
-    corners = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])
-    fan = _fan_triangulation(sizes)
-    mesh = Mesh(positions=positions, triangles=corners[fan])
-    if _ply_has(face, "texcoord"):
+    strips = raw.get("tristrips", {}).get("data")
+    if index_name is not None:
+        rows = _ply_list(face, index_name)
+        sizes = np.array([len(r) for r in rows])
+        if (sizes < 3).any():
+            raise MeshError("a face has fewer than 3 vertices")
+        corners = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])
+        fan = _fan_triangulation(sizes)
+        mesh = Mesh(positions=positions, triangles=corners[fan])
+    elif strips is not None and _ply_has(strips, "vertex_indices"):
+        mesh = Mesh(positions=positions, triangles=_strip_triangles(_ply_list(strips, "vertex_indices")))
+    else:
+        raise MeshError(f"{len(positions)} vertices but no faces (no 'face' or 'tristrips' element): a point cloud?")
+    if index_name is not None and _ply_has(face, "texcoord"):
         coords = _ply_list(face, "texcoord")
         if any(len(c) != 2 * s for c, s in zip(coords, sizes)):
             raise MeshError("face 'texcoord' lists do not hold two numbers per face corner")
@@ -193,6 +197,29 @@ def _read_ply(path: Path) -> Mesh:
                 mesh.uvs = vertex_uv.astype(np.float64)[mesh.triangles]
                 break
     return mesh
+
+
+def _strip_triangles(rows) -> np.ndarray:
+    """PLY ``tristrips`` rows (vertex indices, -1 restarts a strip) -> ``[T, 3]`` triangles, counter-clockwise
+    like the strip's first one (every second triangle of a strip is flipped back). Triangles that repeat a
+    vertex, which strips use only to turn corners, are left out."""
+    triangles = []
+    for row in rows:
+        row = np.asarray(row, dtype=np.int64).reshape(-1)
+        for run in np.split(row, np.flatnonzero(row < 0)):
+            run = run[run >= 0]
+            if len(run) < 3:
+                continue
+            k = np.arange(len(run) - 2)
+            tri = np.stack([run[k], run[k + 1], run[k + 2]], axis=1)
+            odd = k % 2 == 1
+            tri[odd] = tri[odd][:, [1, 0, 2]]
+            triangles.append(tri)
+    tri = np.concatenate(triangles) if triangles else np.zeros((0, 3), np.int64)
+    keep = (tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 0] != tri[:, 2])
+    if not keep.any():
+        raise MeshError("the 'tristrips' element holds no triangle")
+    return tri[keep]
 
 
 def _ply_has(data, name: str) -> bool:

@@ -53,28 +53,49 @@ class NormalOffsets(torch.nn.Module):
 
     ``|d_i| <= strength`` always (strength is a fraction of the unit bounding sphere's radius),
     and the parameter starts at zero, so the shape is untouched until the prior pulls on it.
+    Vertices at the same position (a mesh split along seams or sharp edges) share one parameter
+    and one normal: they move together, so the surface never cracks open.
 
     Args:
         positions: ``[V, 3]`` float32 base positions (render space).
         triangles: ``[F, 3]`` int.
-        strength: the bound, e.g. 0.03 = 3 % of the radius.
+        strength: the bound, e.g. 0.1 = 10 % of the radius.
+        movable: optional vertex indices (long) that may move; the others stay put (re-shaping
+            only the selected faces). A position shared with a movable vertex moves too.
     """
 
-    def __init__(self, positions: torch.Tensor, triangles: torch.Tensor, strength: float):
+    def __init__(self, positions: torch.Tensor, triangles: torch.Tensor, strength: float,
+                 movable: torch.Tensor | None = None):
         super().__init__()
-        self.register_buffer("normals", vertex_normals(positions.float(), triangles))
-        self.register_buffer("edge_index", edges(triangles))
+        positions = positions.float()
+        _, group = torch.unique(positions, dim=0, return_inverse=True)  # coincident vertices -> one group
+        n_groups = int(group.max()) + 1
+        welded = group[triangles.long()]
+        centres = torch.zeros(n_groups, 3, device=positions.device).index_copy_(0, group, positions)
+        gate = torch.ones(n_groups, 1, device=positions.device)
+        if movable is not None:
+            gate = torch.zeros(n_groups, 1, device=positions.device)
+            gate[group[movable.long().to(positions.device)]] = 1.0
+        self.register_buffer("group", group)
+        self.register_buffer("normals", vertex_normals(centres, welded))
+        self.register_buffer("gate", gate)
+        self.register_buffer("edge_index", edges(welded))
         self.register_buffer("pairs", face_pairs(triangles))
         self.strength = float(strength)
-        self.scalar = torch.nn.Parameter(torch.zeros(positions.shape[0], 1, device=positions.device))
+        self.scalar = torch.nn.Parameter(torch.zeros(n_groups, 1, device=positions.device))
+
+    def _group_offsets(self) -> torch.Tensor:
+        return self.strength * torch.tanh(self.scalar) * self.gate * self.normals
 
     def forward(self) -> torch.Tensor:
         """Displacements ``[V, 3]`` float32 in render space."""
-        return self.strength * torch.tanh(self.scalar) * self.normals
+        return self._group_offsets()[self.group]
 
     def laplacian_loss(self) -> torch.Tensor:
         """Mean squared difference of displacement along edges, relative to ``strength^2``: smooth offsets."""
-        d = self.forward()
+        if self.edge_index.numel() == 0:
+            return self.scalar.new_zeros(())
+        d = self._group_offsets()
         i, j = self.edge_index[:, 0], self.edge_index[:, 1]
         return ((d[i] - d[j]) ** 2).sum(dim=1).mean() / max(self.strength**2, 1e-12)
 

@@ -32,7 +32,7 @@ def render_result(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VI
     """
     mesh = result.mesh
     world = mesh.world_positions()
-    transform = mesh_lib.unit_sphere_transform(world)
+    transform = mesh_lib.framing_transform(mesh)  # as the run framed it: loose vertices ignored
     offsets = getattr(result, "offsets", None)  # anything with mesh, uvs and texture renders
     if offsets is not None:
         world = (mesh.world_matrix[:3, :3] @ (mesh.positions + offsets).T).T + mesh.world_matrix[:3, 3]

@@ -134,6 +134,69 @@ def uv_coverage(uvs: torch.Tensor, size: int, rasterizer=None) -> torch.Tensor:
     return covered[0, 0] > 0
 
 
+def as_face_mask(values, num_faces: int) -> np.ndarray:
+    """A face selection as ``[F]`` bool: from a bool array of length ``F`` or integer face indices.
+
+    Raises ``ConfigError`` for another dtype or length, an index out of range, or an empty selection.
+    """
+    arr = np.asarray(values)
+    if arr.dtype == np.bool_:
+        if arr.shape != (num_faces,):
+            raise ConfigError(f"face mask: a bool mask needs one value per triangle, shape ({num_faces},); "
+                              f"got shape {arr.shape}")
+        mask = arr.copy()
+    elif np.issubdtype(arr.dtype, np.integer):
+        if arr.ndim != 1:
+            raise ConfigError(f"face mask: face indices must be a 1-D array, got shape {arr.shape}")
+        if arr.size and (arr.min() < 0 or arr.max() >= num_faces):
+            raise ConfigError(f"face mask: face index out of range 0..{num_faces - 1} "
+                              f"(got {int(arr.min())}..{int(arr.max())})")
+        mask = np.zeros(num_faces, dtype=bool)
+        mask[arr] = True
+    else:
+        raise ConfigError(f"face mask: expected bool [F] or integer face indices, got dtype {arr.dtype}")
+    if not mask.any():
+        raise ConfigError("face mask selects no face: select the faces to re-texture")
+    return mask
+
+
+def face_region(uvs: torch.Tensor, face_mask: torch.Tensor, size: int, padding: int = 16,
+                rasterizer=None) -> torch.Tensor:
+    """The texels a re-texture of the faces in ``face_mask`` may change.
+
+    Args:
+        uvs: ``[F, 3, 2]`` float32 per-corner UVs.
+        face_mask: ``[F]`` bool, True for the faces to re-texture.
+        size: texture size.
+        padding: rings of empty (uncovered) texels around the masked faces' islands that go with
+            them, so the island padding ``dilate`` writes (and mipmaps read) follows the new colours.
+
+    Returns:
+        ``[size, size]`` bool, row 0 bottom: texels covered by a masked face and by no unmasked one
+        (a texel an unmasked face also shows, along a shared seam or under overlapping UVs, is
+        kept), plus the empty texels nearer to the masked faces than to any unmasked face (ties
+        are kept), up to ``padding`` rings out.
+    """
+    face_mask = face_mask.to(device=uvs.device, dtype=torch.bool)
+    empty = torch.zeros(size, size, dtype=torch.bool, device=uvs.device)
+    inside = uv_coverage(uvs[face_mask], size, rasterizer) if face_mask.any() else empty
+    outside = uv_coverage(uvs[~face_mask], size, rasterizer) if (~face_mask).any() else empty
+    region, kept = inside & ~outside, outside.clone()
+    free = ~(inside | outside)
+
+    def grow(m):
+        return F.max_pool2d(m[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+
+    for _ in range(padding):
+        reach_in, reach_out = grow(region) & free, grow(kept) & free
+        if not (reach_in.any() or reach_out.any()):
+            break
+        region = region | (reach_in & ~reach_out)
+        kept = kept | reach_out
+        free = free & ~reach_in & ~reach_out
+    return region
+
+
 def dilate(texture: torch.Tensor, mask: torch.Tensor, iterations: int = 16) -> torch.Tensor:
     """Pad UV islands: fill texels outside ``mask`` from their covered neighbours, ring by ring.
 
@@ -211,6 +274,15 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"))[::-1])
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     """Write ``data`` to ``path`` via a temporary file and a rename: readers never see half a file.
     ``durable`` also fsyncs the data before the rename (survives a power cut, costs a disk flush).
@@ -223,6 +295,8 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file follows the umask like any other
+                os.fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 if durable:

@@ -305,6 +305,75 @@ class AnalyticPrior:
         return (z_t - a.sqrt() * target) / (1 - a).sqrt()
 
 
+class ShapePrior(AnalyticPrior):
+    """An exact toy prior that wants a different SHAPE: every prompt means "the mesh with a bump".
+
+    Like ``AnalyticPrior`` its predictions are exact denoisers, but of images that depend on the
+    camera: the engine tells it each step's views (``see_views``), and it renders ``target`` (the
+    mesh moved by ``target_offsets``, with a flat ``albedo``) and ``base`` (the mesh as it is) from
+    them. A prompt with the word "bump" means the target render; any other (the empty and the
+    negative prompt) means the data as a whole, the target and the base render with equal weight (exact posterior mean), so the
+    classifier direction ``e_y - e_0`` points from the base shape towards the target one and
+    vanishes once the render is the target. Pixel space, float32; used to test and tune the offsets.
+
+    Args:
+        mesh: ``nfsd.mesh.Mesh`` with UVs, the one the engine optimizes.
+        target_offsets: ``[V, 3]`` object-space offsets that make the wanted shape.
+        image_size: renders and "latents" are ``image_size`` square (use it as the run's render_size).
+        albedo: the flat texture colour of both renders (the run's initial texture should match).
+    """
+
+    def __init__(self, mesh, target_offsets, image_size: int = 32, albedo=(0.6, 0.6, 0.6), device="cpu"):
+        import numpy as np
+
+        from . import mesh as mesh_lib
+        from .renderer import get_rasterizer
+
+        super().__init__(image_size, device)
+        self.model_id = "shape"
+        transform = mesh_lib.framing_transform(mesh)  # as the engine frames it
+
+        def render_space(offsets):
+            world = (mesh.world_matrix[:3, :3] @ (mesh.positions + offsets).T).T + mesh.world_matrix[:3, 3]
+            return torch.from_numpy(transform.apply(world).astype(np.float32)).to(self.device)
+
+        self._positions = [render_space(np.asarray(target_offsets, np.float32)), render_space(0.0)]
+        self._triangles = torch.from_numpy(mesh.triangles.astype(np.int32)).to(self.device)
+        self._uvs = torch.from_numpy(mesh.uvs.astype(np.float32)).to(self.device)
+        self._texture = torch.tensor(albedo, dtype=torch.float32, device=self.device).expand(4, 4, 3).contiguous()
+        self._rasterizer = get_rasterizer("torch", self.device)
+        self._images: torch.Tensor | None = None  # [2, B, 3, S, S] in [-1, 1]: target, base
+
+    def see_views(self, cameras, lighting) -> None:
+        """Render the target and the base shape from this step's cameras and lighting."""
+        from .renderer import render_views
+
+        with torch.no_grad():
+            self._images = torch.stack([
+                render_views(self._rasterizer, p, self._triangles, self._uvs, self._texture, cameras,
+                             self.image_size, lighting).image * 2 - 1
+                for p in self._positions])
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """``[N, 1, 1]``: 1 for a prompt with the word "bump" (the target), else 0 (the data)."""
+        return torch.tensor([[[1.0 if re.search(r"\bbump", p.lower()) else 0.0]] for p in prompts],
+                            device=self.device)
+
+    def predict_eps(self, z_t, t, embeddings):
+        if self._images is None:
+            raise RuntimeError("ShapePrior.predict_eps before see_views: the engine tells it the cameras")
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        views = self._images.shape[1]
+        target, base = (x.repeat(z_t.shape[0] // views, 1, 1, 1) for x in self._images)
+        # Posterior of "target" among {target, base} given z_t (equal priors), per row.
+        d_target = ((z_t - a.sqrt() * target) ** 2).flatten(1).sum(1)
+        d_base = ((z_t - a.sqrt() * base) ** 2).flatten(1).sum(1)
+        p_target = torch.sigmoid((d_base - d_target) / (2 * (1 - a.view(-1)))).view(-1, 1, 1, 1)
+        conditional = embeddings.view(-1, 1, 1, 1) > 0.5
+        mean = torch.where(conditional, target, p_target * target + (1 - p_target) * base)
+        return (z_t - a.sqrt() * mean) / (1 - a).sqrt()
+
+
 # ---------------------------------------------------------------------------------------------
 # Add-ons: a tiny autoencoder (the --encoder tiny path) and tiny LoRA files (nfsd.lora)
 

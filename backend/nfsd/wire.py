@@ -32,6 +32,7 @@ _WIRE_ARRAYS = {
     "triangles": "[F, 3] int32 vertex indices",
     "uvs": "[F, 3, 2] float32 per-corner UVs (optional)",
     "world_matrix": "[4, 4] float32 object -> world matrix (optional)",
+    "face_mask": "[F] bool, re-texture only these triangles (optional)",
 }
 
 
@@ -111,7 +112,8 @@ def wire_header(data: bytes, max_faces: int = LIMITS["max_faces"], max_vertices:
                             f"{info.file_size / max(info.compress_size, 1):.0f} times ({info.file_size:,} bytes); at "
                             f"most {max_ratio:g} times is accepted")
     # Other arrays are bounded by the mesh's own size (their shapes are checked after reading).
-    bounds = {"positions": 3 * max_vertices, "triangles": 3 * max_faces, "uvs": 6 * max_faces, "world_matrix": 16}
+    bounds = {"positions": 3 * max_vertices, "triangles": 3 * max_faces, "uvs": 6 * max_faces, "world_matrix": 16,
+              "face_mask": max_faces}
     for name, (shape, _) in found.items():
         if math.prod(shape) > bounds[name]:
             raise MeshError(f"wire mesh: array '{name}' has shape {list(shape)}; expected {_WIRE_ARRAYS[name]} "
@@ -124,7 +126,8 @@ def read_wire_npz(source: str | os.PathLike | bytes | BinaryIO, max_faces: int =
     """Read the wire ``.npz`` the add-on sends (a path, the raw bytes, or a binary file object).
 
     Arrays: ``positions`` [V, 3] float32 and ``triangles`` [F, 3] int32 (required), ``uvs`` [F, 3, 2]
-    float32 and ``world_matrix`` [4, 4] float32 (optional; identity when absent). float64 and int64
+    float32 and ``world_matrix`` [4, 4] float32 (optional; identity when absent), ``face_mask`` [F]
+    bool (optional: the faces to re-texture, ``Mesh.face_mask``; must select one). float64 and int64
     are accepted and converted; any other dtype, an unknown array name, a wrong shape, NaN/inf or an
     index out of range raises ``MeshError`` naming the array. The sizes are checked from the
     archive's headers before anything is decompressed (:func:`wire_header`), then the mesh is checked
@@ -178,7 +181,19 @@ def read_wire_npz(source: str | os.PathLike | bytes | BinaryIO, max_faces: int =
         check_mesh(mesh, max_faces)
     except MeshError as e:
         raise MeshError(f"wire mesh: {e}") from e
+    if "face_mask" in arrays:
+        mesh.face_mask = _checked_face_mask(arrays["face_mask"], mesh.num_faces)
     return mesh
+
+
+def _checked_face_mask(mask: np.ndarray, num_faces: int) -> np.ndarray:
+    if mask.dtype != np.bool_:
+        raise MeshError(f"wire mesh: 'face_mask' must be bool (one per triangle), got dtype {mask.dtype}")
+    if mask.shape != (num_faces,):
+        raise MeshError(f"wire mesh: 'face_mask' must have shape ({num_faces},) (one per triangle), got {mask.shape}")
+    if not mask.any():
+        raise MeshError("wire mesh: 'face_mask' selects no triangle; select the faces to re-texture or leave it out")
+    return mask
 
 
 def write_wire_npz(mesh: Mesh, path_or_file: str | os.PathLike | BinaryIO) -> None:
@@ -190,6 +205,8 @@ def write_wire_npz(mesh: Mesh, path_or_file: str | os.PathLike | BinaryIO) -> No
     }
     if mesh.uvs is not None:
         arrays["uvs"] = np.asarray(mesh.uvs, dtype=np.float32)
+    if mesh.face_mask is not None:
+        arrays["face_mask"] = np.asarray(mesh.face_mask, dtype=bool)
     if isinstance(path_or_file, (str, os.PathLike)):
         with open(path_or_file, "wb") as f:
             np.savez_compressed(f, **arrays)

@@ -270,7 +270,9 @@ def test_selected_faces_only_sends_a_face_mask_from_edit_mode(addon, scene, fast
     obj.data.polygons[2].select = True  # one quad: two triangles
     bpy.ops.object.mode_set(mode="EDIT")
     try:
-        assert bpy.ops.nfsd.continue_texture.poll() and bpy.ops.nfsd.texture_selected.poll()
+        assert bpy.ops.nfsd.continue_texture.poll()
+        # From scratch there is no texture whose other faces could stay: the backend needs one.
+        assert not bpy.ops.nfsd.texture_selected.poll()
         job = addon.jobs.start_job(obj, settings(addon, scene), fast_connection, continue_from=obj.nfsd_runs[0],
                                    faces_only=True)
         addon.jobs.process_events()
@@ -292,6 +294,28 @@ def test_selected_faces_only_with_nothing_selected_says_so(addon, scene, fast_co
     obj = add_mesh("cube")
     obj.data.polygons.foreach_set("select", np.zeros(6, bool))
     scene.nfsd.selected_faces_only = True
+    addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), fast_connection))
+    fake_backend.jobs.clear()
+    slots = [slot.material for slot in obj.material_slots]
     with pytest.raises(ValueError, match="No faces of 'Cube' are selected"):
+        addon.jobs.start_job(obj, settings(addon, scene), fast_connection, continue_from=obj.nfsd_runs[0],
+                             faces_only=True)
+    assert fake_backend.jobs == {} and not obj.nfsd_job.job_id
+    assert [slot.material for slot in obj.material_slots] == slots
+
+
+def test_selected_faces_only_needs_a_run_to_continue(addon, scene, fast_connection, fake_backend):
+    obj = add_mesh("cube")
+    scene.nfsd.selected_faces_only = True
+    with pytest.raises(ValueError, match="select a run under Earlier Runs and press Continue"):
         addon.jobs.start_job(obj, settings(addon, scene), fast_connection, faces_only=True)
-    assert fake_backend.jobs == {} and not obj.nfsd_job.job_id and len(obj.material_slots) == 0
+    assert fake_backend.jobs == {} and len(obj.material_slots) == 0
+
+
+def test_the_backends_stage_shows_before_the_first_step(addon):
+    """A UV-less mesh is unwrapped before step 1: the panel says so instead of 'Step 0/N'."""
+    job = addon.job.Job(1, "key", "Cube", {"steps": 40}, addon.job.Connection("http://127.0.0.1:1", ""))
+    job.take("status", {"state": "running", "step": 0, "total": 40, "stage": "unwrapping 81,920 faces"})
+    assert job.status_text().startswith("Unwrapping 81,920 faces, ")
+    job.take("status", {"state": "running", "step": 3, "total": 40, "stage": None})
+    assert job.status_text().startswith("Step 3/40")

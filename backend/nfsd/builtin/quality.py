@@ -253,14 +253,15 @@ def format_table(summary: list[dict]) -> str:
     return head + body
 
 
-def write_section(path: Path, text: str) -> None:
-    """Put ``text`` between this benchmark's markers in ``path`` (created if missing), leaving the rest."""
+def write_section(path: Path, text: str, start: str = SECTION_START, end: str = SECTION_END) -> None:
+    """Put ``text`` between a benchmark's markers (default: this one's) in ``path`` (created if
+    missing), leaving the rest."""
     path = Path(path)
-    block = f"{SECTION_START}\n{text.rstrip()}\n{SECTION_END}\n"
+    block = f"{start}\n{text.rstrip()}\n{end}\n"
     old = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    if SECTION_START in old and SECTION_END in old:
-        before, rest = old.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1].lstrip("\n")
+    if start in old and end in old:
+        before, rest = old.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
         new = before + block + ("\n" + after if after else "")
     else:
         new = old.rstrip("\n") + "\n\n" + block

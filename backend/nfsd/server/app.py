@@ -116,4 +116,5 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None =
     app = create_app(config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    # SIGTERM / Ctrl-C: open requests get 2 s, then the job manager stops its worker within ~3 s.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=2)

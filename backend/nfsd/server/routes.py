@@ -101,6 +101,8 @@ async def submit(request: Request, manager: Manager, config: Config, checker: Ch
     sub = await read_submission(request, config, spool)
     try:
         settings = await run_in_threadpool(parse_settings, sub.settings_text, config)
+        if settings.get("mode") == "dds" and sub.init_path is None:
+            raise HTTPException(422, "mode dds edits a texture: send the current texture as init_texture")
         await checker.check(sub.mesh_path, sub.init_path)
         mesh = await run_in_threadpool(sub.mesh_path.read_bytes)
         init = await run_in_threadpool(sub.init_path.read_bytes) if sub.init_path else None

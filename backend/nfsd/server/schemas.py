@@ -22,7 +22,9 @@ class JobSettings(BaseModel):
 
     prompt: str = Field(..., description="what the texture should show; non-empty, any length (encoded in windows)")
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="default: the NFSD paper's negative prompt")
-    mode: Literal["nfsd", "sds", "csd"] = "nfsd"
+    mode: Literal["nfsd", "sds", "csd", "dds"] = "nfsd"
+    source_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
+                                      description="dds: what init_texture shows (the prompt it was made with)")
     steps: int = _ranged(400, "steps")
     texture_size: int = _ranged(1024, "texture_size", description=f"a multiple of {SETTING_MULTIPLES['texture_size']}")
     render_size: int | None = _ranged(None, "render_size", description=f"a multiple of {SETTING_MULTIPLES['render_size']}; "
@@ -30,7 +32,7 @@ class JobSettings(BaseModel):
     batch: int = _ranged(1, "batch")
     guidance_scale: float | None = _ranged(None, "guidance_scale", description="default: the mode's own (7.5, 100, 7.5)")
     offsets: bool = False
-    offset_strength: float = _ranged(0.03, "offset_strength")
+    offset_strength: float = _ranged(0.1, "offset_strength")
     seed: int = _ranged(0, "seed")
     model: str | None = Field(None, max_length=1024, description="a model the server offers (GET /models: name or "
                                                                  "path); default: the server's --model")
@@ -85,6 +87,8 @@ class JobStatus(BaseModel):
     has_uvs: bool = Field(..., description="GET /jobs/{id}/uvs is ready: the UVs the texture is laid out on")
     resubmit_hint: str | None = Field(..., description="how to run the job again when it failed, was cancelled or interrupted")
     resubmitted_from: str | None
+    stage: str | None = Field(None, description="what an active job does now: 'unwrapping 81,920 faces', "
+                                                "'loading the model' or 'optimizing'")
 
 
 class JobList(BaseModel):
@@ -130,6 +134,7 @@ def status_dict(rec: JobRecord, position: int) -> dict:
         "preview_step": rec.preview_step, "has_result": rec.state == DONE, "has_uvs": rec.has_uvs,
         "resubmit_hint": hint,
         "resubmitted_from": rec.resubmitted_from,
+        "stage": rec.stage,
     }
 
 
