@@ -90,11 +90,4 @@ class NFSD_OT_stop_backend(bpy.types.Operator):
 classes = (NFSD_OT_test_connection, NFSD_OT_unload_model, NFSD_OT_start_backend, NFSD_OT_stop_backend)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -106,8 +106,16 @@ def texture_material(name: str, image, uv_map: str):
     material = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):  # 5.0 materials always use nodes; the flag goes in 6.0
         material.use_nodes = True
-    nodes, links = material.node_tree.nodes, material.node_tree.links
+    nodes = material.node_tree.nodes
     bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
+    wire_base_color(material, bsdf, image, uv_map)
+    return material
+
+
+def wire_base_color(material, bsdf, image, uv_map: str) -> None:
+    """Feed ``bsdf``'s Base Color from a new Image Texture node of ``image`` that reads UV map
+    ``uv_map`` through a new UV Map node; only Base Color's link is replaced."""
+    nodes, links = material.node_tree.nodes, material.node_tree.links
     texture = nodes.new("ShaderNodeTexImage")
     texture.name = texture.label = "NFSD Texture"
     texture.image = image
@@ -118,7 +126,6 @@ def texture_material(name: str, image, uv_map: str):
     uv_node.location = (texture.location.x - 220, texture.location.y - 120)
     links.new(uv_node.outputs["UV"], texture.inputs["Vector"])
     links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
-    return material
 
 
 def set_uv_map_of_material(material, uv_map: str) -> None:

@@ -119,11 +119,4 @@ class NFSD_AddonPreferences(bpy.types.AddonPreferences):
 classes = (NFSD_AddonPreferences,)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

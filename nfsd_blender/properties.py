@@ -229,9 +229,11 @@ class NFSD_PG_job(bpy.types.PropertyGroup):
 classes = (NFSD_PG_settings, NFSD_PG_run, NFSD_PG_slot, NFSD_PG_snapshot, NFSD_PG_job)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.nfsd = PointerProperty(type=NFSD_PG_settings)
     bpy.types.Object.nfsd_runs = CollectionProperty(type=NFSD_PG_run)
     bpy.types.Object.nfsd_run_index = IntProperty(name="Run", default=0, min=0)
@@ -247,5 +249,4 @@ def unregister() -> None:
     del bpy.types.Object.nfsd_run_index
     del bpy.types.Object.nfsd_runs
     del bpy.types.Scene.nfsd
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

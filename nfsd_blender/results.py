@@ -163,18 +163,7 @@ def material_with_texture(target, image, uv_map: str, settings: dict):
     material = target.copy()
     material.name = f"{target.name} + {preview.material_name(settings)}"
     scene_state.tag(material)
-    nodes, links = material.node_tree.nodes, material.node_tree.links
-    bsdf = _principled(material)
-    texture = nodes.new("ShaderNodeTexImage")
-    texture.name = texture.label = "NFSD Texture"
-    texture.image = image
-    texture.location = (bsdf.location.x - 320, bsdf.location.y)
-    uv_node = nodes.new("ShaderNodeUVMap")
-    uv_node.name = "NFSD UV Map"
-    uv_node.uv_map = uv_map
-    uv_node.location = (texture.location.x - 220, texture.location.y - 120)
-    links.new(uv_node.outputs["UV"], texture.inputs["Vector"])
-    links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])  # replaces only Base Color's link
+    mesh_write.wire_base_color(material, _principled(material), image, uv_map)
     return material
 
 

@@ -122,11 +122,4 @@ class NFSD_OT_export_run(bpy.types.Operator):
 classes = (NFSD_OT_apply_run, NFSD_OT_restore_original, NFSD_OT_delete_run, NFSD_OT_export_run)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

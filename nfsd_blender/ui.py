@@ -206,14 +206,15 @@ def draw_status_bar(self, _context) -> None:
 classes = (NFSD_PT_main, NFSD_PT_advanced, NFSD_UL_runs, NFSD_PT_history)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
 
 
 def unregister() -> None:
     bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()
 
