@@ -22,19 +22,9 @@ import time
 
 import torch
 
-from .tiny import SD15_UNET, SD_VAE
+from .families import SD15_UNET, SD_VAE, SDXL_UNET, SDXL_VAE  # the real architectures
 
-# SDXL base 1.0's UNet and VAE (diffusers config names). TAESD and TAESDXL are AutoencoderTiny()'s defaults.
-SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-)
-SDXL_VAE = dict(SD_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
-
+# TAESD and TAESDXL are AutoencoderTiny()'s defaults.
 SETUPS = {
     # name: (unet config, vae config, render size, text tokens x width, pooled width or None)
     "SD-1.5 @512": (SD15_UNET, SD_VAE, 512, (77, 768), None),
