@@ -4,7 +4,7 @@
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
     nfsd models [--models-dir DIR] [--json]           the models and LoRAs a server would offer
-    nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams [...]   benchmarks (print their figures)
+    nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams|meshes [...]   benchmarks (print their figures)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback. Ctrl-C during
 ``texture`` / ``demo`` stops after the current step, writes what exists and exits with status 130.
@@ -135,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="builtin", help="as `nfsd serve --model`")
     p.add_argument("--json", action="store_true", help="print JSON (what GET /models returns)")
 
-    p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer, flops, edit, offsets, seams",
+    p = sub.add_parser("bench", help="benchmarks: speed, quality, server, renderer, flops, edit, offsets, seams, meshes",
                        description="Benchmarks; each prints its figures.")
-    p.add_argument("which", choices=("speed", "quality", "server", "renderer", "flops", "edit", "offsets", "seams"),
+    p.add_argument("which", choices=("speed", "quality", "server", "renderer", "flops", "edit", "offsets", "seams", "meshes"),
                    help="which benchmark")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
     return parser
@@ -358,6 +358,8 @@ def main(argv=None) -> int:
                 from .builtin.quality import main as bench_main
             elif args.which == "edit":
                 from .builtin.edit_quality import main as bench_main
+            elif args.which == "meshes":
+                from .bench_meshes import main as bench_main
             elif args.which == "offsets":
                 from .bench_offsets import main as bench_main
             else:
