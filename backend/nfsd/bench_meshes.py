@@ -1,7 +1,7 @@
 """Real-mesh benchmark: is ``nfsd texture MESH PROMPT``'s default result recognisable on real meshes?
 
     nfsd bench meshes [--meshes suzanne hardsurface quadruped quadruped_noisy] [--prompts ...]
-                      [--seeds 1] [--steps N] [--out DIR] [--write]
+                      [--seeds 1] [--first-seed 0] [--steps N] [--out DIR] [--write]
     nfsd bench meshes --steps 2 --meshes hardsurface      # a quick check of the pipe
 
 Four meshes with different UV layouts, made by ``scripts/make_bench_meshes.py`` (Blender) and kept
@@ -95,8 +95,8 @@ def reference_accuracy(bench: BenchMesh, prompts, classifier) -> float:
     return float(np.mean([r["prompt_accuracy"] for r in ref.values()]))
 
 
-def run(meshes, prompts, seeds: int, overrides: dict, out_dir: Path | None = None, log=print) -> list[dict]:
-    """Texture every (mesh, prompt, seed) with the defaults (plus ``overrides``); one row per run."""
+def run(meshes, prompts, seeds, overrides: dict, out_dir: Path | None = None, log=print) -> list[dict]:
+    """Texture every (mesh, prompt, seed in ``seeds``) with the defaults (plus ``overrides``); one row per run."""
     from .builtin.classifier import load_classifier
     from .engine import TextureConfig, texture_mesh
     from .prior import load_prior
@@ -108,7 +108,7 @@ def run(meshes, prompts, seeds: int, overrides: dict, out_dir: Path | None = Non
         bench = load_bench_mesh(name)
         ceiling = reference_accuracy(bench, prompts, classifier)
         for prompt in prompts:
-            for seed in range(seeds):
+            for seed in seeds:
                 config = TextureConfig(prompt=prompt, seed=seed, device="cpu", **overrides)
                 t0 = time.perf_counter()
                 result = texture_mesh(bench.mesh, config, prior=prior)
@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="nfsd bench meshes", description=__doc__.split("\n\n")[0])
     p.add_argument("--meshes", nargs="+", choices=MESHES, default=list(MESHES))
     p.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default %(default)s)")
+    p.add_argument("--seeds", type=int, default=1, help="how many seeds (default %(default)s)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (default %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--texture-size", type=int, default=d.texture_size)
     p.add_argument("--render-size", type=int, default=d.render_size)
@@ -167,11 +168,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="write each run's four orbit views here as PNG")
     p.add_argument("--write", action="store_true", help="replace the real-mesh table in BENCHMARKS.md")
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.steps < 1:
+        p.error("--seeds and --steps must be at least 1")
     torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in ("steps", "texture_size", "render_size", "batch")
                  if getattr(args, k) != getattr(d, k)}
     t0 = time.perf_counter()
-    rows = run(args.meshes, args.prompts, args.seeds, overrides, args.out, log=lambda s: print(s, flush=True))
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    rows = run(args.meshes, args.prompts, seeds, overrides, args.out, log=lambda s: print(s, flush=True))
     table = format_table(rows)
     print(table)
     if args.write:
@@ -180,7 +184,7 @@ def main(argv=None) -> int:
         write_section(MESH_DIR.parents[1] / "BENCHMARKS.md", (
             f"Measured by `nfsd bench meshes {' '.join(argv if argv is not None else [])}` "
             f"({time.perf_counter() - t0:.0f} s, {args.threads} thread(s), CPU); prompts {prompts}, seeds "
-            f"0..{args.seeds - 1}; `nfsd texture` defaults with overrides: {settings}. Means over prompts and "
+            f"{seeds[0]}..{seeds[-1]}; `nfsd texture` defaults with overrides: {settings}. Means over prompts and "
             "seeds.\n\n" + table), SECTION_START, SECTION_END)
     return 0
 
