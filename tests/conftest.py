@@ -14,6 +14,18 @@ import pytest  # noqa: E402
 PROMPT_WORDS = ["red and white stripes", "blue dots on yellow", "solid green"]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    tiny models are dominated by thread start-up costs, and a shared CI box makes that far worse."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A ~1 MB random Stable-Diffusion-layout diffusers folder (epsilon prediction)."""

@@ -122,3 +122,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(client: httpx.Client, proc, timeout: float, what: str = "server subprocess") -> None:
+    """Poll ``/health`` until the server started as ``proc`` (a ``subprocess.Popen``) answers; fail
+    if the process ends first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.get("/health")
+            return
+        except httpx.TransportError:
+            assert proc.poll() is None and time.monotonic() < deadline, f"{what} did not start"
+            time.sleep(0.1)

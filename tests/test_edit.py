@@ -36,12 +36,7 @@ def analytic(prompt, **kw) -> TextureConfig:
 UPPER = np.array([True] * 4 + [False] * 4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------

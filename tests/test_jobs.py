@@ -8,19 +8,18 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 
+from server_kit import BACKEND, free_port, wait_until_serving
+
 from nfsd.job_store import JobRecord, JobStore
 from nfsd.jobs import JobManager, ManagerConfig, make_texture_job
 
-BACKEND = Path(__file__).resolve().parents[1] / "backend"
 
 FAST = {"prompt": "red brick wall", "steps": 3, "render_size": 32, "texture_size": 32}
 
@@ -124,14 +123,8 @@ def test_cancel_while_the_worker_unwraps_the_mesh_ends_the_job_before_its_uvs_ex
         manager.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sigterm_stops_nfsd_serve_quickly_and_a_cancelled_job_stays_cancelled(tiny_model, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(BACKEND), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     # Its own process group, as under a service manager or a terminal: the signal reaches the worker too.
     proc = subprocess.Popen([sys.executable, "-m", "nfsd", "serve", "--port", str(port), "--data-dir", str(tmp_path),
@@ -140,13 +133,7 @@ def test_sigterm_stops_nfsd_serve_quickly_and_a_cancelled_job_stays_cancelled(ti
     try:
         c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         deadline = time.monotonic() + 90
-        while True:
-            try:
-                c.get("/health")
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "nfsd serve did not start"
-                time.sleep(0.2)
+        wait_until_serving(c, proc, 90, "nfsd serve")
         files = {"mesh": ("mesh.npz", octahedron_npz(), "application/octet-stream")}
         job_id = c.post("/jobs", files=files, data={"settings": json.dumps(dict(FAST, texture_size=64, steps=5000))}).json()["id"]
         while c.get(f"/jobs/{job_id}").json()["step"] < 2:

@@ -3,17 +3,11 @@ most of it, without self-intersections or cracks."""
 
 import numpy as np
 import pytest
-import torch
 
 from nfsd.bench_offsets import BUMP_HEIGHT, icosphere, run_bump, self_intersections
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_default_offsets_recover_most_of_a_wanted_bump_cleanly():

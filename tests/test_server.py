@@ -20,20 +20,14 @@ import pytest
 import torch
 from PIL import Image
 from server_kit import (BACKEND, FAST, PROMPT, LiveServer, config, cube, free_port, npz, octahedron, png, pyramid,
-                        submit, wait_for)
+                        submit, wait_for, wait_until_serving)
 
 from nfsd.errors import ConfigError
 from nfsd.server import JobStatus, ServerConfig, serve
 from nfsd.tiny import build_tiny_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models are dominated by thread start-up costs; a shared CI box makes that far worse.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -352,14 +346,7 @@ def test_job_killed_mid_run_is_reported_interrupted(tiny_model, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
         c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                c.get("/health")
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "server subprocess did not start"
-                time.sleep(0.2)
+        wait_until_serving(c, proc, 60)
         job_id = submit(c, cube(), dict(FAST, steps=10000)).json()["id"]
         wait_for(c, job_id, states=("running",), min_step=5)
         time.sleep(0.7)  # let status.json catch up with a running step count

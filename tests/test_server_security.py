@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from server_kit import FAST, LiveServer, cube, npz
+from server_kit import LiveServer, cube, npz
 
 from nfsd.errors import ConfigError
 from nfsd.server import ServerConfig
@@ -50,7 +50,7 @@ def test_cross_site_requests_that_change_state_get_403_and_queue_nothing(server)
         r = _post_job(server.client, **headers)
         assert r.status_code == 403, (headers, r.text)
         assert "web pages may not drive this server" in r.json()["detail"]
-        assert server.client.post(f"/model/unload", headers=headers).status_code == 403
+        assert server.client.post("/model/unload", headers=headers).status_code == 403
     assert server.client.get("/jobs").json()["jobs"] == []
     # The server's own pages (/docs) and clients that send neither header pass the guard.
     assert server.client.post(f"/jobs/{UNKNOWN}/cancel", headers={"Origin": server.url}).status_code == 404

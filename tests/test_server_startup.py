@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from server_kit import BACKEND, FAST, PROMPT, cube, free_port, submit
+from server_kit import BACKEND, FAST, PROMPT, cube, free_port, submit, wait_until_serving
 
 from nfsd.tiny import build_tiny_model
 
@@ -23,15 +22,8 @@ def test_twenty_concurrent_first_submits_on_a_fresh_server_all_succeed(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(BACKEND), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
-        deadline = time.monotonic() + 120
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
-            while True:
-                try:
-                    c.get("/health")
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None and time.monotonic() < deadline, "server subprocess did not start"
-                    time.sleep(0.1)
+            wait_until_serving(c, proc, 120)
             with ThreadPoolExecutor(20) as pool:
                 answers = list(pool.map(lambda i: submit(c, cube(), dict(FAST, steps=1, seed=i)), range(20)))
             assert [r.status_code for r in answers] == [202] * 20, [r.text for r in answers if r.status_code != 202]
