@@ -78,8 +78,9 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     problem = send_problem(obj, settings, continuing=continue_from is not None, faces_only=faces_only)
     if problem:
         raise ValueError(problem)
-    with mesh_io.out_of_edit_mode(obj):  # "Selected faces only" may start in Edit Mode
-        return _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_only)
+    mesh_io.sync_from_edit_mode(obj)  # "Selected faces only" may start in Edit Mode
+    job = _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_only)
+    return job.start()  # after every bpy call above: the worker thread never overlaps them
 
 
 def _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_only) -> Job:
@@ -126,7 +127,7 @@ def _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_o
                   evaluated=evaluated, apply_into=apply_into)
     push_undo(f"NFSD: send '{obj.name}'")
     _jobs[job.object_key] = job
-    return job.start()
+    return job
 
 
 def resubmit(obj, connection: Connection) -> Job:

@@ -67,23 +67,43 @@ def loop_triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
     return vertices.reshape(count, 3), loops.reshape(count, 3)
 
 
+def sync_from_edit_mode(obj) -> None:
+    """Edit Mode keeps the mesh in its own copy: write it (UV maps, selection) into ``obj.data`` so
+    it can be read, staying in Edit Mode.
+
+    No operator runs here: a Python-called operator under ``context.temp_override`` crashes
+    Blender (4.2 and 5.0) when another Python thread (a job's worker) runs at the same moment.
+    """
+    if obj.mode == "EDIT":
+        obj.update_from_editmode()
+
+
 @contextlib.contextmanager
-def out_of_edit_mode(obj):
-    """Object Mode for the duration (Edit Mode keeps the mesh in its own copy: its UV maps and
-    selection are read from the mesh only outside it), then Edit Mode again."""
+def alone_in_object_mode(obj):
+    """``obj`` the only selected object and the active one for the duration (what operators such
+    as Smart UV Project act on), then the view layer's selection and active object as they were.
+
+    Selection is changed through properties, not ``context.temp_override`` (see
+    :func:`sync_from_edit_mode`). Raises ValueError when another object is in Edit Mode.
+    """
     import bpy
 
-    if obj.mode != "EDIT":
-        yield
-        return
-    override = dict(active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj])
-    with bpy.context.temp_override(**override):
-        bpy.ops.object.mode_set(mode="OBJECT")
+    view_layer = bpy.context.view_layer
+    if bpy.context.mode != "OBJECT":
+        raise ValueError("Leave Edit Mode first: Blender's unwrap works from Object Mode")
+    active = view_layer.objects.active
+    selected = [other for other in view_layer.objects if other.select_get()]
     try:
+        for other in selected:
+            other.select_set(False)
+        obj.select_set(True)
+        view_layer.objects.active = obj
         yield
     finally:
-        with bpy.context.temp_override(**override):
-            bpy.ops.object.mode_set(mode="EDIT")
+        obj.select_set(False)
+        for other in selected:
+            other.select_set(True)
+        view_layer.objects.active = active
 
 
 def has_modifiers(obj) -> bool:
@@ -105,21 +125,30 @@ def mesh_arrays(obj, uv_map: str | None = None, shape_key: str = "", evaluated: 
     problem = mesh_problem(obj, edit_mode_ok=selected_faces)
     if problem:
         raise ValueError(problem)
-    if obj.mode == "EDIT":
-        with out_of_edit_mode(obj):
-            return mesh_arrays(obj, uv_map, shape_key, evaluated, selected_faces)
-    if evaluated:
-        import bpy
+    import bpy
 
+    if obj.mode == "EDIT":
+        # In Edit Mode a mesh's UV maps read as empty: read a copy of the synced mesh instead.
+        sync_from_edit_mode(obj)
+        copy = obj.data.copy()
+        try:
+            return _base_arrays(obj, copy, uv_map, shape_key, selected_faces)
+        finally:
+            bpy.data.meshes.remove(copy)
+    if evaluated:
         evaluated_obj = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
         mesh = evaluated_obj.to_mesh()
         try:
             return _arrays(obj, mesh, uv_map, None)
         finally:
             evaluated_obj.to_mesh_clear()
-    arrays = _arrays(obj, obj.data, uv_map, shape_key_data(obj, shape_key) if shape_key else None)
+    return _base_arrays(obj, obj.data, uv_map, shape_key, selected_faces)
+
+
+def _base_arrays(obj, mesh, uv_map: str | None, shape_key: str, selected_faces: bool) -> dict[str, np.ndarray]:
+    arrays = _arrays(obj, mesh, uv_map, _key_data(mesh, shape_key, obj.name) if shape_key else None)
     if selected_faces:
-        arrays["face_mask"] = selected_triangles(obj.data)
+        arrays["face_mask"] = selected_triangles(mesh)
         if not arrays["face_mask"].any():
             raise ValueError(f"No faces of '{obj.name}' are selected: select the faces to re-texture in Edit Mode")
     return arrays
@@ -169,10 +198,14 @@ def mesh_to_wire(obj, uv_map: str | None = None, shape_key: str = "", evaluated:
 
 def shape_key_data(obj, name: str):
     """The per-vertex data of ``obj``'s shape key ``name``; ValueError when it is gone."""
-    keys = obj.data.shape_keys
+    return _key_data(obj.data, name, obj.name)
+
+
+def _key_data(mesh, name: str, object_name: str):
+    keys = mesh.shape_keys
     key = keys.key_blocks.get(name) if keys is not None else None
     if key is None:
-        raise ValueError(f"'{obj.name}' lost the shape key '{name}'")
+        raise ValueError(f"'{object_name}' lost the shape key '{name}'")
     return key.data
 
 
@@ -241,6 +274,7 @@ def read_uvs(data: bytes) -> tuple[np.ndarray, bool]:
         raise ValueError(f"the backend's UVs have shape {list(uvs.shape)}, expected [F, 3, 2]")
     return uvs, generated
 
+
 def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, island_margin: float = 0.01) -> str:
     """Give ``obj`` (object mode) a UV map ``name`` from Blender's Smart UV Project and make it the
     active map; returns its name.
@@ -251,6 +285,8 @@ def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, 
     """
     import bpy
 
+    if bpy.context.mode != "OBJECT":
+        raise ValueError("Leave Edit Mode first: Blender's unwrap works from Object Mode")
     mesh = obj.data
     layer = mesh.uv_layers.get(name) or mesh.uv_layers.new(name=name)
     mesh.uv_layers.active = layer
@@ -259,8 +295,7 @@ def smart_unwrap(obj, name: str = GENERATED_UV_NAME, angle_limit: float = 1.15, 
         items = getattr(mesh, what)
         saved[what] = np.zeros(len(items), bool)
         items.foreach_get("select", saved[what])
-    override = dict(active_object=obj, object=obj, selected_objects=[obj], selected_editable_objects=[obj])
-    with bpy.context.temp_override(**override):
+    with alone_in_object_mode(obj):
         bpy.ops.object.mode_set(mode="EDIT")
         try:
             bpy.ops.mesh.select_all(action="SELECT")
