@@ -38,6 +38,9 @@ class ClassifierConfig:
     lr: float = 3e-3
     seed: int = 0
     threads: int = 1
+    scene_meshes: int = 0  # > 0: also views of that many generated meshes (nfsd.builtin.scenes)
+    views_per_mesh: int = 48
+    scene_fraction: float = 0.5
 
 
 class TextureClassifier(nn.Module):
@@ -142,12 +145,19 @@ def train(cfg: ClassifierConfig = ClassifierConfig(), out: Path = WEIGHTS, log=p
     model = TextureClassifier(cfg.width, cfg.size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    data_cfg = ds.DatasetConfig(size=cfg.size)
+    data_cfg = ds.DatasetConfig(size=cfg.size, scene_fraction=cfg.scene_fraction)
+    bank = held_out_bank = None
+    if cfg.scene_meshes:
+        from .scenes import bake_views, training_meshes
+
+        bank = bake_views(training_meshes(cfg.scene_meshes, seed=cfg.seed + 100), cfg.views_per_mesh, cfg.size,
+                          seed=cfg.seed + 100)
+        held_out_bank = bake_views(training_meshes(8, seed=cfg.seed + 2000)[3:], 16, cfg.size, seed=cfg.seed + 2000)
     t0 = time.time()
     for step in range(cfg.steps):
         model.train()
         specs = ds.random_specs(cfg.batch, g)
-        images = augment(ds.sample_batch(specs, g, data_cfg), g)
+        images = augment(ds.sample_batch(specs, g, data_cfg, scenes=bank), g)
         p_target = torch.tensor([ds.PATTERNS.index(s.pattern) for s in specs])
         c_target = torch.zeros(cfg.batch, len(ds.COLOUR_NAMES))
         for i, s in enumerate(specs):
@@ -162,6 +172,8 @@ def train(cfg: ClassifierConfig = ClassifierConfig(), out: Path = WEIGHTS, log=p
         if step % 100 == 0 or step == cfg.steps - 1:
             log(f"step {step}/{cfg.steps} loss {loss.item():.4f} {time.time() - t0:.0f}s")
     acc = evaluate(model, seed=cfg.seed + 1000)
+    if held_out_bank is not None:  # meshes it never saw (the built-in ones left out)
+        acc["held_out_mesh_views"] = evaluate(model, n=512, seed=cfg.seed + 1000, scenes=held_out_bank)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
@@ -172,11 +184,15 @@ def train(cfg: ClassifierConfig = ClassifierConfig(), out: Path = WEIGHTS, log=p
 
 
 @torch.no_grad()
-def evaluate(model: TextureClassifier, n: int = 1024, seed: int = 1000, object_fraction: float = 0.5) -> dict:
-    """Held-out accuracy on fresh generator images (every prompt equally likely)."""
+def evaluate(model: TextureClassifier, n: int = 1024, seed: int = 1000, object_fraction: float = 0.5,
+             scenes=None) -> dict:
+    """Held-out accuracy on fresh generator images (every prompt equally likely); with ``scenes``
+    (a ``ViewBank``) on its textured mesh views only."""
     g = torch.Generator().manual_seed(seed)
     specs = [ds.SPECS[int(i)] for i in torch.randint(0, len(ds.SPECS), (n,), generator=g)]
-    images = ds.sample_batch(specs, g, ds.DatasetConfig(size=model.size, object_fraction=object_fraction))
+    size = scenes.size if scenes is not None else model.size
+    config = ds.DatasetConfig(size=size, object_fraction=object_fraction, scene_fraction=1.0)
+    images = ds.sample_batch(specs, g, config, scenes=scenes)
     match = prompt_matches(model, images, [s.prompt for s in specs])
     p_logits, _ = model(images)
     pattern_ok = p_logits.argmax(1) == torch.tensor([ds.PATTERNS.index(s.pattern) for s in specs])
@@ -211,9 +227,14 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=d.steps)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=d.threads)
+    parser.add_argument("--size", type=int, default=d.size, help="input size in pixels (views are resized to it)")
+    parser.add_argument("--scene-meshes", type=int, default=0,
+                        help="also train on views of this many generated meshes (nfsd.builtin.scenes)")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args(argv)
-    train(ClassifierConfig(steps=args.steps, seed=args.seed, threads=args.threads), args.out,
+    cfg = ClassifierConfig(steps=args.steps, seed=args.seed, threads=args.threads, size=args.size,
+                           scene_meshes=args.scene_meshes)
+    train(cfg, args.out,
           log=lambda s: print(s, flush=True))
     return 0
 

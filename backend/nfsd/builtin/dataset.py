@@ -115,6 +115,7 @@ class DatasetConfig:
 
     size: int = 32
     object_fraction: float = 0.5
+    scene_fraction: float = 0.5  # with a ViewBank: share of baked mesh views (the rest split as above)
     jitter: float = 0.04
     brightness: float = 0.08
     period_range: tuple[float, float] = (0.16, 0.42)
@@ -186,7 +187,7 @@ def _blob(n, grid_x, grid_y, g):
 
 
 def sample_batch(specs: list[TextureSpec], g: torch.Generator, config: DatasetConfig = DatasetConfig(),
-                 return_mask: bool = False):
+                 return_mask: bool = False, scenes=None):
     """Draw one image per spec.
 
     Args:
@@ -194,6 +195,8 @@ def sample_batch(specs: list[TextureSpec], g: torch.Generator, config: DatasetCo
         g: a CPU ``torch.Generator``; the batch is a deterministic function of its state.
         config: resolution and augmentation ranges.
         return_mask: also return the object masks.
+        scenes: a :class:`nfsd.builtin.scenes.ViewBank` at ``config.size``: a ``config.scene_fraction``
+            of the images are then its baked mesh views, textured with the spec's pattern.
 
     Returns:
         images ``[N, 3, S, S]`` float32 in [0, 1], row 0 at the top; with ``return_mask`` also
@@ -233,9 +236,21 @@ def sample_batch(specs: list[TextureSpec], g: torch.Generator, config: DatasetCo
     background = torch.rand(n, 3, 1, 1, generator=g)
     mask4 = mask.unsqueeze(1)
     img = (img * shade).clamp(0, 1) * mask4 + background * (1 - mask4)
-    img = F.avg_pool2d(img, 2)
+    img, mask4 = F.avg_pool2d(img, 2), F.avg_pool2d(mask4, 2)
+    if scenes is not None:
+        if scenes.size != s:
+            raise ValueError(f"the view bank is {scenes.size} px, the dataset {s} px")
+        chosen = torch.nonzero(torch.rand(n, generator=g) < config.scene_fraction).flatten()
+        if len(chosen):
+            from .scenes import scene_images
+
+            views = torch.randint(0, len(scenes), (len(chosen),), generator=g)
+            buffers = scenes.buffers[views]
+            img[chosen] = scene_images(buffers, pids[chosen], jittered(c0)[chosen], jittered(c1)[chosen], g,
+                                       config.period_range)
+            mask4[chosen] = buffers[:, 6:7].float()
     if return_mask:
-        return img, F.avg_pool2d(mask4, 2)
+        return img, mask4
     return img
 
 
@@ -282,10 +297,11 @@ class CaptionConfig:
 
 
 def training_batch(n: int, g: torch.Generator, config: DatasetConfig = DatasetConfig(),
-                   captions: CaptionConfig = CaptionConfig()) -> tuple[torch.Tensor, list[str]]:
-    """A batch for the prior: images ``[n, 3, S, S]`` in [0, 1] and their captions."""
+                   captions: CaptionConfig = CaptionConfig(), scenes=None) -> tuple[torch.Tensor, list[str]]:
+    """A batch for the prior: images ``[n, 3, S, S]`` in [0, 1] and their captions (``scenes``:
+    see :func:`sample_batch`)."""
     specs = random_specs(n, g)
-    images = sample_batch(specs, g, config)
+    images = sample_batch(specs, g, config, scenes=scenes)
     r = torch.rand(n, generator=g)
     negative = r < captions.negative_prob
     dropped = (r >= captions.negative_prob) & (r < captions.negative_prob + captions.drop_prob)

@@ -86,6 +86,9 @@ class PriorTrainConfig:
     save_every: int = 0  # also save the EMA weights every N steps (0: only at the end)
     vae: str | None = None  # a trained autoencoder folder (nfsd.builtin.autoencoder): a latent-space prior
     layers_per_block: int = 1
+    scene_meshes: int = 0  # > 0: bake views of that many generated meshes (nfsd.builtin.scenes) into the data
+    views_per_mesh: int = 48
+    scene_fraction: float = 0.5  # share of baked mesh views in each batch
 
 
 # Pixel space: cross-attention only at 8x8 (and in the mid block): the prompts name global properties (pattern,
@@ -200,6 +203,15 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
         text_encoder = CLIPTextModel.from_pretrained(Path(cfg.resume) / "text_encoder").float()
         info_path = Path(cfg.resume) / "training.json"
         previous = json.loads(info_path.read_text()) if info_path.is_file() else None
+    if vae is not None:  # a resumed UNet may be trained at another size: its config says the new one
+        unet.register_to_config(sample_size=cfg.size // 2 ** (len(vae.config.block_out_channels) - 1))
+    bank = None
+    if cfg.scene_meshes:
+        from .scenes import bake_views, training_meshes
+
+        t_bake = time.time()
+        bank = bake_views(training_meshes(cfg.scene_meshes, seed=cfg.seed), cfg.views_per_mesh, cfg.size, seed=cfg.seed)
+        log(f"baked {len(bank)} views of {cfg.scene_meshes} meshes at {cfg.size} px in {time.time() - t_bake:.0f}s")
     unet.train()
     text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -211,10 +223,10 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     g = torch.Generator().manual_seed(cfg.seed)
     alphas = scheduler.alphas_cumprod
-    data_cfg = ds.DatasetConfig(size=cfg.size)
+    data_cfg = ds.DatasetConfig(size=cfg.size, scene_fraction=cfg.scene_fraction)
     t0, running, history = time.time(), None, []
     for step in range(cfg.steps):
-        images, texts = ds.training_batch(cfg.batch, g, data_cfg)
+        images, texts = ds.training_batch(cfg.batch, g, data_cfg, scenes=bank)
         x0 = images * 2 - 1
         if vae is not None:
             with torch.no_grad():
@@ -277,13 +289,20 @@ def main(argv=None) -> int:
     parser.add_argument("--vae", default=None, help="a trained autoencoder folder: train a latent-space prior")
     parser.add_argument("--layers-per-block", type=int, default=defaults.layers_per_block)
     parser.add_argument("--beta-schedule", default=defaults.beta_schedule, choices=("linear", "squaredcos_cap_v2"))
+    parser.add_argument("--size", type=int, default=defaults.size, help="image size in pixels (latents: size / 4)")
+    parser.add_argument("--scene-meshes", type=int, default=0,
+                        help="also train on views of this many generated meshes (nfsd.builtin.scenes)")
+    parser.add_argument("--views-per-mesh", type=int, default=defaults.views_per_mesh)
+    parser.add_argument("--scene-fraction", type=float, default=defaults.scene_fraction)
     parser.add_argument("--out", type=Path, default=PRIOR_DIR, help=f"output folder (default {PRIOR_DIR})")
     args = parser.parse_args(argv)
     cfg = PriorTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
                            warmup=args.warmup, resume=args.resume, prediction_type=args.prediction_type,
                            global_text=args.global_text, beta_schedule=args.beta_schedule, vae=args.vae,
                            layers_per_block=args.layers_per_block, ema_decay=args.ema_decay, save_every=args.save_every,
-                           block_out_channels=tuple(int(c) for c in args.channels.split(",")))
+                           block_out_channels=tuple(int(c) for c in args.channels.split(",")), size=args.size,
+                           scene_meshes=args.scene_meshes, views_per_mesh=args.views_per_mesh,
+                           scene_fraction=args.scene_fraction)
     train(cfg, args.out, log=lambda s: print(s, flush=True))
     return 0
 
