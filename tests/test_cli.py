@@ -133,4 +133,19 @@ def test_help_gives_every_option_a_meaning_and_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["texture", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "optimization steps (default: 400)" in text and "(default: 500000)" in text
+    assert "optimization steps (default 400; 300 with the built-in prior)" in text and "(default: 500000)" in text
+
+
+def test_left_out_options_take_the_models_defaults():
+    from nfsd.cli import _config_from_args, build_parser
+    from nfsd.config import BUILTIN_PRIOR_DEFAULTS, TextureConfig
+
+    def config(*extra):
+        return _config_from_args(build_parser().parse_args(["texture", "mesh.obj", "solid red", "--out", "o", *extra]))
+
+    builtin = config()
+    assert (builtin.steps, builtin.texture_size, builtin.batch) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (300, 256, 2)
+    sd = config("--model", "runwayml/stable-diffusion-v1-5")
+    assert (sd.steps, sd.texture_size, sd.batch) == (TextureConfig.steps, TextureConfig.texture_size, TextureConfig.batch)
+    chosen = config("--steps", "7", "--texture-size", "128", "--batch", "1")
+    assert (chosen.steps, chosen.texture_size, chosen.batch) == (7, 128, 1)

@@ -15,8 +15,9 @@ in ``benchmarks/meshes/``:
   a scan without a UV map.
 
 Each mesh is read with ``load_mesh`` and unwrapped with ``ensure_uvs`` exactly as ``nfsd texture``
-does, then textured with ``TextureConfig``'s defaults (the CLI's: built-in prior, 400 steps,
-texture 1024, render 512, batch 1) on the CPU; ``--steps`` etc. override them and the table says so.
+does, then textured with ``nfsd texture``'s defaults for the built-in prior (``TextureConfig`` with
+``config.BUILTIN_PRIOR_DEFAULTS``: 300 steps, texture 256, the prior's render size, batch 2) on the
+CPU; ``--steps`` etc. override them and the table says so.
 Each result is scored by:
 
 - prompt accuracy: share of four orbit views (elevation 15, flat light, grey background, 64 px)
@@ -98,6 +99,7 @@ def reference_accuracy(bench: BenchMesh, prompts, classifier) -> float:
 def run(meshes, prompts, seeds, overrides: dict, out_dir: Path | None = None, log=print) -> list[dict]:
     """Texture every (mesh, prompt, seed in ``seeds``) with the defaults (plus ``overrides``); one row per run."""
     from .builtin.classifier import load_classifier
+    from .config import BUILTIN_PRIOR_DEFAULTS
     from .engine import TextureConfig, texture_mesh
     from .prior import load_prior
 
@@ -109,7 +111,7 @@ def run(meshes, prompts, seeds, overrides: dict, out_dir: Path | None = None, lo
         ceiling = reference_accuracy(bench, prompts, classifier)
         for prompt in prompts:
             for seed in seeds:
-                config = TextureConfig(prompt=prompt, seed=seed, device="cpu", **overrides)
+                config = TextureConfig(prompt=prompt, seed=seed, device="cpu", **{**BUILTIN_PRIOR_DEFAULTS, **overrides})
                 t0 = time.perf_counter()
                 result = texture_mesh(bench.mesh, config, prior=prior)
                 seconds = time.perf_counter() - t0
@@ -152,9 +154,10 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     from .builtin.quality import write_section
+    from .config import BUILTIN_PRIOR_DEFAULTS
     from .engine import TextureConfig
 
-    d = TextureConfig()
+    d = TextureConfig(**BUILTIN_PRIOR_DEFAULTS)
     p = argparse.ArgumentParser(prog="nfsd bench meshes", description=__doc__.split("\n\n")[0])
     p.add_argument("--meshes", nargs="+", choices=MESHES, default=list(MESHES))
     p.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))

@@ -32,8 +32,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nfsd: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
+def _add_texture_options(p: argparse.ArgumentParser, defaults, per_model: bool = False) -> None:
+    """The texturing options; ``per_model``: --steps, --texture-size and --batch are left unset
+    and :func:`_config_from_args` fills them from the model (``BUILTIN_PRIOR_DEFAULTS``)."""
+    from .config import BUILTIN_PRIOR_DEFAULTS
     from .texture import PARAMETRIZATIONS
+
+    def model_default(name: str):
+        value = getattr(defaults, name)
+        if not per_model:
+            return value, f"default {value}"
+        return argparse.SUPPRESS, f"default {value}; {BUILTIN_PRIOR_DEFAULTS[name]} with the built-in prior"
 
     p.add_argument("--model", default=defaults.model,
                    help="'builtin' (shipped, CPU-sized), a diffusers folder, a .safetensors checkpoint or a hub id "
@@ -48,12 +57,15 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
                    help="dds: what --init-texture shows (None: the prompt in report.json beside it)")
     p.add_argument("--faces", default=None, metavar="FILE.npy",
                    help="re-texture only these triangles: bool [F] or integer indices; needs --init-texture")
-    p.add_argument("--steps", type=int, default=defaults.steps, help="optimization steps")
-    p.add_argument("--texture-size", type=int, default=defaults.texture_size, help="texture width and height in pixels")
+    default, said = model_default("steps")
+    p.add_argument("--steps", type=int, default=default, help=f"optimization steps ({said})")
+    default, said = model_default("texture_size")
+    p.add_argument("--texture-size", type=int, default=default, help=f"texture width and height in pixels ({said})")
     p.add_argument("--render-size", type=int, default=defaults.render_size,
                    help="size of the views the prior looks at; None: the model's own (512 SD 1.x, 768 SD 2.x-v, "
                         "1024 SDXL); 512 runs SDXL ~4x faster")
-    p.add_argument("--batch", type=int, default=defaults.batch, help="views rendered per step")
+    default, said = model_default("batch")
+    p.add_argument("--batch", type=int, default=default, help=f"views rendered per step ({said})")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="classifier-free guidance scale; None: 7.5 for nfsd/csd, 100 for sds")
     p.add_argument("--negative-prompt", default=defaults.negative_prompt, help="what the texture should not look like")
@@ -83,6 +95,7 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import BUILTIN_PRIOR_DEFAULTS
     from .engine import TextureConfig
     from .mesh import DEFAULT_MAX_FACES
 
@@ -101,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (created; texture.png, textured.glb, views.png, report.json go there)")
     p.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES,
                    help="refuse meshes with more triangles than this (decimate larger ones in Blender)")
-    _add_texture_options(p, TextureConfig())
+    _add_texture_options(p, TextureConfig(), per_model=True)
 
-    demo = TextureConfig(steps=300, texture_size=256, render_size=64, batch=2, device="cpu")
+    demo = TextureConfig(**BUILTIN_PRIOR_DEFAULTS, render_size=64, device="cpu")
     p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, a few minutes)",
                        description="Texture a built-in mesh with the built-in prior on the CPU.")
     p.add_argument("--out", default="nfsd-demo", help="output folder")
@@ -144,13 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args):
+    from .config import BUILTIN_PRIOR_DEFAULTS
     from .engine import TextureConfig
     from .lora import parse_lora_arg
 
+    defaults = BUILTIN_PRIOR_DEFAULTS if args.model == "builtin" else vars(TextureConfig())
+    chosen = {name: getattr(args, name, defaults[name]) for name in BUILTIN_PRIOR_DEFAULTS}
     return TextureConfig(
         prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode,
-        source_prompt=args.source_prompt or "", steps=args.steps,
-        texture_size=args.texture_size, render_size=args.render_size, batch=args.batch,
+        source_prompt=args.source_prompt or "", steps=chosen["steps"],
+        texture_size=chosen["texture_size"], render_size=args.render_size, batch=chosen["batch"],
         guidance_scale=args.guidance_scale, offsets=args.offsets, offset_strength=args.offset_strength,
         seed=args.seed, model=args.model, device=args.device, renderer=args.renderer,
         parametrization=args.parametrization, model_config=args.model_config,

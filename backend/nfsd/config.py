@@ -21,6 +21,12 @@ from .lora import normalize_loras
 from .texture import PARAMETRIZATIONS
 
 
+# What `nfsd texture` uses with the built-in prior for the options left out: TextureConfig's
+# defaults are sized for Stable Diffusion on a GPU; these are as good on the built-in prior and
+# several times faster on a CPU (BENCHMARKS.md, "Real meshes").
+BUILTIN_PRIOR_DEFAULTS = {"steps": 300, "texture_size": 256, "batch": 2}
+
+
 @dataclass
 class TextureConfig:
     """Everything a texturing run depends on. Defaults work; ``validate`` explains bad values.
