@@ -143,9 +143,10 @@ def test_left_out_options_take_the_models_defaults():
     def config(*extra):
         return _config_from_args(build_parser().parse_args(["texture", "mesh.obj", "solid red", "--out", "o", *extra]))
 
-    builtin = config()
-    assert (builtin.steps, builtin.texture_size, builtin.batch) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (300, 256, 2)
-    sd = config("--model", "runwayml/stable-diffusion-v1-5")
-    assert (sd.steps, sd.texture_size, sd.batch) == (TextureConfig.steps, TextureConfig.texture_size, TextureConfig.batch)
-    chosen = config("--steps", "7", "--texture-size", "128", "--batch", "1")
-    assert (chosen.steps, chosen.texture_size, chosen.batch) == (7, 128, 1)
+    def picked(c):
+        return c.steps, c.texture_size, c.render_size, c.batch
+
+    assert picked(config()) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (300, 256, 128, 2)
+    sd = TextureConfig()
+    assert picked(config("--model", "runwayml/stable-diffusion-v1-5")) == picked(sd) == (400, 1024, None, 1)
+    assert picked(config("--steps", "7", "--texture-size", "128", "--render-size", "64", "--batch", "1")) == (7, 128, 64, 1)

@@ -16,7 +16,7 @@ in ``benchmarks/meshes/``:
 
 Each mesh is read with ``load_mesh`` and unwrapped with ``ensure_uvs`` exactly as ``nfsd texture``
 does, then textured with ``nfsd texture``'s defaults for the built-in prior (``TextureConfig`` with
-``config.BUILTIN_PRIOR_DEFAULTS``: 300 steps, texture 256, the prior's render size, batch 2) on the
+``config.BUILTIN_PRIOR_DEFAULTS``: 300 steps, texture 256, render 128, batch 2) on the
 CPU; ``--steps`` etc. override them and the table says so.
 Each result is scored by:
 

@@ -38,11 +38,12 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults, per_model: bool =
     from .config import BUILTIN_PRIOR_DEFAULTS
     from .texture import PARAMETRIZATIONS
 
-    def model_default(name: str):
+    def model_default(name: str, own: str = ""):
+        """(argparse default, help suffix): with ``per_model`` both defaults are named in the help."""
         value = getattr(defaults, name)
         if not per_model:
-            return value, f"default {value}"
-        return argparse.SUPPRESS, f"default {value}; {BUILTIN_PRIOR_DEFAULTS[name]} with the built-in prior"
+            return value, ""
+        return argparse.SUPPRESS, f" (default {own or value}; {BUILTIN_PRIOR_DEFAULTS[name]} with the built-in prior)"
 
     p.add_argument("--model", default=defaults.model,
                    help="'builtin' (shipped, CPU-sized), a diffusers folder, a .safetensors checkpoint or a hub id "
@@ -58,14 +59,14 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults, per_model: bool =
     p.add_argument("--faces", default=None, metavar="FILE.npy",
                    help="re-texture only these triangles: bool [F] or integer indices; needs --init-texture")
     default, said = model_default("steps")
-    p.add_argument("--steps", type=int, default=default, help=f"optimization steps ({said})")
+    p.add_argument("--steps", type=int, default=default, help=f"optimization steps{said}")
     default, said = model_default("texture_size")
-    p.add_argument("--texture-size", type=int, default=default, help=f"texture width and height in pixels ({said})")
-    p.add_argument("--render-size", type=int, default=defaults.render_size,
-                   help="size of the views the prior looks at; None: the model's own (512 SD 1.x, 768 SD 2.x-v, "
-                        "1024 SDXL); 512 runs SDXL ~4x faster")
+    p.add_argument("--texture-size", type=int, default=default, help=f"texture width and height in pixels{said}")
+    default, said = model_default("render_size", own="the model's own: 512 SD 1.x, 768 SD 2.x-v, 1024 SDXL")
+    p.add_argument("--render-size", type=int, default=default,
+                   help=f"size of the views rendered for the prior{said}; 512 runs SDXL ~4x faster")
     default, said = model_default("batch")
-    p.add_argument("--batch", type=int, default=default, help=f"views rendered per step ({said})")
+    p.add_argument("--batch", type=int, default=default, help=f"views rendered per step{said}")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="classifier-free guidance scale; None: 7.5 for nfsd/csd, 100 for sds")
     p.add_argument("--negative-prompt", default=defaults.negative_prompt, help="what the texture should not look like")
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse meshes with more triangles than this (decimate larger ones in Blender)")
     _add_texture_options(p, TextureConfig(), per_model=True)
 
-    demo = TextureConfig(**BUILTIN_PRIOR_DEFAULTS, render_size=64, device="cpu")
+    demo = TextureConfig(**BUILTIN_PRIOR_DEFAULTS, device="cpu")
     p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, a few minutes)",
                        description="Texture a built-in mesh with the built-in prior on the CPU.")
     p.add_argument("--out", default="nfsd-demo", help="output folder")
@@ -166,7 +167,7 @@ def _config_from_args(args):
     return TextureConfig(
         prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode,
         source_prompt=args.source_prompt or "", steps=chosen["steps"],
-        texture_size=chosen["texture_size"], render_size=args.render_size, batch=chosen["batch"],
+        texture_size=chosen["texture_size"], render_size=chosen["render_size"], batch=chosen["batch"],
         guidance_scale=args.guidance_scale, offsets=args.offsets, offset_strength=args.offset_strength,
         seed=args.seed, model=args.model, device=args.device, renderer=args.renderer,
         parametrization=args.parametrization, model_config=args.model_config,

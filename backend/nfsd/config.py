@@ -22,9 +22,10 @@ from .texture import PARAMETRIZATIONS
 
 
 # What `nfsd texture` uses with the built-in prior for the options left out: TextureConfig's
-# defaults are sized for Stable Diffusion on a GPU; these are as good on the built-in prior and
-# several times faster on a CPU (BENCHMARKS.md, "Real meshes").
-BUILTIN_PRIOR_DEFAULTS = {"steps": 300, "texture_size": 256, "batch": 2}
+# defaults are sized for Stable Diffusion on a GPU (a 512 px render is 64x the pixels the built-in
+# prior's 64 px views need); these render at twice its size (antialiased) and are as good and many
+# times faster on a CPU (BENCHMARKS.md, "Real meshes").
+BUILTIN_PRIOR_DEFAULTS = {"steps": 300, "texture_size": 256, "render_size": 128, "batch": 2}
 
 
 @dataclass
