@@ -133,7 +133,7 @@ def test_help_gives_every_option_a_meaning_and_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["texture", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "optimization steps (default 400; 300 with the built-in prior)" in text and "(default: 500000)" in text
+    assert "optimization steps (default 400; 600 with the built-in prior)" in text and "(default: 500000)" in text
 
 
 def test_left_out_options_take_the_models_defaults():
@@ -144,9 +144,11 @@ def test_left_out_options_take_the_models_defaults():
         return _config_from_args(build_parser().parse_args(["texture", "mesh.obj", "solid red", "--out", "o", *extra]))
 
     def picked(c):
-        return c.steps, c.texture_size, c.render_size, c.batch
+        return c.steps, c.texture_size, c.render_size, c.batch, c.parametrization
 
-    assert picked(config()) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (300, 256, 128, 2)
+    assert picked(config()) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (600, 256, 128, 2, "surface")
     sd = TextureConfig()
-    assert picked(config("--model", "runwayml/stable-diffusion-v1-5")) == picked(sd) == (400, 1024, None, 1)
-    assert picked(config("--steps", "7", "--texture-size", "128", "--render-size", "64", "--batch", "1")) == (7, 128, 64, 1)
+    assert picked(config("--model", "runwayml/stable-diffusion-v1-5")) == picked(sd) == (400, 1024, None, 1, "pyramid")
+    chosen = config("--steps", "7", "--texture-size", "128", "--render-size", "64", "--batch", "1", "--parametrization",
+                    "pixels")
+    assert picked(chosen) == (7, 128, 64, 1, "pixels")

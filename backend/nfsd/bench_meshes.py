@@ -16,7 +16,7 @@ in ``benchmarks/meshes/``:
 
 Each mesh is read with ``load_mesh`` and unwrapped with ``ensure_uvs`` exactly as ``nfsd texture``
 does, then textured with ``nfsd texture``'s defaults for the built-in prior (``TextureConfig`` with
-``config.BUILTIN_PRIOR_DEFAULTS``: 300 steps, texture 256, render 128, batch 2) on the
+``config.BUILTIN_PRIOR_DEFAULTS``: 600 steps, texture 256, render 128, batch 2, surface field) on the
 CPU; ``--steps`` etc. override them and the table says so.
 Each result is scored by:
 
@@ -167,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--texture-size", type=int, default=d.texture_size)
     p.add_argument("--render-size", type=int, default=d.render_size)
     p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--parametrization", choices=("pyramid", "pixels", "surface"), default=d.parametrization)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, help="write each run's four orbit views here as PNG")
     p.add_argument("--write", action="store_true", help="replace the real-mesh table in BENCHMARKS.md")
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
     if args.seeds < 1 or args.steps < 1:
         p.error("--seeds and --steps must be at least 1")
     torch.set_num_threads(args.threads)
-    overrides = {k: getattr(args, k) for k in ("steps", "texture_size", "render_size", "batch")
+    overrides = {k: getattr(args, k) for k in ("steps", "texture_size", "render_size", "batch", "parametrization")
                  if getattr(args, k) != getattr(d, k)}
     t0 = time.perf_counter()
     seeds = range(args.first_seed, args.first_seed + args.seeds)

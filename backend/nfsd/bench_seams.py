@@ -5,7 +5,7 @@
     python -m nfsd.bench_seams --steps 2 --seeds 1 --meshes cube      # a quick check of the pipe
 
 Every parametrization textures the same meshes from the same prompts and seeds (hence the same
-cameras) at ``nfsd demo``'s settings (built-in prior, CPU, texture 256, render 64, batch 2). Each
+cameras) at ``nfsd demo``'s settings (built-in prior, CPU, ``config.BUILTIN_PRIOR_DEFAULTS``). Each
 result is scored by:
 
 - seam mismatch (``nfsd.seams``): the colour jump across UV seam edges, RGB distance in [0, 1]
@@ -47,6 +47,7 @@ def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) ->
     """Texture every (mesh, prompt, seed, parametrization); one row per run."""
     from .builtin.classifier import load_classifier, prompt_matches
     from .builtin.quality import render_result
+    from .config import BUILTIN_PRIOR_DEFAULTS
     from .engine import TextureConfig, texture_mesh
     from .prior import load_prior
     from .seams import find_seam_edges, seam_mismatch
@@ -59,8 +60,8 @@ def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) ->
         for prompt in prompts:
             for seed in range(seeds):
                 for kind in parametrizations:
-                    config = TextureConfig(prompt=prompt, steps=steps, texture_size=256, render_size=64, batch=2,
-                                           device="cpu", seed=seed, parametrization=kind)
+                    config = TextureConfig(prompt=prompt, device="cpu", seed=seed,
+                                           **{**BUILTIN_PRIOR_DEFAULTS, "steps": steps, "parametrization": kind})
                     t0 = time.perf_counter()
                     result = texture_mesh(mesh, config, prior=prior)
                     seconds = time.perf_counter() - t0
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         write_section(root / "BENCHMARKS.md", (
             f"Measured by `nfsd bench seams --seeds {args.seeds} --steps {args.steps} --write` "
             f"({time.perf_counter() - t0:.0f} s, {args.threads} thread(s)); prompt(s) {prompts}, seeds 0..{args.seeds - 1}, "
-            "`nfsd demo` settings (texture 256, render 64, batch 2). Means over prompts and seeds.\n\n" + table))
+            "`nfsd demo` settings (texture 256, render 128, batch 2). Means over prompts and seeds.\n\n" + table))
     return 0
 
 

@@ -78,9 +78,10 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults, per_model: bool =
     p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
     p.add_argument("--renderer", choices=("auto", "torch", "nvdiffrast"), default=defaults.renderer,
                    help="rasterizer: nvdiffrast on CUDA when installed (auto), or pure PyTorch")
-    p.add_argument("--parametrization", choices=PARAMETRIZATIONS, default=defaults.parametrization,
+    default, said = model_default("parametrization")
+    p.add_argument("--parametrization", choices=PARAMETRIZATIONS, default=default,
                    help="texture parameters: a multi-resolution pyramid in UV space (smoother), plain pixels, or "
-                        "surface: coarse colour on the surface in 3D, seamless across UV seams (BENCHMARKS.md, Seams)")
+                        f"surface: coarse colour on the surface in 3D, seamless across UV seams (BENCHMARKS.md, Seams){said}")
     p.add_argument("--init-texture", default=None, help="PNG to continue from (resized to --texture-size)")
     p.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
                    help="a LoRA .safetensors (kohya/A1111 or diffusers format) and its weight (1 when left out); "
@@ -168,9 +169,10 @@ def _config_from_args(args):
         prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode,
         source_prompt=args.source_prompt or "", steps=chosen["steps"],
         texture_size=chosen["texture_size"], render_size=chosen["render_size"], batch=chosen["batch"],
+        parametrization=chosen["parametrization"],
         guidance_scale=args.guidance_scale, offsets=args.offsets, offset_strength=args.offset_strength,
         seed=args.seed, model=args.model, device=args.device, renderer=args.renderer,
-        parametrization=args.parametrization, model_config=args.model_config,
+        model_config=args.model_config,
         loras=[parse_lora_arg(a) for a in args.lora], encoder=args.encoder, tiny_encoder=args.tiny_encoder,
         negative_weight=args.negative_weight,
     )

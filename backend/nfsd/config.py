@@ -23,9 +23,10 @@ from .texture import PARAMETRIZATIONS
 
 # What `nfsd texture` uses with the built-in prior for the options left out: TextureConfig's
 # defaults are sized for Stable Diffusion on a GPU (a 512 px render is 64x the pixels the built-in
-# prior's 64 px views need); these render at twice its size (antialiased) and are as good and many
-# times faster on a CPU (BENCHMARKS.md, "Real meshes").
-BUILTIN_PRIOR_DEFAULTS = {"steps": 300, "texture_size": 256, "render_size": 128, "batch": 2}
+# prior's 64 px views need). These render at twice its size (antialiased); 600 steps are where the
+# demo's bands become stripes; the surface field cuts the seam mismatch on real meshes ~10x at no
+# loss of prompt accuracy (BENCHMARKS.md, "Real meshes"). About 2 minutes on one CPU core.
+BUILTIN_PRIOR_DEFAULTS = {"steps": 600, "texture_size": 256, "render_size": 128, "batch": 2, "parametrization": "surface"}
 
 
 @dataclass

@@ -10,7 +10,7 @@ then each result is rendered from fixed orbit views (flat lighting, grey backgro
   colours among all 148 dataset classes (the R-precision analogue);
 - saturation: mean HSV saturation of the object's pixels;
 - sharpness: high-frequency energy (image minus its Gaussian blur, inside the object, at the
-  prior's 32x32) divided by the same measure on the reference: 1 = as crisp as the data, below 1
+  32x32, the first prior's size) divided by the same measure on the reference: 1 = as crisp as the data, below 1
   = over-smoothed;
 - clipped: share of object pixel channels at 0 or 1 (over-saturation piles colours at the gamut edge).
 
