@@ -35,7 +35,7 @@ def texel_points(positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Te
         triangles: ``[F, 3]`` int vertex indices.
         uvs: ``[F, 3, 2]`` float32 per-corner UVs, (0, 0) bottom-left.
         size: texture width and height.
-        rasterizer: a ``nfsd.renderer`` rasterizer (default: the pure-PyTorch one on ``positions.device``).
+        rasterizer: a ``nfsd.renderer`` rasterizer (default: the pure-PyTorch one on ``uvs.device``).
         rings: texels around each island that get a point too.
 
     Returns:
@@ -47,16 +47,9 @@ def texel_points(positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Te
         where a plain average of inner neighbours would pull both sides inwards, apart. Texels
         farther out get the mean point of their neighbours (``nfsd.texture.dilate``).
     """
-    from .renderer import get_rasterizer
-    from .texture import dilate
+    from .texture import dilate, uv_faces
 
-    rasterizer = rasterizer or get_rasterizer("torch", positions.device)
-    n = uvs.shape[0]
-    corners = uvs.reshape(-1, 2).float()
-    clip = torch.cat([corners * 2 - 1, torch.zeros_like(corners[:, :1]), torch.ones_like(corners[:, :1])], dim=1)
-    tri = torch.arange(3 * n, dtype=torch.int32, device=uvs.device).view(n, 3)
-    rast = rasterizer.rasterize(clip[None].contiguous(), tri, (size, size))
-    face = rast[0, :, :, 3] - 1  # float face index, -1 where no triangle covers the texel centre
+    face = uv_faces(uvs, size, rasterizer)  # float face index, -1 where no triangle covers the texel centre
     covered = face >= 0
     # Ring by ring, an uncovered texel takes a covered neighbour's triangle (any one: all are
     # adjacent in UV, and most share the border the texel lies beyond).

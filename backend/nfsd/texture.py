@@ -109,6 +109,28 @@ def make_texture(kind: str, size: int, init: torch.Tensor | None = None, surface
 # UV coverage and island dilation
 
 
+def uv_faces(uvs: torch.Tensor, size: int, rasterizer=None) -> torch.Tensor:
+    """The mesh rasterized in UV space: which triangle covers each texel centre.
+
+    Args:
+        uvs: ``[F, 3, 2]`` float32 per-corner UVs, (0, 0) bottom-left.
+        size: texture size.
+        rasterizer: a ``nfsd.renderer`` rasterizer (default: the pure-PyTorch one on ``uvs.device``).
+
+    Returns:
+        ``[size, size]`` float32 triangle index, -1 where no triangle covers the texel; row 0 bottom.
+    """
+    from .renderer import get_rasterizer
+
+    rasterizer = rasterizer or get_rasterizer("torch", uvs.device)
+    n = uvs.shape[0]
+    corners = uvs.reshape(-1, 2).float()
+    clip = torch.cat([corners * 2 - 1, torch.zeros_like(corners[:, :1]), torch.ones_like(corners[:, :1])], dim=1)
+    tri = torch.arange(3 * n, dtype=torch.int32, device=uvs.device).view(n, 3)
+    rast = rasterizer.rasterize(clip[None].contiguous(), tri, (size, size))
+    return rast[0, :, :, 3] - 1
+
+
 def uv_coverage(uvs: torch.Tensor, size: int, rasterizer=None) -> torch.Tensor:
     """Which texels some triangle covers in UV space.
 
@@ -121,15 +143,7 @@ def uv_coverage(uvs: torch.Tensor, size: int, rasterizer=None) -> torch.Tensor:
         ``[size, size]`` bool, row 0 bottom. Texels touched by a triangle edge count as covered
         (one texel of conservative growth) so bilinear lookups at island borders see real colour.
     """
-    from .renderer import get_rasterizer
-
-    rasterizer = rasterizer or get_rasterizer("torch", uvs.device)
-    n = uvs.shape[0]
-    corners = uvs.reshape(-1, 2).float()
-    pos = torch.cat([corners * 2 - 1, torch.zeros_like(corners[:, :1]), torch.ones_like(corners[:, :1])], dim=1)
-    tri = torch.arange(3 * n, dtype=torch.int32, device=uvs.device).view(n, 3)
-    rast = rasterizer.rasterize(pos[None].contiguous(), tri, (size, size))
-    covered = (rast[0, :, :, 3] > 0).float()[None, None]
+    covered = (uv_faces(uvs, size, rasterizer) >= 0).float()[None, None]
     covered = F.max_pool2d(covered, 3, stride=1, padding=1)
     return covered[0, 0] > 0
 
