@@ -45,12 +45,12 @@ def bench_mesh(name: str):
 
 def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) -> list[dict]:
     """Texture every (mesh, prompt, seed, parametrization); one row per run."""
-    from .builtin.classifier import load_classifier, prompt_matches
-    from .builtin.quality import render_result
+    from .bench_meshes import score
+    from .builtin.classifier import load_classifier
     from .config import BUILTIN_PRIOR_DEFAULTS
     from .engine import TextureConfig, texture_mesh
     from .prior import load_prior
-    from .seams import find_seam_edges, seam_mismatch
+    from .seams import find_seam_edges
 
     classifier, prior = load_classifier(), load_prior("builtin", "cpu")
     rows = []
@@ -65,15 +65,14 @@ def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) ->
                     t0 = time.perf_counter()
                     result = texture_mesh(mesh, config, prior=prior)
                     seconds = time.perf_counter() - t0
-                    seam = seam_mismatch(result.texture, mesh.positions, mesh.triangles, result.uvs, edges=edges)
-                    images, _ = render_result(result, 64, (0.0, 90.0, 180.0, 270.0), 15.0)
-                    acc = float(prompt_matches(classifier, images, [prompt] * len(images)).float().mean())
+                    s = score(result, prompt, classifier, edges)  # the real-mesh benchmark's views and seams
                     noise = texel_noise(result.texture, result.uvs)
                     rows.append({"mesh": mesh_name, "parametrization": kind, "prompt": prompt, "seed": seed,
-                                 "seam_mean": seam["mean"], "seam_p95": seam["p95"], "seam_edges": seam["edges"],
-                                 "prompt_accuracy": acc, "texel_noise": noise, "seconds": seconds})
-                    log(f"{mesh_name:7s} {kind:8s} {prompt!r} seed {seed}: seam {seam['mean']:.3f} "
-                        f"(p95 {seam['p95']:.3f}, {seam['edges']} edges) acc {acc:.2f} noise {noise:.4f} ({seconds:.0f}s)")
+                                 "seam_mean": s["seam_mean"], "seam_p95": s["seam_p95"], "seam_edges": len(edges),
+                                 "prompt_accuracy": s["prompt_accuracy"], "texel_noise": noise, "seconds": seconds})
+                    log(f"{mesh_name:7s} {kind:8s} {prompt!r} seed {seed}: seam {s['seam_mean']:.3f} "
+                        f"(p95 {s['seam_p95']:.3f}, {len(edges)} edges) acc {s['prompt_accuracy']:.2f} "
+                        f"noise {noise:.4f} ({seconds:.0f}s)")
     return rows
 
 

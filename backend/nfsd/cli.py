@@ -33,8 +33,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_texture_options(p: argparse.ArgumentParser, defaults, per_model: bool = False) -> None:
-    """The texturing options; ``per_model``: --steps, --texture-size and --batch are left unset
-    and :func:`_config_from_args` fills them from the model (``BUILTIN_PRIOR_DEFAULTS``)."""
+    """The texturing options; ``per_model``: the options named in ``BUILTIN_PRIOR_DEFAULTS`` are
+    left unset and :func:`_config_from_args` fills them from the model."""
     from .config import BUILTIN_PRIOR_DEFAULTS
     from .texture import PARAMETRIZATIONS
 
