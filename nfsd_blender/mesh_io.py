@@ -84,13 +84,11 @@ def alone_in_object_mode(obj):
     as Smart UV Project act on), then the view layer's selection and active object as they were.
 
     Selection is changed through properties, not ``context.temp_override`` (see
-    :func:`sync_from_edit_mode`). Raises ValueError when another object is in Edit Mode.
+    :func:`sync_from_edit_mode`). Call it from Object Mode.
     """
     import bpy
 
     view_layer = bpy.context.view_layer
-    if bpy.context.mode != "OBJECT":
-        raise ValueError("Leave Edit Mode first: Blender's unwrap works from Object Mode")
     active = view_layer.objects.active
     selected = [other for other in view_layer.objects if other.select_get()]
     try:
