@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,6 +139,22 @@ def test_training_scripts_write_a_latent_prior_the_loader_reads(tmp_path):
     z = prior.encode(torch.rand(2, 3, 64, 64))
     e = prior.predict_eps(z, torch.tensor([10, 900]), prior.embed(["solid red", ""]))
     assert e.shape == (2, 4, 8, 8) and torch.isfinite(e).all()
+
+
+def test_prior_training_draws_batches_in_worker_processes_and_decays_to_a_time_limit(tmp_path):
+    from nfsd.builtin import train_prior
+
+    cfg = train_prior.PriorTrainConfig(steps=3, batch=4, warmup=1, block_out_channels=(16, 32), cross_attention_dim=32,
+                                       vae=str(train_prior.PRIOR_DIR / "vae"), size=64, workers=2)
+    info = train_prior.train(cfg, tmp_path / "prior", log=lambda s: None)
+    assert info["steps_done"] == 3 and info["device"] == "cpu"
+    # a worker's batches are a function of the seed: a restarted run draws the same data
+    first = [train_prior._Batches(cfg, None).__iter__().__next__()[0] for _ in range(2)]
+    assert first[0].dtype == np.float16 and np.array_equal(first[0], first[1])
+    # the schedule: warm-up, then cosine down to 5% when the steps or the time run out
+    assert train_prior.lr_factor(0.0, 0, 10) == pytest.approx(0.1)
+    assert train_prior.lr_factor(0.5, 20, 10) == pytest.approx(0.525)
+    assert train_prior.lr_factor(1.0, 20, 10) == pytest.approx(0.05)
 
 
 def test_sampling_the_prior_gives_images_the_classifier_recognises(prior):

@@ -61,7 +61,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -70,7 +72,6 @@ import torch
 import torch.nn.functional as F
 
 from . import dataset as ds
-from .autoencoder import warmup_cosine
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 PRIOR_DIR = WEIGHTS_DIR / "prior"
@@ -102,6 +103,9 @@ class PriorTrainConfig:
     scene_meshes: int = 0  # > 0: bake views of that many generated meshes (nfsd.builtin.scenes) into the data
     views_per_mesh: int = 48
     scene_fraction: float = 0.5  # share of baked mesh views in each batch
+    device: str = "cpu"  # "cuda": the UNet, text encoder and autoencoder run there; batches are still drawn on CPUs
+    workers: int = 0  # > 0: draw batches in that many worker processes (each seeded by seed and its index)
+    time_limit: float = 0.0  # > 0: seconds; the learning-rate schedule follows max(step / steps, time / limit)
 
 
 # Pixel space: cross-attention only at 8x8 (and in the mid block): the prompts name global properties (pattern,
@@ -200,9 +204,56 @@ def save_prior(out: Path, tokenizer, text_encoder, unet, scheduler, info: dict |
     return out
 
 
+class _Batches(torch.utils.data.IterableDataset):
+    """Endless ``(images, texts)`` training batches; in worker ``k`` of a DataLoader the generator is
+    seeded by ``(seed, k)``, so several processes draw different, reproducible batches. Images
+    travel as float16 numpy arrays, pickled through the loader's pipe: tensors would go through
+    shared memory, which containers often keep at 64 MB."""
+
+    def __init__(self, cfg: PriorTrainConfig, bank):
+        self.cfg, self.bank = cfg, bank
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        torch.set_num_threads(1)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1000 + 1 + (info.id if info else 0))
+        data_cfg = ds.DatasetConfig(size=self.cfg.size, scene_fraction=self.cfg.scene_fraction)
+        while True:
+            images, texts = ds.training_batch(self.cfg.batch, g, data_cfg, scenes=self.bank)
+            yield images.half().numpy(), texts
+
+
+def _as_is(batch):
+    return batch
+
+
+def _batch_stream(cfg: PriorTrainConfig, bank, g: torch.Generator):
+    """Training batches: drawn in this process from ``g`` (``workers=0``, as the shipped CPU runs
+    did) or by ``cfg.workers`` worker processes."""
+    data_cfg = ds.DatasetConfig(size=cfg.size, scene_fraction=cfg.scene_fraction)
+    if cfg.workers <= 0:
+        while True:
+            yield ds.training_batch(cfg.batch, g, data_cfg, scenes=bank)
+    loader = torch.utils.data.DataLoader(_Batches(cfg, bank), batch_size=None, num_workers=cfg.workers,
+                                         collate_fn=_as_is, prefetch_factor=2, persistent_workers=True)
+    for images, texts in loader:
+        yield torch.from_numpy(images).float(), texts
+
+
+def lr_factor(progress: float, step: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 5% at ``progress`` 1 (as
+    ``warmup_cosine``, with progress measured in steps or, under a time limit, in time)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
     """Train and save the prior to ``out``; returns a summary (final loss, wall time, steps)."""
     torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if cfg.vae is None and cfg.resume and (Path(cfg.resume) / "vae").is_dir():
         cfg = replace(cfg, vae=str(Path(cfg.resume) / "vae"))  # continuing a latent prior keeps its autoencoder
     vae = load_vae(cfg.vae)
@@ -225,6 +276,12 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
         t_bake = time.time()
         bank = bake_views(training_meshes(cfg.scene_meshes, seed=cfg.seed), cfg.views_per_mesh, cfg.size, seed=cfg.seed)
         log(f"baked {len(bank)} views of {cfg.scene_meshes} meshes at {cfg.size} px in {time.time() - t_bake:.0f}s")
+    g = torch.Generator().manual_seed(cfg.seed)
+    stream = _batch_stream(cfg, bank, g)
+    batches = itertools.chain([next(stream)], stream)  # worker processes start before CUDA does
+    unet, text_encoder = unet.to(device), text_encoder.to(device)
+    if vae is not None:
+        vae = vae.to(device)
     unet.train()
     text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -232,25 +289,31 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
         f"text encoder {sum(p.numel() for p in text_encoder.parameters())/1e6:.2f} M")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
 
-    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
-    g = torch.Generator().manual_seed(cfg.seed)
-    alphas = scheduler.alphas_cumprod
-    data_cfg = ds.DatasetConfig(size=cfg.size, scene_fraction=cfg.scene_fraction)
-    t0, running, history = time.time(), None, []
+    alphas = scheduler.alphas_cumprod.to(device)
+    ema_pairs = [(list(src.parameters()), list(dst.parameters())) for src, dst in ((unet, ema_unet), (text_encoder, ema_text))]
+    t0, running, history, done = time.time(), None, [], 0
     for step in range(cfg.steps):
-        images, texts = ds.training_batch(cfg.batch, g, data_cfg, scenes=bank)
-        x0 = images * 2 - 1
+        progress = max(step / cfg.steps, (time.time() - t0) / cfg.time_limit if cfg.time_limit > 0 else 0.0)
+        if progress >= 1.0:
+            log(f"time limit reached after {step} steps")
+            break
+        lr = cfg.lr * lr_factor(progress, step, cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        images, texts = next(batches)
+        x0 = images.to(device, non_blocking=True) * 2 - 1
         if vae is not None:
             with torch.no_grad():
                 post = vae.encode(x0).latent_dist
-                x0 = (post.mean + post.std * torch.randn(post.mean.shape, generator=g)) * vae.config.scaling_factor
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=g)
+                eps = torch.randn(post.mean.shape, generator=g).to(device)
+                x0 = (post.mean + post.std * eps) * vae.config.scaling_factor
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(texts),), generator=g).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         ids = tokenizer(texts, padding="max_length", max_length=cfg.max_tokens, truncation=True,
-                        return_tensors="pt").input_ids
+                        return_tensors="pt").input_ids.to(device)
         emb = text_encoder(ids).last_hidden_state
         pred = unet(x_t, t, encoder_hidden_states=emb).sample
         target = noise if cfg.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
@@ -259,23 +322,27 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        sched.step()
+        done = step + 1
         # EMA warms up (decay grows with the step) so early weights are not frozen in.
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for src, dst in ((unet, ema_unet), (text_encoder, ema_text)):
-                for p, q in zip(src.parameters(), dst.parameters()):
-                    q.lerp_(p, 1 - decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            for src, dst in ema_pairs:
+                torch._foreach_lerp_(dst, src, 1 - decay)
         if step % 25 == 0 or step == cfg.steps - 1:
+            running = loss.item() if running is None else 0.6 * running + 0.4 * loss.item()
             el = time.time() - t0
-            log(f"step {step}/{cfg.steps} loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} "
-                f"{el:.0f}s eta {el / (step + 1) * (cfg.steps - step - 1):.0f}s")
+            eta = el / (step + 1) * (cfg.steps - step - 1)
+            if cfg.time_limit > 0:
+                eta = min(eta, cfg.time_limit - el)
+            log(f"step {step}/{cfg.steps} loss {running:.4f} lr {lr:.2e} {el:.0f}s eta {eta:.0f}s")
             history.append((step, round(running, 5)))
         if cfg.save_every and step and step % cfg.save_every == 0:
             save_prior(out, tokenizer, ema_text, ema_unet, scheduler, {"config": asdict(cfg), "step": step}, vae=vae)
     wall = time.time() - t0
-    info = {"config": asdict(cfg), "final_loss_ema": running, "wall_seconds": round(wall, 1),
+    ema_unet, ema_text = ema_unet.cpu(), ema_text.cpu()
+    vae = vae.cpu() if vae is not None else None
+    info = {"config": asdict(cfg), "final_loss_ema": running, "wall_seconds": round(wall, 1), "steps_done": done,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "loss_history": history, "torch": torch.__version__, "previous_stage": previous}
     save_prior(out, tokenizer, ema_text, ema_unet, scheduler, info, vae=vae)
     log(f"saved {out} after {wall:.0f}s, final loss {running:.4f}")
@@ -307,6 +374,11 @@ def main(argv=None) -> int:
                         help="also train on views of this many generated meshes (nfsd.builtin.scenes)")
     parser.add_argument("--views-per-mesh", type=int, default=defaults.views_per_mesh)
     parser.add_argument("--scene-fraction", type=float, default=defaults.scene_fraction)
+    parser.add_argument("--device", default=defaults.device, help="where the models train: cpu or cuda")
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help="draw batches in this many worker processes (0: in the training process)")
+    parser.add_argument("--time-limit", type=float, default=defaults.time_limit,
+                        help="stop after this many seconds (the learning rate decays to fit); 0: no limit")
     parser.add_argument("--out", type=Path, default=PRIOR_DIR, help=f"output folder (default {PRIOR_DIR})")
     args = parser.parse_args(argv)
     cfg = PriorTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
@@ -315,7 +387,8 @@ def main(argv=None) -> int:
                            layers_per_block=args.layers_per_block, ema_decay=args.ema_decay, save_every=args.save_every,
                            block_out_channels=tuple(int(c) for c in args.channels.split(",")), size=args.size,
                            scene_meshes=args.scene_meshes, views_per_mesh=args.views_per_mesh,
-                           scene_fraction=args.scene_fraction)
+                           scene_fraction=args.scene_fraction, device=args.device, workers=args.workers,
+                           time_limit=args.time_limit)
     train(cfg, args.out, log=lambda s: print(s, flush=True))
     return 0
 
