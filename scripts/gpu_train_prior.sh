@@ -18,6 +18,7 @@
 #
 #   run(command="bash scripts/gpu_train_prior.sh", carry=[".gpuwhl"], timeout_s=560)
 #
+# `bash scripts/gpu_train_prior.sh continue` instead: one run, the shipped prior continued (13 workers).
 # Back come A.tar, B.tar, C.tar (prior folders without vae/: copy the shipped one in) and their logs.
 # Dry run on the CPU: TRAIN_SECONDS=15 SCENE_MESHES=4 DEVICE=cpu OUT=/tmp/dry bash scripts/gpu_train_prior.sh
 set -u
@@ -36,14 +37,22 @@ common=(--size 64 --scene-meshes "$MESHES" --views-per-mesh 32 --steps 100000 --
         --threads 4 --time-limit "$T" --save-every 1000)
 run() {  # name, then its own options
     local name=$1; shift
-    timeout $((T + 90)) python3 -m nfsd.builtin.train_prior "${common[@]}" "$@" --out "$OUT/$name" > "$OUT/$name.log" 2>&1
+    timeout $((T + 60)) python3 -m nfsd.builtin.train_prior "${common[@]}" "$@" --out "$OUT/$name" > "$OUT/$name.log" 2>&1
     echo "$name exit $?" >> "$OUT/$name.log"
 }
-run A --resume backend/nfsd/builtin/weights/prior --batch 256 --lr 3e-4 --warmup 50 --seed 6 &
-run B --vae "$VAE" --channels 64,128 --batch 128 --lr 1e-3 --warmup 200 --seed 7 &
-run C --vae "$VAE" --channels 48,96,96 --batch 128 --lr 1e-3 --warmup 200 --seed 8 &
-wait
-for name in A B C; do
+if [ "${1:-candidates}" = continue ]; then  # one run: the shipped prior continued, all cores drawing its batches
+    names=A
+    common=(--size 64 --scene-meshes "$MESHES" --views-per-mesh 32 --steps 100000 --device "$DEVICE" --workers 13
+            --threads 12 --time-limit "$T" --save-every 1000)
+    run A --resume backend/nfsd/builtin/weights/prior --batch 256 --lr 2e-4 --warmup 20 --seed 9
+else
+    names="A B C"
+    run A --resume backend/nfsd/builtin/weights/prior --batch 256 --lr 3e-4 --warmup 50 --seed 6 &
+    run B --vae "$VAE" --channels 64,128 --batch 128 --lr 1e-3 --warmup 200 --seed 7 &
+    run C --vae "$VAE" --channels 48,96,96 --batch 128 --lr 1e-3 --warmup 200 --seed 8 &
+    wait
+fi
+for name in $names; do
     [ -d "$OUT/$name" ] && (cd "$OUT" && tar cf "$name.tar" --exclude vae "$name" && rm -rf "$name")
     tail -n 4 "$OUT/$name.log"
 done

@@ -178,6 +178,18 @@ def test_quality_section_replaces_only_its_own_block(tmp_path):
     assert text.count("## Quality") == 1
 
 
+def test_dds_row_edits_from_a_neighbouring_prompt_with_one_colour_changed():
+    from nfsd.builtin.quality import DEFAULT_PROMPTS, edit_source
+
+    assert edit_source("red and white stripes") == "blue and white stripes"
+    assert edit_source("blue dots on yellow") == "red dots on yellow"  # dots keep which colour is the ground
+    assert edit_source("yellow and white waves") == "black and white waves"  # white clashes: one further
+    for prompt in DEFAULT_PROMPTS + tuple(ds.PROMPTS):
+        source, target = ds.parse_prompt(edit_source(prompt)), ds.parse_prompt(prompt)
+        assert source.pattern == target.pattern
+        assert len(set(source.colours) ^ set(target.colours)) == 2  # one colour replaced, the other kept
+
+
 def test_quality_benchmark_smoke_builds_the_table(tmp_path, capsys):
     from nfsd.builtin.quality import METHODS, main
 
@@ -188,7 +200,7 @@ def test_quality_benchmark_smoke_builds_the_table(tmp_path, capsys):
     assert len(report["rows"]) == len(METHODS)
     for row in report["rows"]:
         assert 0.0 <= row["prompt_accuracy"] <= 1.0 and 0.0 <= row["saturation"] <= 1.0
-    assert "| NFSD s=7.5 | 1 |" in out and "| SDS s=100 | 1 |" in out
+    assert "| NFSD s=7.5 | 1 |" in out and "| SDS s=100 | 1 |" in out and "| DDS s=7.5 | 1 |" in out
 
 
 def test_demo_on_cpu_writes_the_texture_outputs_and_moves_towards_the_prompt(tmp_path):

@@ -1,10 +1,15 @@
-"""Quality benchmark: NFSD against SDS (s=7.5 and s=100) and CSD with the built-in prior.
+"""Quality benchmark: NFSD against SDS (s=7.5 and s=100), CSD and DDS with the built-in prior.
 
     nfsd bench quality [--prompts "red and white stripes" ...] [--seeds 3] [--steps 150] [--out DIR]
     python -m nfsd.builtin.quality --smoke          # 2 steps, 1 prompt, 1 seed: checks the pipeline
 
 Every method textures the same meshes from the same prompts and seeds (so the same random cameras),
-then each result is rendered from fixed orbit views (flat lighting, grey background) and scored:
+then each result is rendered from fixed orbit views (flat lighting, grey background) and scored.
+DDS edits a texture rather than making one, so its row is an edit that must land on the prompt: the
+mesh is first textured with NFSD (s=7.5, the same steps and seed) from a neighbouring prompt, the
+prompt's first colour shifted (:func:`edit_source`: "red and white stripes" from "blue and white
+stripes"), then DDS runs the same number of steps from that texture (``source_prompt`` = the
+neighbour, seed + 1000 as in ``nfsd bench edit``). Its time is both stages. The scores:
 
 - prompt accuracy: share of views the built-in classifier assigns to the prompt's pattern and
   colours among all 148 dataset classes (the R-precision analogue);
@@ -45,7 +50,11 @@ METHODS = {  # label: (mode, guidance scale)
     "SDS s=7.5": ("sds", 7.5),
     "SDS s=100": ("sds", 100.0),
     "CSD s=7.5": ("csd", 7.5),
+    "DDS s=7.5": ("dds", 7.5),  # an edit from edit_source(prompt)'s NFSD texture (module doc)
 }
+# edit_source: each colour is replaced by the one four places on in dataset.COLOUR_NAMES (red <-> blue,
+# orange <-> purple, yellow <-> white, green <-> black): a change the classifier tells apart.
+_SHIFT = 4
 SECTION_START = "<!-- quality-benchmark:start -->"
 SECTION_END = "<!-- quality-benchmark:end -->"
 
@@ -66,6 +75,19 @@ class QualityConfig:
     view_azimuths: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
     view_elevation: float = 15.0
     extra: dict = field(default_factory=dict)  # more TextureConfig fields, same for every method
+
+
+def edit_source(prompt: str) -> str:
+    """The dataset prompt DDS's row edits from: ``prompt`` with its first colour replaced by the one
+    four places on in ``dataset.COLOUR_NAMES`` (then further on while it clashes with the other colour)."""
+    spec = ds.parse_prompt(prompt)
+    names = ds.COLOUR_NAMES
+    i = names.index(spec.colours[0])
+    for k in range(_SHIFT, _SHIFT + len(names)):
+        colour = names[(i + k) % len(names)]
+        if colour not in spec.colours:
+            return ds.TextureSpec(spec.pattern, (colour,) + spec.colours[1:]).prompt
+    raise AssertionError("unreachable: eight colours")
 
 
 def _repo_root() -> Path:
@@ -155,6 +177,17 @@ def run_benchmark(cfg: QualityConfig, out_dir: Path | None = None, log=print) ->
     prior = load_prior(cfg.model, cfg.device)
     rows, refs = [], {}
     total = len(cfg.methods) * len(cfg.prompts) * cfg.seeds * len(cfg.meshes)
+
+    def run(mesh, prompt, seed, mode, scale):
+        common = dict(guidance_scale=scale, steps=cfg.steps, texture_size=cfg.texture_size, render_size=cfg.render_size,
+                      batch=cfg.batch, model=cfg.model, device=cfg.device, **cfg.extra)
+        if mode != "dds":
+            return texture_mesh(mesh, TextureConfig(prompt=prompt, mode=mode, seed=seed, **common), prior=prior)
+        source = edit_source(prompt)
+        first = texture_mesh(mesh, TextureConfig(prompt=source, mode="nfsd", seed=seed, **common), prior=prior)
+        return texture_mesh(mesh, TextureConfig(prompt=prompt, mode="dds", source_prompt=source, seed=seed + 1000,
+                                                **common), prior=prior, init_texture=first.texture)
+
     for mesh_name in cfg.meshes:
         mesh = mesh_lib.ensure_uvs(mesh_lib.builtin_mesh(mesh_name))
         ref = refs[mesh_name] = dataset_reference(mesh, cfg.prompts, classifier, cfg)
@@ -162,11 +195,8 @@ def run_benchmark(cfg: QualityConfig, out_dir: Path | None = None, log=print) ->
             for seed in range(cfg.seeds):
                 for label in cfg.methods:
                     mode, scale = METHODS[label]
-                    tc = TextureConfig(prompt=prompt, mode=mode, guidance_scale=scale, steps=cfg.steps,
-                                       texture_size=cfg.texture_size, render_size=cfg.render_size,
-                                       batch=cfg.batch, seed=seed, model=cfg.model, device=cfg.device, **cfg.extra)
                     t0 = time.perf_counter()
-                    result = texture_mesh(mesh, tc, prior=prior)
+                    result = run(mesh, prompt, seed, mode, scale)
                     seconds = time.perf_counter() - t0
                     images, mask = render_result(result, cfg.render_size, cfg.view_azimuths, cfg.view_elevation)
                     acc = float(prompt_matches(classifier, images, [prompt] * len(images)).float().mean())
@@ -270,7 +300,7 @@ def write_section(path: Path, text: str, start: str = SECTION_START, end: str = 
 
 def report_markdown(result: dict, cfg: QualityConfig, seconds: float) -> str:
     return (
-        "## Quality: NFSD vs SDS vs CSD (built-in prior)\n\n"
+        "## Quality: NFSD vs SDS vs CSD vs DDS (built-in prior)\n\n"
         f"`nfsd bench quality` — prompts: {', '.join(repr(p) for p in cfg.prompts)}; seeds 0..{cfg.seeds - 1}; "
         f"meshes: {', '.join(cfg.meshes)}; {cfg.steps} steps, batch {cfg.batch}, render {cfg.render_size}, "
         f"texture {cfg.texture_size}, device {cfg.device}; scored on {len(cfg.view_azimuths)} orbit views "
@@ -279,13 +309,14 @@ def report_markdown(result: dict, cfg: QualityConfig, seconds: float) -> str:
         + "\nprompt accuracy: share of views the built-in classifier assigns to the prompt's pattern and colours "
           "(148 classes, chance 0.7%); saturation: mean HSV S of object pixels; sharpness: high-frequency energy "
           "at 32x32 relative to the reference (patterned prompts only); clipped: share of object channels at 0 or 1. ± is the std over "
-          "the per-seed means. Reference row: dataset images of the same prompts used as the texture of the "
+          "the per-seed means. DDS: an edit of the NFSD texture of a neighbouring prompt (first colour "
+          "shifted: 'blue and white stripes' -> 'red and white stripes'), its time both stages. Reference row: dataset images of the same prompts used as the texture of the "
           "same mesh, rendered from the same views.\n"
     )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="nfsd bench quality", description="NFSD vs SDS vs CSD with the built-in prior.")
+    parser = argparse.ArgumentParser(prog="nfsd bench quality", description="NFSD vs SDS vs CSD vs DDS with the built-in prior.")
     d = QualityConfig()
     parser.add_argument("--prompts", nargs="+", default=list(d.prompts), help="dataset prompts (default: one per pattern)")
     parser.add_argument("--methods", nargs="+", default=list(d.methods), choices=list(METHODS), metavar="METHOD",
