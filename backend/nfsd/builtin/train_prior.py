@@ -25,6 +25,17 @@ half dataset images, half views of 48 generated meshes from the engine's cameras
     python -m nfsd.builtin.train_prior --resume /tmp/p32 --size 64 --scene-meshes 48 --views-per-mesh 48 \
         --steps 2600 --lr 3e-4 --warmup 50 --seed 5 --save-every 500 --out weights/prior   # 65 min, 1 thread
 
+Third stage, on a lent GPU (an H200; ``scripts/gpu_train_prior.sh``, two device calls, 12-13 worker
+processes drawing the batches, the learning rate decaying to a time limit; each call's exact command
+is in that script):
+
+    # three candidates side by side for 400 s each: A the shipped prior continued (batch 256, lr 3e-4,
+    # seed 6: 1023 steps), B (64,128) and C (48,96,96) from scratch (batch 128, lr 1e-3: 2950 / 2445 steps)
+    bash scripts/gpu_train_prior.sh                          # TRAIN_SECONDS=400, 96 meshes x 32 views
+    # A (64 prompts, seed 0: 0.672; B 0.562, C 0.422, the CPU-trained prior 0.531) became the shipped
+    # prior, then continued alone for 220 s (batch 256, lr 2e-4, seed 9: 1661 steps):
+    bash scripts/gpu_train_prior.sh continue                 # TRAIN_SECONDS=220
+
 Sample accuracy (``python -m nfsd.builtin.sampling --model DIR``: DDIM 25 steps, guidance 3, 64
 prompts, the shipped classifier) along the way:
 0.30 after 1000 steps, 0.44 after 3000, 0.47 after 5000, 0.50 after 8000, 0.56 after 3000 more, 0.625
