@@ -6,7 +6,7 @@ import torch
 
 from nfsd.mesh_builtin import builtin_mesh
 from nfsd.seams import seam_mismatch
-from nfsd.surface_field import SurfaceFieldTexture, texel_points
+from nfsd.surface_field import SurfaceFieldTexture, default_grid_sizes, texel_points
 from nfsd.texture import PyramidTexture, make_texture
 
 
@@ -74,3 +74,21 @@ def test_the_builtin_prior_paints_the_cube_without_seams():
                            device="cpu", parametrization="surface")
     result = texture_mesh(cube, config)
     assert seam_mismatch(result.texture, cube.positions, cube.triangles, result.uvs)["mean"] < 0.03
+
+
+def test_the_sparse_finest_grid_is_the_dense_grid_at_the_nodes_texels_read():
+    # Texture 256: grids 8..128, the 128^3 one kept only where texels read it (a few percent of the
+    # box). Filled from a dense random grid, it gives what grid_sample on that dense grid gives.
+    import torch.nn.functional as F
+
+    _, pos, tri, uvs = _cube()
+    assert default_grid_sizes(256) == (8, 16, 32, 64, 128) and default_grid_sizes(64) == (8, 16, 32)
+    tex = SurfaceFieldTexture.from_mesh(256, pos, tri, uvs)
+    finest = tex.grids[-1]
+    assert finest.shape[1] == 3 and finest.shape[0] < 0.1 * 128**3
+    dense = torch.randn(1, 3, 128, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        finest.copy_(dense.reshape(3, -1).t()[tex._nodes0])
+    want = F.grid_sample(dense, tex.points, mode="bilinear", padding_mode="border", align_corners=True)[0, :, 0]
+    got = torch.logit(tex().permute(2, 0, 1).clamp(1e-6, 1 - 1e-6))  # the other levels are still zero
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
