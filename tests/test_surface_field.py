@@ -65,8 +65,9 @@ def test_make_texture_builds_the_surface_field_from_the_mesh():
 
 def test_the_builtin_prior_paints_the_cube_without_seams():
     # nfsd demo's settings, shortened: 30 steps of NFSD on the cube (96 seam edges, every one
-    # between two islands). Measured with the 64 px prior: 0.012 with the surface field, 0.146 with
-    # the UV pyramid (the 32 px prior: 0.011, 0.136). nfsd demo itself (600 steps, the blob): 0.004.
+    # between two islands). Measured with the shipped prior: 0.011 with the surface field, 0.128 with
+    # the UV pyramid (the CPU-trained 64 px prior: 0.012, 0.146; the 32 px prior: 0.011, 0.136).
+    # nfsd demo itself (600 steps, the blob, texture 256 and so a 128^3 finest grid): 0.003.
     from nfsd.engine import TextureConfig, texture_mesh
 
     cube = builtin_mesh("cube")
