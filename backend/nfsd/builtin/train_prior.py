@@ -340,6 +340,7 @@ def train(cfg: PriorTrainConfig, out: Path = PRIOR_DIR, log=print) -> dict:
             for src, dst in ema_pairs:
                 torch._foreach_lerp_(dst, src, 1 - decay)
         if step % 25 == 0 or step == cfg.steps - 1:
+            # read every 25 steps (.item() waits for the GPU): 0.6 per read ~ the former 0.98 per step
             running = loss.item() if running is None else 0.6 * running + 0.4 * loss.item()
             el = time.time() - t0
             eta = el / (step + 1) * (cfg.steps - step - 1)
