@@ -9,7 +9,7 @@
 #
 # All three use the shipped autoencoder and views of 96 generated meshes. Here, once:
 #
-#   mkdir -p .gpuwhl && echo /.gpuwhl/ >> .git/info/exclude
+#   mkdir -p .gpuwhl                       (.gitignore leaves it out of commits)
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpuwhl \
 #       diffusers==0.42.1 xatlas==0.0.11 importlib_metadata==10.2.0 zipp==4.1.2
