@@ -144,11 +144,12 @@ def test_left_out_options_take_the_models_defaults():
         return _config_from_args(build_parser().parse_args(["texture", "mesh.obj", "solid red", "--out", "o", *extra]))
 
     def picked(c):
-        return c.steps, c.texture_size, c.render_size, c.batch, c.parametrization
+        return c.steps, c.texture_size, c.render_size, c.batch, c.parametrization, c.lr
 
-    assert picked(config()) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (600, 256, 128, 2, "surface")
+    assert picked(config()) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (600, 256, 128, 2, "surface", 0.04)
     sd = TextureConfig()
-    assert picked(config("--model", "runwayml/stable-diffusion-v1-5")) == picked(sd) == (400, 1024, None, 1, "pyramid")
+    assert picked(config("--model", "runwayml/stable-diffusion-v1-5")) == picked(sd) == (400, 1024, None, 1, "pyramid",
+                                                                                       0.02)
     chosen = config("--steps", "7", "--texture-size", "128", "--render-size", "64", "--batch", "1", "--parametrization",
                     "pixels")
-    assert picked(chosen) == (7, 128, 64, 1, "pixels")
+    assert picked(chosen) == (7, 128, 64, 1, "pixels", 0.04)

@@ -167,9 +167,7 @@ def _config_from_args(args):
     chosen = {name: getattr(args, name, defaults[name]) for name in BUILTIN_PRIOR_DEFAULTS}
     return TextureConfig(
         prompt=args.prompt, negative_prompt=args.negative_prompt, mode=args.mode,
-        source_prompt=args.source_prompt or "", steps=chosen["steps"],
-        texture_size=chosen["texture_size"], render_size=chosen["render_size"], batch=chosen["batch"],
-        parametrization=chosen["parametrization"],
+        source_prompt=args.source_prompt or "", **chosen,
         guidance_scale=args.guidance_scale, offsets=args.offsets, offset_strength=args.offset_strength,
         seed=args.seed, model=args.model, device=args.device, renderer=args.renderer,
         model_config=args.model_config,

@@ -25,8 +25,12 @@ from .texture import PARAMETRIZATIONS
 # defaults are sized for Stable Diffusion on a GPU (a 512 px render is 64x the pixels the built-in
 # prior's 64 px views need). These render at twice its size (antialiased); 600 steps are where the
 # demo's bands become stripes; the surface field cuts the seam mismatch on real meshes ~10x at no
-# loss of prompt accuracy (BENCHMARKS.md, "Real meshes"). About 2 minutes on one CPU core.
-BUILTIN_PRIOR_DEFAULTS = {"steps": 600, "texture_size": 256, "render_size": 128, "batch": 2, "parametrization": "surface"}
+# loss of prompt accuracy (BENCHMARKS.md, "Real meshes"); the texture learning rate twice
+# TextureConfig's gives crisper stripe edges on the demo (3 seeds) and more recognisable results on
+# the real meshes (8 paired runs: 3 better, none worse) at ~20% more seam mismatch (BENCHMARKS.md,
+# "Seams", end). About 2 minutes on one CPU core.
+BUILTIN_PRIOR_DEFAULTS = {"steps": 600, "texture_size": 256, "render_size": 128, "batch": 2, "parametrization": "surface",
+                          "lr": 0.04}
 
 
 @dataclass
