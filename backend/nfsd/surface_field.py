@@ -146,8 +146,8 @@ class SurfaceFieldTexture(torch.nn.Module):
         self.size = size
         self.detail_scale = float(detail_scale)
         self.grid_sizes = tuple(int(g) for g in (grid_sizes or default_grid_sizes(size)))
-        if list(self.grid_sizes) != sorted(self.grid_sizes):
-            raise ValueError(f"grid_sizes must run coarse to fine, got {self.grid_sizes}")
+        if list(self.grid_sizes) != sorted(self.grid_sizes) or self.grid_sizes[0] > DENSE_MAX:
+            raise ValueError(f"grid_sizes must run coarse to fine from at most {DENSE_MAX}, got {self.grid_sizes}")
         flat_points = points.float().clamp(-1, 1).reshape(-1, 3)
         # grid_sample wants (x, y, z) -> (W, H, D) of the grid: a grid [1, 1, size, size, 3] of points.
         self.register_buffer("points", flat_points.reshape(1, 1, size, size, 3), persistent=False)
@@ -189,7 +189,7 @@ class SurfaceFieldTexture(torch.nn.Module):
             field = F.interpolate(field, size=(g, g, g), mode="trilinear", align_corners=True) + grid
         total = F.grid_sample(field, self.points, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
         for k, index in enumerate(self._sparse):
-            rows, weights = getattr(self, f"_rows{k}").long(), getattr(self, f"_weights{k}")
+            rows, weights = getattr(self, f"_rows{k}"), getattr(self, f"_weights{k}")  # int32 rows index as they are
             value = (self.grids[index][rows] * weights.unsqueeze(-1)).sum(1)  # [N, 3]
             total = total + value.t().reshape(1, 3, self.size, self.size)
         detail = self.levels[0]
