@@ -167,12 +167,13 @@ def test_sampling_the_prior_gives_images_the_classifier_recognises(prior):
 
 
 def test_quality_section_replaces_only_its_own_block(tmp_path):
-    from nfsd.builtin.quality import write_section
+    from nfsd.bench_report import write_section
 
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\n## Speed\nfast\n")
-    write_section(path, "## Quality\nold")
-    write_section(path, "## Quality\nnew")
+    markers = "<!-- quality-benchmark:start -->", "<!-- quality-benchmark:end -->"
+    write_section(path, "## Quality\nold", *markers)
+    write_section(path, "## Quality\nnew", *markers)
     text = path.read_text()
     assert "## Speed\nfast" in text and "new" in text and "old" not in text
     assert text.count("## Quality") == 1

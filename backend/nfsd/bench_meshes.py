@@ -76,7 +76,7 @@ def load_bench_mesh(name: str, mesh_dir: Path = MESH_DIR) -> BenchMesh:
 def score(result, prompt: str, classifier, edges=None) -> dict:
     """Prompt accuracy on the orbit views and seam mismatch of one ``TextureResult``."""
     from .builtin.classifier import prompt_matches
-    from .builtin.quality import render_result
+    from .builtin.view_metrics import render_result
     from .seams import seam_mismatch
 
     images, _ = render_result(result, VIEW_SIZE, VIEW_AZIMUTHS, VIEW_ELEVATION)
@@ -153,7 +153,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from .builtin.quality import write_section
+    from .bench_report import write_section
     from .config import BUILTIN_PRIOR_DEFAULTS
     from .engine import TextureConfig
 

@@ -101,7 +101,7 @@ def run_demo(settings: dict, steps: int, seed: int = 0) -> dict:
 
 
 def main(argv=None) -> int:
-    from .builtin.quality import _repo_root, write_section
+    from .bench_report import repo_root, write_section
     from .config import TextureConfig
 
     parser = argparse.ArgumentParser(prog="nfsd bench offsets", description="Offsets: size and self-intersections.")
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         text += f"| {name} | {rec} | {r['max_pct']:.2f} | {r['mean_pct']:.2f} | {r['self_intersections']} |\n"
     print(text)
     if not args.no_write:
-        path = _repo_root() / "BENCHMARKS.md"
+        path = repo_root() / "BENCHMARKS.md"
         write_section(path, text, SECTION_START, SECTION_END)
         print(f"written to {path}")
     return 0

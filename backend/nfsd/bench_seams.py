@@ -24,10 +24,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from .bench_report import repo_root, write_section
 
 SECTION_START = "<!-- seams-benchmark:start -->"
 SECTION_END = "<!-- seams-benchmark:end -->"
@@ -107,16 +108,10 @@ def format_table(rows: list[dict], parametrizations) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Put ``text`` between this benchmark's markers in ``path``, leaving the rest."""
-    old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{SECTION_START}\n{text.rstrip()}\n{SECTION_END}"
-    if SECTION_START in old and SECTION_END in old:
-        before, rest = old.split(SECTION_START, 1)
-        new = before + block + rest.split(SECTION_END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
+def _demo_settings() -> str:
+    from .config import BUILTIN_PRIOR_DEFAULTS as d
+
+    return f"texture {d['texture_size']}, render {d['render_size']}, batch {d['batch']}, lr {d['lr']}"
 
 
 def main(argv=None) -> int:
@@ -137,12 +132,12 @@ def main(argv=None) -> int:
     table = format_table(rows, args.parametrizations)
     print(table)
     if args.write:
-        root = Path(__file__).resolve().parents[2]
         prompts = ", ".join(f'"{p}"' for p in args.prompts)
-        write_section(root / "BENCHMARKS.md", (
+        write_section(repo_root() / "BENCHMARKS.md", (
             f"Measured by `nfsd bench seams --seeds {args.seeds} --steps {args.steps} --write` "
             f"({time.perf_counter() - t0:.0f} s, {args.threads} thread(s)); prompt(s) {prompts}, seeds 0..{args.seeds - 1}, "
-            "`nfsd demo` settings (texture 256, render 128, batch 2). Means over prompts and seeds.\n\n" + table))
+            f"`nfsd demo` settings ({_demo_settings()}). Means over prompts and seeds.\n\n" + table),
+            SECTION_START, SECTION_END)
     return 0
 
 

@@ -34,7 +34,8 @@ import torch
 
 from . import dataset as ds
 from .classifier import CLASS_KEYS, class_log_probs, load_classifier, prompt_matches
-from .quality import _repo_root, render_result, write_section
+from ..bench_report import repo_root, write_section
+from .view_metrics import render_result
 
 # Colour-only edits: the pattern stays, one colour changes.
 DEFAULT_EDITS = (("red and white stripes", "blue and white stripes"),
@@ -211,7 +212,7 @@ def main(argv=None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     if not args.no_write:
-        path = args.benchmarks or _repo_root() / "BENCHMARKS.md"
+        path = args.benchmarks or repo_root() / "BENCHMARKS.md"
         write_section(path, text, SECTION_START, SECTION_END)
         print(f"written to {path}")
     return 0

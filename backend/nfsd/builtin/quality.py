@@ -37,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import dataset as ds
+from ..bench_report import repo_root, write_section
 from .classifier import load_classifier, prompt_matches
+from .view_metrics import clipped_fraction, high_frequency_energy, render_result, saturation
 
 # Six prompts (one per pattern), 72 textures: about 20 minutes on a 2-core CPU with two threads.
 DEFAULT_PROMPTS = ("red and white stripes", "blue dots on yellow", "solid green", "checkerboard of white and black",
@@ -88,50 +89,6 @@ def edit_source(prompt: str) -> str:
         if colour not in spec.colours:
             return ds.TextureSpec(spec.pattern, (colour,) + spec.colours[1:]).prompt
     raise AssertionError("unreachable: eight colours")
-
-
-def _repo_root() -> Path:
-    root = Path(__file__).resolve().parents[3]
-    return root if (root / "pyproject.toml").is_file() else Path.cwd()
-
-
-def render_result(result, size: int, azimuths, elevation: float, background=(0.5, 0.5, 0.5)):
-    """Fixed orbit views of a ``TextureResult``: images ``[V, 3, S, S]`` and masks ``[V, 1, S, S]`` (row 0 top)."""
-    from ..outputs import render_result as render
-
-    out = render(result, size, azimuths, elevation, background)
-    return out.image, out.mask
-
-
-def saturation(images: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean HSV saturation ``(max - min) / max`` over pixels with ``mask > 0.99``."""
-    mx, mn = images.amax(1), images.amin(1)
-    s = (mx - mn) / mx.clamp(min=1e-4)
-    m = mask[:, 0] > 0.99
-    return float(s[m].mean()) if m.any() else float("nan")
-
-
-def clipped_fraction(images: torch.Tensor, mask: torch.Tensor, eps: float = 0.02) -> float:
-    m = (mask > 0.99).expand_as(images)
-    v = images[m]
-    return float(((v < eps) | (v > 1 - eps)).float().mean()) if v.numel() else float("nan")
-
-
-def high_frequency_energy(images: torch.Tensor, mask: torch.Tensor, size: int = 32, sigma: float = 1.0) -> float:
-    """Mean squared difference between the image and its Gaussian blur, at ``size`` (the prior's
-    resolution), over pixels well inside the object (silhouette edges would count the outline)."""
-    if images.shape[-1] != size:
-        images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=True)
-        mask = F.interpolate(mask, (size, size), mode="bilinear", align_corners=False, antialias=True)
-    k = 5
-    xs = torch.arange(k, dtype=torch.float32) - k // 2
-    w = torch.exp(-xs**2 / (2 * sigma**2))
-    w = w / w.sum()
-    kern = (w.view(-1, 1) * w.view(1, -1)).expand(3, 1, k, k)
-    blurred = F.conv2d(F.pad(images, (k // 2,) * 4, mode="replicate"), kern, groups=3)
-    inner = -F.max_pool2d(-(mask > 0.99).float(), k, stride=1, padding=k // 2)  # eroded mask
-    energy = ((images - blurred) ** 2).sum(1, keepdim=True)
-    return float((energy * inner).sum() / inner.sum().clamp(min=1))
 
 
 def dataset_reference(mesh, prompts, classifier, cfg: "QualityConfig", n_per_prompt: int = 4, seed: int = 0) -> dict:
@@ -283,21 +240,6 @@ def format_table(summary: list[dict]) -> str:
     return head + body
 
 
-def write_section(path: Path, text: str, start: str = SECTION_START, end: str = SECTION_END) -> None:
-    """Put ``text`` between a benchmark's markers (default: this one's) in ``path`` (created if
-    missing), leaving the rest."""
-    path = Path(path)
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    old = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    if start in old and end in old:
-        before, rest = old.split(start, 1)
-        after = rest.split(end, 1)[1].lstrip("\n")
-        new = before + block + ("\n" + after if after else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    path.write_text(new)
-
-
 def report_markdown(result: dict, cfg: QualityConfig, seconds: float) -> str:
     return (
         "## Quality: NFSD vs SDS vs CSD vs DDS (built-in prior)\n\n"
@@ -354,8 +296,8 @@ def main(argv=None) -> int:
     text = report_markdown(result, cfg, time.perf_counter() - t0)
     print(text)
     if not args.no_write:
-        path = args.benchmarks or _repo_root() / "BENCHMARKS.md"
-        write_section(path, text)
+        path = args.benchmarks or repo_root() / "BENCHMARKS.md"
+        write_section(path, text, SECTION_START, SECTION_END)
         print(f"written to {path}")
     return 0
 
