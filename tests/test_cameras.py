@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nfsd.cameras import CameraConfig, look_at, orbit_cameras, perspective, sample_cameras, view_word
+from nfsd.errors import ConfigError
 from nfsd.renderer import TorchRasterizer, render_views
 
 
@@ -84,6 +85,17 @@ def test_sample_cameras_is_reproducible_and_within_ranges():
     assert a.view_words == [view_word(az, el) for az, el in zip(a.azimuth.tolist(), a.elevation.tolist())]
     distance = config.distance_margin / torch.sin(torch.deg2rad(a.fov) / 2)
     assert torch.allclose(a.eye.norm(dim=-1), distance)
+
+
+def test_area_sampling_spreads_views_like_the_surface_they_face():
+    """``elevation_sampling="area"``: the share of views above 45 deg is the share of the band's
+    sphere area there, (sin 80 - sin 45) / (sin 80 - sin -10) = 0.24, not 35 / 90 = 0.39."""
+    config = CameraConfig(elevation_range=(-10.0, 80.0), elevation_sampling="area")
+    el = sample_cameras(20000, torch.Generator().manual_seed(0), config).elevation
+    assert el.min() >= -10 and el.max() <= 80
+    assert (el > 45).float().mean().item() == pytest.approx(0.240, abs=0.01)
+    with pytest.raises(ConfigError, match="elevation_sampling"):
+        sample_cameras(1, None, CameraConfig(elevation_sampling="cosine"))
 
 
 def test_unit_sphere_projects_inside_every_sampled_view():

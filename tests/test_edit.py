@@ -241,7 +241,10 @@ def test_dds_keeps_the_layout_that_the_priors_own_pull_erases():
     for mode, scale in (("dds", None), ("sds", 1.0)):
         cfg = analytic("solid blue", mode=mode, source_prompt="solid red", steps=30, lr=0.2, guidance_scale=scale)
         out[mode] = texture_mesh(mesh, cfg, prior=AnalyticPrior(), init_texture=stripes).texture
-    dds, sds = (luminance_correlation(out[m], stripes, covered) for m in ("dds", "sds"))
-    assert dds > 0.75 and sds < dds - 0.4, (dds, sds)
+    # Per island: the cameras see the upper island more often than the lower, so each island's colour
+    # moves at its own pace; the layout is the pattern within an island.
+    islands = [covered & (np.arange(32) < 16), covered & (np.arange(32) >= 16)]
+    dds, sds = ([luminance_correlation(out[m], stripes, island) for island in islands] for m in ("dds", "sds"))
+    assert min(dds) > 0.75 and max(sds) < min(dds) - 0.4, (dds, sds)
     blue = out["dds"][covered].astype(int)
     assert blue[:, 2].mean() > blue[:, 0].mean()            # and it did turn blue
