@@ -146,7 +146,7 @@ def test_left_out_options_take_the_models_defaults():
     def picked(c):
         return c.steps, c.texture_size, c.render_size, c.batch, c.parametrization, c.lr
 
-    assert picked(config()) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (600, 256, 128, 4, "surface", 0.04)
+    assert picked(config()) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (600, 256, 128, 2, "surface", 0.04)
     sd = TextureConfig()
     assert picked(config("--model", "runwayml/stable-diffusion-v1-5")) == picked(sd) == (400, 1024, None, 1, "pyramid",
                                                                                        0.02)

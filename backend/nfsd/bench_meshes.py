@@ -16,7 +16,7 @@ in ``benchmarks/meshes/``:
 
 Each mesh is read with ``load_mesh`` and unwrapped with ``ensure_uvs`` exactly as ``nfsd texture``
 does, then textured with ``nfsd texture``'s defaults for the built-in prior (``TextureConfig`` with
-``config.BUILTIN_PRIOR_DEFAULTS``: 600 steps, texture 256, render 128, batch 4, surface field, lr 0.04) on the
+``config.BUILTIN_PRIOR_DEFAULTS``: 600 steps, texture 256, render 128, batch 2, surface field, lr 0.04) on the
 CPU; ``--steps`` etc. override them and the table says so.
 Each result is scored by:
 

@@ -28,9 +28,9 @@ from .texture import PARAMETRIZATIONS
 # loss of prompt accuracy (BENCHMARKS.md, "Real meshes"); the texture learning rate twice
 # TextureConfig's gives crisper stripe edges on the demo (3 seeds) and more recognisable results on
 # the real meshes (8 paired runs: 3 better, none worse) at ~20% more seam mismatch (BENCHMARKS.md,
-# "Seams", end); batch 4 (two views more a step) clears the stray hooks and dark lines that batch 2
-# left on the demo (BENCHMARKS.md, "Cameras"). About 3.5 minutes on one CPU core.
-BUILTIN_PRIOR_DEFAULTS = {"steps": 600, "texture_size": 256, "render_size": 128, "batch": 4, "parametrization": "surface",
+# "Seams", end). Batch 2: batch 4 gave the demo cleaner sides but painted dark lines into red and
+# one wide band round the box (BENCHMARKS.md, "Cameras"). About 2 minutes on one CPU core.
+BUILTIN_PRIOR_DEFAULTS = {"steps": 600, "texture_size": 256, "render_size": 128, "batch": 2, "parametrization": "surface",
                           "lr": 0.04}
 
 
