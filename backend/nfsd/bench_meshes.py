@@ -153,7 +153,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from .bench_report import write_section
+    from .bench_report import repo_root, write_section
     from .config import BUILTIN_PRIOR_DEFAULTS
     from .engine import TextureConfig
 
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     if args.write:
         settings = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
         prompts = ", ".join(f'"{q}"' for q in args.prompts)
-        write_section(MESH_DIR.parents[1] / "BENCHMARKS.md", (
+        write_section(repo_root() / "BENCHMARKS.md", (
             f"Measured by `nfsd bench meshes {' '.join(argv if argv is not None else [])}` "
             f"({time.perf_counter() - t0:.0f} s, {args.threads} thread(s), CPU); prompts {prompts}, seeds "
             f"{seeds[0]}..{seeds[-1]}; `nfsd texture` defaults with overrides: {settings}. Means over prompts and "
