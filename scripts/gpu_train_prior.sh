@@ -18,7 +18,8 @@
 #
 #   run(command="bash scripts/gpu_train_prior.sh", carry=[".gpuwhl"], timeout_s=560)
 #
-# `bash scripts/gpu_train_prior.sh continue` instead: one run, the shipped prior continued (13 workers).
+# `bash scripts/gpu_train_prior.sh continue` instead: one run, the shipped prior continued (13 workers;
+# SEED picks the generated meshes and the batches, LR the peak learning rate).
 # Back come A.tar, B.tar, C.tar (prior folders without vae/: copy the shipped one in) and their logs.
 # Dry run on the CPU: TRAIN_SECONDS=15 SCENE_MESHES=4 DEVICE=cpu OUT=/tmp/dry bash scripts/gpu_train_prior.sh
 set -u
@@ -44,7 +45,7 @@ if [ "${1:-candidates}" = continue ]; then  # one run: the shipped prior continu
     names=A
     common=(--size 64 --scene-meshes "$MESHES" --views-per-mesh 32 --steps 100000 --device "$DEVICE" --workers 13
             --threads 12 --time-limit "$T" --save-every 1000)
-    run A --resume backend/nfsd/builtin/weights/prior --batch 256 --lr 2e-4 --warmup 20 --seed 9
+    run A --resume backend/nfsd/builtin/weights/prior --batch 256 --lr "${LR:-2e-4}" --warmup 20 --seed "${SEED:-9}"
 else
     names="A B C"
     run A --resume backend/nfsd/builtin/weights/prior --batch 256 --lr 3e-4 --warmup 50 --seed 6 &
