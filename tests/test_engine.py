@@ -107,7 +107,7 @@ def test_out_of_memory_names_the_setting_to_lower(tiny_model, monkeypatch):
 @pytest.mark.parametrize("mode", ["nfsd", "sds", "csd"])
 def test_every_rule_pulls_the_texture_towards_what_the_prior_wants(mode):
     """With an exact prior (every prompt = one flat colour) the rules have a known fixed point."""
-    from nfsd.tiny import AnalyticPrior
+    from nfsd.analytic_prior import AnalyticPrior
 
     cfg = TextureConfig(prompt="solid red", mode=mode, steps=40, render_size=32, texture_size=32, batch=2,
                         device="cpu", lr=0.05)

@@ -5,7 +5,7 @@
 
 Two priors, each run at the old and the current offset defaults (same seed, same cameras):
 
-- bump: ``nfsd.tiny.ShapePrior`` on a small icosphere whose wanted shape has a Gaussian bump of
+- bump: ``nfsd.analytic_prior.ShapePrior`` on a small icosphere whose wanted shape has a Gaussian bump of
   10 % of the radius on its front; reports the share of the bump's height recovered at its apex.
 - demo: the built-in prior on the built-in ``blob`` mesh, "red and white stripes" (what
   ``nfsd demo --offsets`` does, shorter); a prior that wants no particular shape: the offsets
@@ -76,7 +76,7 @@ def offset_stats(mesh, offsets: np.ndarray) -> dict:
 def run_bump(settings: dict, steps: int, seed: int = 0) -> dict:
     """The bump test: default settings but ``settings``, render 32, texture 32."""
     from .engine import TextureConfig, texture_mesh
-    from .tiny import ShapePrior
+    from .analytic_prior import ShapePrior
 
     mesh = icosphere(2)
     target = bump_offsets(mesh)

@@ -203,7 +203,7 @@ class TextureJob:
         rule, scale = guidance.get_rule(c.mode), c.scale()
         if c.mode == "csd" and c.negative_weight:
             rule = functools.partial(rule, negative_weight=c.negative_weight)
-        # Priors that depend on the camera (tiny.ShapePrior, a test prior) are told each step's views.
+        # Priors that depend on the camera (analytic_prior.ShapePrior, a test prior) are told each step's views.
         see_views = getattr(prior, "see_views", None)
 
         # Every random view of the run is drawn up front on the CPU (reproducible on any device) and
