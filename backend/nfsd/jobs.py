@@ -7,9 +7,8 @@ finished jobs keep serving their files. Pruning (after every job and at start): 
 ``max_age_days`` go; queued and running jobs are never pruned.
 
 Jobs run in the worker process (``nfsd.job_worker``). The manager's worker thread does no file I/O per
-step: progress only updates the in-memory record; a separate monitor thread writes ``status.json``
-(every ``status_interval`` s) and ``preview.png`` as snapshots arrive, so that polling, snapshots and
-disk latency never slow the job down.
+step: progress only updates the in-memory record; ``nfsd.job_monitor`` writes ``status.json`` and
+``preview.png`` from its own thread, so that polling, snapshots and disk latency never slow the job down.
 """
 
 from __future__ import annotations
@@ -24,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import NfsdError
-from .job_results import encode_png
+from .job_monitor import JobMonitor
 from .job_store import (  # noqa: F401  (is_job_id re-exported: the server takes the states from here)
     ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, LOADING, QUEUED, RUNNING, JobRecord, JobStore, is_job_id,
     new_job_id,
 )
-from .job_runner import CancelSignal, JobEvents, ProcessRunner, ThreadRunner
+from .job_runner import CancelSignal, ProcessRunner, ThreadRunner
 from .job_worker import OOM_HINT, job_config_dict, make_texture_job  # noqa: F401  (re-exported)
 
 log = logging.getLogger("nfsd.jobs")
@@ -88,8 +86,8 @@ class JobManager:
         self._seq = 0
         self._current_id: str | None = None
         self._current_cancel: CancelSignal | None = None
-        self._dirty = False
-        self._preview_cache: tuple[str, bytes] | None = None  # (job id, PNG) of the latest snapshot
+        self.monitor = JobMonitor(self.store, self._runner, self._running_record, config.status_interval,
+                                  config.preview_interval)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -113,7 +111,7 @@ class JobManager:
         self._runner.start()
         self._threads = [
             threading.Thread(target=self._worker_loop, name="nfsd-gpu-worker", daemon=True),
-            threading.Thread(target=self._monitor_loop, name="nfsd-job-monitor", daemon=True),
+            threading.Thread(target=self.monitor.loop, args=(self._stopping,), name="nfsd-job-monitor", daemon=True),
         ]
         for t in self._threads:
             t.start()
@@ -212,8 +210,7 @@ class JobManager:
             if rec.state == QUEUED:
                 self._queue.remove(job_id)
             del self._records[job_id]
-            if self._preview_cache is not None and self._preview_cache[0] == job_id:
-                self._preview_cache = None
+            self.monitor.forget(job_id)
             self.store.delete(job_id)
 
     def queue_length(self) -> int:
@@ -234,18 +231,11 @@ class JobManager:
 
     def preview_cached(self, job_id: str) -> bytes | None:
         """The latest preview PNG of ``job_id`` if it is the job that wrote the last one (no disk access)."""
-        cached = self._preview_cache
-        return cached[1] if cached is not None and cached[0] == job_id else None
+        return self.monitor.preview_cached(job_id)
 
     def preview_bytes(self, job_id: str) -> bytes | None:
-        """The latest preview PNG of ``job_id`` or None. Read whole: the file may be replaced meanwhile."""
-        cached = self.preview_cached(job_id)
-        if cached is not None:
-            return cached
-        try:
-            return self.store.read_bytes(job_id, "preview.png")
-        except FileNotFoundError:
-            return None
+        """The latest preview PNG of ``job_id`` or None."""
+        return self.monitor.preview_bytes(job_id)
 
     def uvs_bytes(self, job_id: str) -> bytes | None:
         """The ``uvs.npz`` of ``job_id`` (see :func:`uvs_npz`), or None while its UVs are not known."""
@@ -291,10 +281,8 @@ class JobManager:
                     self._prune()
 
     def _run(self, rec: JobRecord, cancel: CancelSignal) -> None:
-        events = JobEvents(progress=lambda p: self._on_progress(rec, p), uvs=lambda: self._note_uvs(rec),
-                           preview=lambda png, step: self._store_preview(rec, png, step),
-                           stage=lambda text, elapsed: self._on_stage(rec, text, elapsed))
-        out = self._runner.run(rec.id, self.store.dir(rec.id), rec.settings, rec.has_init_texture, cancel, events)
+        out = self._runner.run(rec.id, self.store.dir(rec.id), rec.settings, rec.has_init_texture, cancel,
+                               self.monitor.events(rec))
         if out.state == "done":
             rec.step, rec.progress = out.steps_done, 1.0
             if out.steps_per_s:
@@ -345,29 +333,9 @@ class JobManager:
         """The process id of the worker process, None when jobs run in this process or none is started."""
         return self._runner.pid()
 
-    def _on_stage(self, rec: JobRecord, text: str, elapsed: float) -> None:
-        rec.stage, rec.elapsed_seconds = text, float(elapsed)
-        self._dirty = True
-
-    def _on_progress(self, rec: JobRecord, p) -> None:
-        # Runs on the worker thread at every step: attribute stores only, no I/O, no locks.
-        if p.phase == "loading":
-            rec.state, rec.stage = LOADING, "loading the model"
-            rec.progress = float(p.fraction)
-        else:
-            rec.state, rec.stage = RUNNING, "optimizing"
-            rec.step, rec.total = int(p.step), int(p.total)
-            rec.progress = float(p.fraction)
-            rec.loss = None if p.loss is None else float(p.loss)
-            rec.eta_seconds = None if p.eta is None else float(p.eta)
-            if p.eta:  # the engine's eta is (total - step) / (its measured steps per second)
-                rec.steps_per_second = (rec.total - rec.step) / p.eta
-        rec.elapsed_seconds = float(p.elapsed)
-        self._dirty = True
-
-    def _note_uvs(self, rec: JobRecord) -> None:
-        rec.has_uvs = True
-        self._dirty = True
+    def _running_record(self) -> JobRecord | None:
+        with self._lock:
+            return self._records.get(self._current_id) if self._current_id else None
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         with self._lock:
@@ -375,38 +343,6 @@ class JobManager:
             if state == DONE:
                 rec.eta_seconds = 0.0
             self.store.write_status(rec, durable=True)
-
-    # -- the monitor: status.json and preview.png off the worker thread ---------------------------
-    def _monitor_loop(self) -> None:
-        last_preview = 0.0
-        while not self._stopping.wait(self.config.status_interval):
-            try:
-                with self._lock:
-                    job_id = self._current_id
-                    rec = self._records.get(job_id) if job_id else None
-                if rec is None:
-                    continue
-                if self._dirty:
-                    self._dirty = False
-                    self.store.write_status(rec)
-                now = time.monotonic()
-                if rec.state == RUNNING and now - last_preview >= self.config.preview_interval:
-                    step = rec.step
-                    if step != rec.preview_step:
-                        snap = self._runner.snapshot()  # None from the worker process: it sends its own
-                        if snap is not None:
-                            self._store_preview(rec, encode_png(snap), step)
-                    last_preview = now
-            except Exception:
-                log.exception("job monitor: could not write status or preview")
-
-    def _store_preview(self, rec: JobRecord, data: bytes, step: int) -> None:
-        try:
-            self.store.write_file(rec.id, "preview.png", data, durable=False)
-            self._preview_cache = (rec.id, data)
-            rec.preview_step = int(step)
-        except (OSError, NfsdError):
-            log.exception("job %s: could not write its preview", rec.id)
 
     # -- pruning -----------------------------------------------------------------------------------
     def _prune(self) -> None:
@@ -420,8 +356,7 @@ class JobManager:
         for r in doomed:
             log.info("pruning job %s (%s)", r.id, r.state)
             self._records.pop(r.id, None)
-            if self._preview_cache is not None and self._preview_cache[0] == r.id:
-                self._preview_cache = None
+            self.monitor.forget(r.id)
             try:
                 self.store.delete(r.id)
             except OSError:
