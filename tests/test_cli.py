@@ -137,11 +137,11 @@ def test_help_gives_every_option_a_meaning_and_its_default(capsys):
 
 
 def test_left_out_options_take_the_models_defaults():
-    from nfsd.cli import _config_from_args, build_parser
+    from nfsd.cli_args import build_parser, config_from_args
     from nfsd.config import BUILTIN_PRIOR_DEFAULTS, TextureConfig
 
     def config(*extra):
-        return _config_from_args(build_parser().parse_args(["texture", "mesh.obj", "solid red", "--out", "o", *extra]))
+        return config_from_args(build_parser().parse_args(["texture", "mesh.obj", "solid red", "--out", "o", *extra]))
 
     def picked(c):
         return c.steps, c.texture_size, c.render_size, c.batch, c.parametrization, c.lr

@@ -115,7 +115,7 @@ def _demo_settings() -> str:
 
 
 def main(argv=None) -> int:
-    from .cli import DEMO_PROMPT
+    from .cli_args import DEMO_PROMPT
 
     p = argparse.ArgumentParser(prog="nfsd bench seams", description=__doc__.split("\n\n")[0])
     p.add_argument("--meshes", nargs="+", choices=MESHES, default=list(MESHES))
