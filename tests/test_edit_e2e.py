@@ -13,7 +13,8 @@ from PIL import Image
 
 from nfsd.cli import main
 from nfsd.mesh import Mesh, write_wire_npz
-from nfsd.texture import encode_png, face_region
+from nfsd.image_files import encode_png
+from nfsd.texture import face_region
 
 FAST = ["--steps", "2", "--render-size", "32", "--texture-size", "64", "--batch", "1", "--device", "cpu",
         "--threads", "1"]

@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     try:
         if args.command in ("texture", "demo"):
             from . import mesh as mesh_lib
-            from .texture import load_png
+            from .image_files import load_png
 
             _check_out_dir(args.out)
             if args.command == "texture":

@@ -31,7 +31,8 @@ from .lora import apply_loras
 from .offsets import NormalOffsets
 from .prior import Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
-from .texture import as_face_mask, dilate, face_region, from_uint8, make_texture, to_uint8, uv_coverage
+from .image_files import from_uint8, to_uint8
+from .texture import as_face_mask, dilate, face_region, make_texture, uv_coverage
 
 VIEW_WORDS = ("front", "side", "back", "overhead")
 

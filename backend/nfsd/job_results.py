@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import NfsdError
 from .job_store import atomic_write
-from .texture import encode_png as _encode_png
+from .image_files import encode_png as _encode_png
 
 log = logging.getLogger("nfsd.jobs")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("nfsd.jobs")
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """A preview PNG: ``nfsd.texture.encode_png`` at the fastest compression (polled, not kept)."""
+    """A preview PNG: ``nfsd.image_files.encode_png`` at the fastest compression (polled, not kept)."""
     return _encode_png(image, compress_level=1)
 
 

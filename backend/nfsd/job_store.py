@@ -26,7 +26,7 @@ import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .texture import atomic_write_bytes
+from .image_files import atomic_write_bytes
 
 log = logging.getLogger("nfsd.jobs")
 
@@ -46,7 +46,7 @@ def is_job_id(text: str) -> bool:
 
 
 def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
-    """``nfsd.texture.atomic_write_bytes``, durable by default (job files must survive a crash)."""
+    """``nfsd.image_files.atomic_write_bytes``, durable by default (job files must survive a crash)."""
     atomic_write_bytes(path, data, durable)
 
 

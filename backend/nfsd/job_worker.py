@@ -25,7 +25,7 @@ import numpy as np
 from .errors import Cancelled, NfsdError, OutOfMemory
 from .job_results import encode_png, result_npz, store_job_uvs
 from .job_store import atomic_write
-from .texture import decode_png
+from .image_files import decode_png
 
 log = logging.getLogger("nfsd.jobs")
 

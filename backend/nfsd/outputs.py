@@ -16,7 +16,7 @@ from . import mesh as mesh_lib
 from .cameras import orbit_cameras
 from .errors import NfsdError
 from .renderer import flat_lighting, get_rasterizer, render_views
-from .texture import atomic_write_bytes, from_uint8, grid, save_png
+from .image_files import atomic_write_bytes, from_uint8, grid, save_png
 
 # The fixed views of views.png: front, right, back, left at 15 deg, and one from above.
 VIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0, 45.0)
