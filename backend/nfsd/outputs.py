@@ -21,10 +21,13 @@ from .image_files import atomic_write_bytes, from_uint8, grid, save_png
 # The fixed views of views.png: front, right, back, left at 15 deg, and one from above.
 VIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0, 45.0)
 VIEW_ELEVATIONS = (15.0, 15.0, 15.0, 15.0, 60.0)
+# Their background: a neutral grey, so that white parts of a texture keep their outline (on white,
+# a white stripe read as a hole in the mesh) and black ones do too.
+VIEW_BACKGROUND = (0.5, 0.5, 0.5)
 
 
 def render_result(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
-                  background=(1.0, 1.0, 1.0), device: str | torch.device = "cpu", rasterizer=None):
+                  background=VIEW_BACKGROUND, device: str | torch.device = "cpu", rasterizer=None):
     """Render a result's textured (and displaced) mesh from fixed orbit cameras with flat lighting.
 
     ``elevations`` may be one number for every azimuth. Returns the ``RenderOutput`` (images
@@ -49,7 +52,7 @@ def render_result(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VI
 
 def render_result_views(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
                         device: str | torch.device = "cpu", rasterizer=None) -> np.ndarray:
-    """``render_result`` on a white background as uint8 ``[N, size, size, 3]`` (row 0 top): views.png."""
+    """``render_result`` on the grey ``VIEW_BACKGROUND`` as uint8 ``[N, size, size, 3]`` (row 0 top): views.png."""
     out = render_result(result, size, azimuths, elevations, device=device, rasterizer=rasterizer)
     return (out.image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
