@@ -39,7 +39,7 @@ def test_texture_writes_every_output(tiny_model, mesh_file, tmp_path, capsys):
     assert code == 0
     assert Image.open(out / "texture.png").size == (64, 64)
     views = Image.open(out / "views.png")
-    assert views.size[1] == 256 and views.size[0] == 5 * 256  # five fixed views in a row
+    assert views.size[1] == 256 and views.size[0] == 6 * 256  # six fixed views in a row
     report = json.loads((out / "report.json").read_text())
     assert report["steps_done"] == 4 and len(report["losses"]) == 4 and len(set(report["losses"])) > 1
     assert report["settings"]["prompt"] == "red and white stripes" and report["settings"]["offsets"] is True
@@ -102,7 +102,7 @@ def test_ctrl_c_stops_after_the_step_and_writes_what_exists(tiny_model, mesh_fil
     assert len(lines) == 1 and lines[0].startswith("nfsd: interrupted after") and str(out) in lines[0], stderr
     report = json.loads((out / "report.json").read_text())
     assert report["cancelled"] is True and 1 <= report["steps_done"] < 5000
-    assert Image.open(out / "texture.png").size == (64, 64) and Image.open(out / "views.png").size == (5 * 256, 256)
+    assert Image.open(out / "texture.png").size == (64, 64) and Image.open(out / "views.png").size == (6 * 256, 256)
     assert str(out / "texture.png") in stdout.decode().split()
 
 

@@ -18,9 +18,10 @@ from .errors import NfsdError
 from .renderer import flat_lighting, get_rasterizer, render_views
 from .image_files import atomic_write_bytes, from_uint8, grid, save_png
 
-# The fixed views of views.png: front, right, back, left at 15 deg, and one from above.
-VIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0, 45.0)
-VIEW_ELEVATIONS = (15.0, 15.0, 15.0, 15.0, 60.0)
+# The fixed views of views.png: front, right, back, left at 15 deg, one from above and one from below
+# (an artist orbits under the mesh too, and a texel seen only at grazing angles shows it there first).
+VIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0, 45.0, 45.0)
+VIEW_ELEVATIONS = (15.0, 15.0, 15.0, 15.0, 60.0, -60.0)
 # Their background: a neutral grey, so that white parts of a texture keep their outline (on white,
 # a white stripe read as a hole in the mesh) and black ones do too.
 VIEW_BACKGROUND = (0.5, 0.5, 0.5)
@@ -77,7 +78,7 @@ def write_outputs(result, out_dir, views_size: int = 256) -> dict[str, Path]:
     """Write every output file of a run into ``out_dir`` (created), each atomically.
 
     Files: ``texture.png`` (dilated sRGB albedo), ``textured.glb`` (world space, Y-up as glTF wants),
-    ``views.png`` (5 fixed views), ``report.json``, and ``offsets.npy`` (``[V, 3]`` float32 object
+    ``views.png`` (6 fixed views: four sides, above, below), ``report.json``, and ``offsets.npy`` (``[V, 3]`` float32 object
     space) when offsets were optimized.
 
     Returns:
