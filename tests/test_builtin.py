@@ -221,3 +221,16 @@ def test_demo_on_cpu_writes_the_texture_outputs_and_moves_towards_the_prompt(tmp
     texture = np.asarray(Image.open(out / "texture.png").convert("RGB")).astype(float)
     r, g, b = texture.reshape(-1, 3).mean(0)
     assert g > r + 10 and g > b + 10, (r, g, b)  # started grey; green after 40 NFSD steps
+
+
+def test_off_palette_counts_what_the_prompt_did_not_ask_for_inside_the_object():
+    from nfsd.builtin.view_metrics import off_palette_fraction
+
+    red, white, green = ds.COLOURS["red"], ds.COLOURS["white"], (0.1, 0.8, 0.1)
+    image = torch.tensor([red, red, white, green], dtype=torch.float32).view(1, 4, 1, 3).permute(0, 3, 1, 2)
+    image = image.expand(1, 3, 4, 4).contiguous()  # rows: red, red, white, green
+    inside = torch.ones(1, 1, 4, 4)
+    assert off_palette_fraction(image, inside, [red, white]) == pytest.approx(0.25)
+    inside[..., 3, :] = 0.5  # the green row on the antialiased silhouette: not counted
+    assert off_palette_fraction(image, inside, [red, white]) == 0.0
+    assert off_palette_fraction(image, torch.ones(1, 1, 4, 4), [red, white, green]) == 0.0

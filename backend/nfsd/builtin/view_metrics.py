@@ -2,6 +2,8 @@
 
 Images are float32 ``[V, 3, S, S]`` in [0, 1] (row 0 top), masks ``[V, 1, S, S]`` (1 inside the
 object, antialiased at the silhouette); every measure reads only pixels well inside the object.
+
+    python -m nfsd.builtin.view_metrics OUT_DIR [OUT_DIR ...]   # `nfsd demo` outputs: side, above, below
 """
 
 from __future__ import annotations
@@ -47,3 +49,60 @@ def high_frequency_energy(images: torch.Tensor, mask: torch.Tensor, size: int = 
     inner = -F.max_pool2d(-(mask > 0.99).float(), k, stride=1, padding=k // 2)  # eroded mask
     energy = ((images - blurred) ** 2).sum(1, keepdim=True)
     return float((energy * inner).sum() / inner.sum().clamp(min=1))
+
+
+def off_palette_fraction(images: torch.Tensor, mask: torch.Tensor, colours, threshold: float = 0.35) -> float:
+    """Share of pixels with ``mask > 0.99`` whose RGB lies farther than ``threshold`` from every one
+    of ``colours`` (``[K, 3]`` in [0, 1]): what the prompt did not ask for (stray tints, dark specks,
+    blotches; also the soft edge between two colours, which every result has alike)."""
+    palette = torch.as_tensor(colours, dtype=images.dtype)
+    pixels = images.permute(0, 2, 3, 1)[mask[:, 0] > 0.99]
+    if not len(pixels):
+        return float("nan")
+    return float((torch.cdist(pixels, palette).amin(1) > threshold).float().mean())
+
+
+# Orbit bands for ``view_bands``: eight azimuths each, at the elevations views.png looks from.
+BANDS = {"side": 15.0, "above": 60.0, "below": -60.0}
+
+
+def view_bands(result, prompt: str, size: int = 128) -> dict:
+    """Off-palette share (``off_palette_fraction``, the prompt's dataset colours) and high-frequency
+    energy of a result seen from the side, from above and from below: eight azimuths per band."""
+    from .dataset import COLOURS, parse_prompt
+
+    colours = [COLOURS[c] for c in parse_prompt(prompt).colours]
+    azimuths = tuple(float(a) for a in range(0, 360, 45))
+    out = {}
+    for band, elevation in BANDS.items():
+        images, mask = render_result(result, size, azimuths, elevation)
+        out[band] = {"off_palette": off_palette_fraction(images, mask, colours),
+                     "hf_energy": high_frequency_energy(images, mask, size=64)}
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m nfsd.builtin.view_metrics DIR [DIR ...] [--mesh default] [--prompt P]``: score the
+    ``texture.png`` of ``nfsd demo`` output folders from the side, above and below."""
+    import argparse
+    from types import SimpleNamespace
+
+    from .. import mesh as mesh_lib
+    from ..image_files import load_png
+
+    p = argparse.ArgumentParser(prog="python -m nfsd.builtin.view_metrics", description=main.__doc__)
+    p.add_argument("dirs", nargs="+", help="output folders of `nfsd demo` (their texture.png)")
+    p.add_argument("--mesh", default="default", help="the built-in mesh they were made on")
+    p.add_argument("--prompt", default="red and white stripes", help="their prompt (a dataset prompt)")
+    args = p.parse_args(argv)
+    mesh = mesh_lib.ensure_uvs(mesh_lib.builtin_mesh(args.mesh))
+    print("folder | " + " | ".join(f"off-palette {b} | hf {b}" for b in BANDS))
+    for folder in args.dirs:
+        result = SimpleNamespace(mesh=mesh, uvs=mesh.uvs, texture=load_png(f"{folder}/texture.png"), offsets=None)
+        bands = view_bands(result, args.prompt)
+        print(f"{folder} | " + " | ".join(f"{v['off_palette']:.3f} | {v['hf_energy'] * 1000:.2f}" for v in bands.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
