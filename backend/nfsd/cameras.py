@@ -26,10 +26,11 @@ from .errors import ConfigError
 class CameraConfig:
     """Ranges for random cameras. Angles in degrees."""
 
-    # Up to 80 deg, spread by area: the top of a mesh is seen face-on, not only at grazing angles (at
-    # U[-10, 45] the built-in prior left dark specks and stray blobs on the demo's top view), while
-    # most views stay low, where an artist looks from (BENCHMARKS.md "Cameras").
-    elevation_range: tuple[float, float] = (-10.0, 80.0)
+    # From 45 deg below to 80 above, spread by area: the top and the underside of a mesh are seen
+    # face-on, not only at grazing angles (at U[-10, 45] the built-in prior left dark specks and stray
+    # blobs on the demo's top view; from -10 up, yellow and black blotches underneath), while most
+    # views stay near the horizon, where an artist looks from (BENCHMARKS.md "Cameras").
+    elevation_range: tuple[float, float] = (-45.0, 80.0)
     # "angle": elevation uniform in degrees; "area": camera directions uniform over that band of the
     # sphere (density ~ cos(elevation)), so views thin out towards the pole as the surface they face does.
     elevation_sampling: str = "area"
