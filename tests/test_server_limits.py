@@ -194,7 +194,7 @@ def test_a_body_that_stalls_is_dropped_with_408(server):
 
 
 def test_the_upload_benchmark_sends_a_valid_mesh():
-    from nfsd.bench_server import grid_mesh_npz
+    from nfsd.bench_server_load import grid_mesh_npz
 
     data, n_vertices, n_faces = grid_mesh_npz(6)
     mesh = read_wire_npz(data)

@@ -18,20 +18,18 @@ Everything stops within ``--timeout`` seconds.
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
-import json
-import multiprocessing
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from .bench_server_load import Http, health_during_upload, run_job
 
 TARGET_RATIO = 0.95  # status polls may slow the job by at most 5%
 TARGET_HEALTH_P99_MS = 100.0  # /health while an upload is checked
@@ -41,170 +39,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class _Http:
-    """A keep-alive HTTP/1.1 connection to the server (stdlib only, so clients stay light)."""
-
-    def __init__(self, port: int, timeout: float = 30.0):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-        try:
-            self.conn.request(method, path, body=body, headers=headers or {})
-            r = self.conn.getresponse()
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            # uvicorn closes connections idle for 5 s; open a new one once.
-            self.conn.close()
-            self.conn.request(method, path, body=body, headers=headers or {})
-            r = self.conn.getresponse()
-        return r.status, r.read()
-
-    def json(self, method: str, path: str, **kw):
-        status, data = self.request(method, path, **kw)
-        if status >= 400:
-            raise RuntimeError(f"{method} {path} -> {status}: {data[:300]!r}")
-        return json.loads(data)
-
-    def close(self):
-        self.conn.close()
-
-
-def _burst_client(port: int, job_id: str, requests: int, with_preview: bool, deadline: float,
-                  rate: float, cpus: set | None = None) -> list[float]:
-    """One client process: up to ``requests`` polls, ``rate`` per second (0: back to back); returns latencies in s."""
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    http_ = _Http(port)
-    paths = [f"/jobs/{job_id}"] + ([f"/jobs/{job_id}/preview.png"] if with_preview else [])
-    latencies = []
-    next_at = time.perf_counter()
-    try:
-        for i in range(requests):
-            if time.time() > deadline:
-                break
-            if rate > 0:
-                next_at += 1.0 / rate
-                time.sleep(max(0.0, next_at - time.perf_counter()))
-            path = paths[i % len(paths)]
-            t0 = time.perf_counter()
-            status, data = http_.request("GET", path)
-            latencies.append(time.perf_counter() - t0)
-            if path == paths[0] and status == 200 and json.loads(data)["state"] not in ("queued", "loading", "running"):
-                break
-    finally:
-        http_.close()
-    return latencies
-
-
-def _submit(http_: _Http, mesh_npz: bytes, settings: dict) -> str:
-    boundary = "nfsd-bench-" + uuid.uuid4().hex
-    body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n{json.dumps(settings)}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"mesh\"; filename=\"mesh.npz\"\r\n"
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + mesh_npz + f"\r\n--{boundary}--\r\n".encode()
-    answer = http_.json("POST", "/jobs", body=body,
-                        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    return answer["id"]
-
-
-def _wait(http_: _Http, job_id: str, deadline: float, states=("done", "failed", "cancelled", "interrupted"),
-          interval: float = 0.5) -> dict:
-    while True:
-        s = http_.json("GET", f"/jobs/{job_id}")
-        if s["state"] in states:
-            return s
-        if time.time() > deadline:
-            raise TimeoutError(f"job {job_id} still {s['state']} at the benchmark's time limit (--timeout)")
-        time.sleep(interval)
-
-
-def _run_job(port: int, mesh_npz: bytes, settings: dict, deadline: float, clients: int = 0,
-             requests: int = 0, with_preview: bool = False, rate: float = 0.0, cpus: set | None = None) -> dict:
-    http_ = _Http(port)
-    try:
-        job_id = _submit(http_, mesh_npz, settings)
-        latencies: list[float] = []
-        burst_s = 0.0
-        if clients:
-            _wait(http_, job_id, deadline, states=("running", "done", "failed"), interval=0.02)
-            ctx = multiprocessing.get_context("spawn")
-            t0 = time.perf_counter()
-            with ctx.Pool(clients) as pool:
-                handles = [pool.apply_async(_burst_client, (port, job_id, requests, with_preview, deadline, rate, cpus))
-                           for _ in range(clients)]
-                for h in handles:
-                    latencies += h.get(timeout=max(1.0, deadline - time.time() + 5))
-            burst_s = time.perf_counter() - t0
-        status = _wait(http_, job_id, deadline)
-        if status["state"] != "done":
-            raise RuntimeError(f"benchmark job ended {status['state']}: {status['error']}")
-        return {"steps_per_second": status["steps_per_second"], "latencies": latencies, "burst_s": burst_s,
-                "elapsed_s": status["elapsed_seconds"]}
-    finally:
-        http_.close()
-
-
-def _poll_health(port: int, rate: float, stop, out) -> None:
-    """A process polling ``GET /health`` ``rate`` times a second until ``stop`` is set; puts its
-    ``(start time, latency s)`` pairs on ``out``."""
-    http_ = _Http(port)
-    samples = []
-    next_at = time.perf_counter()
-    while not stop.is_set():
-        next_at += 1.0 / rate
-        time.sleep(max(0.0, next_at - time.perf_counter()))
-        t0, p0 = time.time(), time.perf_counter()
-        http_.request("GET", "/health")
-        samples.append((t0, time.perf_counter() - p0))
-    http_.close()
-    out.put(samples)
-
-
-def grid_mesh_npz(n: int) -> tuple[bytes, int, int]:
-    """A valid n x n vertex grid (a gently curved sheet) with per-corner UVs as an uncompressed wire
-    .npz; returns (bytes, vertices, triangles)."""
-    u, v = np.meshgrid(np.linspace(0, 1, n, dtype=np.float32), np.linspace(0, 1, n, dtype=np.float32))
-    pos = np.stack([u, v, 0.1 * np.sin(6 * u) * np.cos(6 * v)], -1).reshape(-1, 3)
-    i = np.arange(n * n, dtype=np.int32).reshape(n, n)
-    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
-    tri = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
-    uvs = pos[:, :2][tri]
-    buf = io.BytesIO()
-    np.savez(buf, positions=pos, triangles=tri, uvs=uvs)
-    return buf.getvalue(), len(pos), len(tri)
-
-
-def health_during_upload(port: int, n: int, uploads: int, rate: float, idle_s: float, settings: dict,
-                         deadline: float) -> dict:
-    """Latencies of /health while ``uploads`` grid meshes are submitted one after another, and while idle."""
-    mesh_npz, n_vertices, n_faces = grid_mesh_npz(n)
-    ctx = multiprocessing.get_context("spawn")
-    stop, out = ctx.Event(), ctx.Queue()
-    poller = ctx.Process(target=_poll_health, args=(port, rate, stop, out))
-    poller.start()
-    windows = []
-    http_ = _Http(port, timeout=300)
-    try:
-        time.sleep(idle_s)
-        for _ in range(uploads):
-            if time.time() > deadline:
-                break
-            t0 = time.time()
-            job_id = _submit(http_, mesh_npz, settings)
-            windows.append((t0, time.time()))
-            http_.json("POST", f"/jobs/{job_id}/cancel")
-            time.sleep(idle_s / 2)
-    finally:
-        stop.set()
-        samples = out.get(timeout=60)
-        poller.join(30)
-        http_.close()
-    busy = [lat for t, lat in samples if any(a <= t <= b for a, b in windows)]
-    idle = [lat for t, lat in samples if not any(a - 0.5 <= t <= b + 0.5 for a, b in windows)]
-    return {"bytes": len(mesh_npz), "vertices": n_vertices, "faces": n_faces, "busy": busy, "idle": idle,
-            "submit_s": [b - a for a, b in windows]}
 
 
 def _pin(server_pid: int, worker_cpus: int) -> set | None:
@@ -290,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
         server = subprocess.Popen([sys.executable, "-c", code], env=env)
         try:
-            http_ = _Http(port, timeout=10)
+            http_ = Http(port, timeout=10)
             while True:
                 try:
                     health = http_.json("GET", "/health")
@@ -299,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                     if server.poll() is not None or time.time() > deadline:
                         raise RuntimeError("the server did not start; see its output above") from None
                     time.sleep(0.2)
-                    http_ = _Http(port, timeout=10)
+                    http_ = Http(port, timeout=10)
             http_cpus = _pin(server.pid, args.worker_cpus) if args.worker_cpus else None
             settings = {"prompt": args.prompt, "steps": args.steps, "render_size": args.render_size,
                         "texture_size": args.texture_size, "batch": args.batch}
@@ -307,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
                 upload = health_during_upload(port, args.grid, args.uploads, args.poll_rate, 2.0, settings, deadline)
             # Warm-up: loads the model into the server's cache so no run below pays for it.
             if not args.health_during_upload:
-                _run_job(port, mesh_npz, dict(settings, steps=min(10, args.steps)), deadline)
+                run_job(port, mesh_npz, dict(settings, steps=min(10, args.steps)), deadline)
             # Interleaved repeats: a shared machine's load drifts; medians of neighbours compare fairly.
             runs: dict[str, list[dict]] = {"alone": [], "status": [], "mixed": []}
             for _ in range(0 if args.health_during_upload else args.repeats):
-                runs["alone"].append(_run_job(port, mesh_npz, settings, deadline))
-                runs["status"].append(_run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
+                runs["alone"].append(run_job(port, mesh_npz, settings, deadline))
+                runs["status"].append(run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
                                                False, args.rate, http_cpus))
-                runs["mixed"].append(_run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
+                runs["mixed"].append(run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
                                               True, args.rate, http_cpus))
         finally:
             server.terminate()
