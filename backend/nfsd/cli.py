@@ -12,6 +12,7 @@ Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceba
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ import threading
 from pathlib import Path
 
 from .cli_args import BENCHMARKS, build_parser, config_from_args
+
 
 class _CtrlC:
     """SIGINT while a run is on: the first asks the job to stop after its current step (what exists is
@@ -192,8 +194,6 @@ def main(argv=None) -> int:
                 print(format_table(entries))
         elif args.command == "bench":
             rest = [a for a in args.rest if a != "--"]
-            import importlib
-
             bench_main = importlib.import_module(BENCHMARKS[args.which], __package__).main
             return int(bench_main(rest) or 0)
     except Cancelled as exc:
