@@ -36,6 +36,7 @@ STATES = (QUEUED, LOADING, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED)
 ACTIVE = frozenset({LOADING, RUNNING})
 FINISHED = frozenset({DONE, FAILED, CANCELLED, INTERRUPTED})
 
+
 def new_job_id() -> str:
     """32 lowercase hex characters (a random UUID4)."""
     return uuid.uuid4().hex
