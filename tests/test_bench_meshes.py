@@ -41,3 +41,11 @@ def test_table_has_one_line_per_mesh():
             for m in MESHES[:2] for s in (0, 1)]
     table = format_table(rows).splitlines()
     assert len(table) == 4 and "| suzanne | 1 (1) | own | 2 | 0.25 | 1.00 | 0.100 | 3 |" in table
+
+
+def test_the_table_header_names_the_command_without_this_machines_folders():
+    from nfsd.bench_meshes import reproducing_words
+
+    argv = ["--seeds", "2", "--out", "/home/me/runs/today", "--write"]
+    assert reproducing_words(argv) == ["--seeds", "2", "--out", "DIR", "--write"]
+    assert reproducing_words(["--seeds", "2"]) == ["--seeds", "2"]

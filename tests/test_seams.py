@@ -91,3 +91,13 @@ def test_longer_seam_edges_weigh_more():
     score = seam_mismatch(texture, positions, triangles, uvs)
     assert score["edges"] == 2
     assert abs(score["mean"] - 0.25) < 1e-5 and abs(score["max"] - 1.0) < 1e-5
+
+
+def test_the_seams_table_names_the_command_that_reproduces_it():
+    from nfsd.bench_seams import build_parser, reproducing_command
+
+    parser = build_parser()
+    argv = ["--seeds", "2", "--prompts", "red and white stripes", "blue dots on yellow", "--meshes", "cube"]
+    assert reproducing_command(parser.parse_args(argv), parser) == (
+        'nfsd bench seams --seeds 2 --steps 300 --meshes cube --prompts "red and white stripes" "blue dots on yellow"')
+    assert reproducing_command(parser.parse_args([]), parser) == "nfsd bench seams --seeds 2 --steps 300"

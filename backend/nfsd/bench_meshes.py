@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -152,6 +153,16 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def reproducing_words(argv: list[str]) -> list[str]:
+    """The benchmark's options as the table's header names them: ``--out``'s folder (this machine's)
+    becomes ``DIR``, the rest stays as given."""
+    words = list(argv)
+    for i, word in enumerate(words[:-1]):
+        if word == "--out":
+            words[i + 1] = "DIR"
+    return words
+
+
 def main(argv=None) -> int:
     from .bench_report import repo_root, write_section
     from .config import BUILTIN_PRIOR_DEFAULTS
@@ -183,13 +194,17 @@ def main(argv=None) -> int:
     table = format_table(rows)
     print(table)
     if args.write:
+        from .config import BUILTIN_PRIOR_DEFAULTS
+
         settings = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
+        defaults = ", ".join(f"{k} {v}" for k, v in BUILTIN_PRIOR_DEFAULTS.items())
         prompts = ", ".join(f'"{q}"' for q in args.prompts)
+        words = reproducing_words(argv if argv is not None else sys.argv[1:])
         write_section(repo_root() / "BENCHMARKS.md", (
-            f"Measured by `nfsd bench meshes {' '.join(argv if argv is not None else [])}` "
+            f"Measured by `nfsd bench meshes {' '.join(words)}` "
             f"({time.perf_counter() - t0:.0f} s, {args.threads} thread(s), CPU); prompts {prompts}, seeds "
-            f"{seeds[0]}..{seeds[-1]}; `nfsd texture` defaults with overrides: {settings}. Means over prompts and "
-            "seeds.\n\n" + table), SECTION_START, SECTION_END)
+            f"{seeds[0]}..{seeds[-1]}; `nfsd texture`'s built-in-prior defaults ({defaults}) with overrides: "
+            f"{settings}. Means over prompts and seeds.\n\n" + table), SECTION_START, SECTION_END)
     return 0
 
 

@@ -114,7 +114,18 @@ def _demo_settings() -> str:
     return f"texture {d['texture_size']}, render {d['render_size']}, batch {d['batch']}, lr {d['lr']}"
 
 
-def main(argv=None) -> int:
+def reproducing_command(args, parser: argparse.ArgumentParser) -> str:
+    """The ``nfsd bench seams`` command line that reproduces a run: every option that changes the
+    table, the ones left at their defaults omitted."""
+    command = f"nfsd bench seams --seeds {args.seeds} --steps {args.steps}"
+    for name in ("meshes", "parametrizations", "prompts"):
+        values = getattr(args, name)
+        if values != parser.get_default(name):
+            command += f" --{name} " + " ".join(f'"{v}"' if " " in v else v for v in values)
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
     from .cli_args import DEMO_PROMPT
 
     p = argparse.ArgumentParser(prog="nfsd bench seams", description=__doc__.split("\n\n")[0])
@@ -125,6 +136,11 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--write", action="store_true", help="replace the Seams table in BENCHMARKS.md")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -132,9 +148,9 @@ def main(argv=None) -> int:
     table = format_table(rows, args.parametrizations)
     print(table)
     if args.write:
-        prompts = ", ".join(f'"{p}"' for p in args.prompts)
+        prompts = ", ".join(f'"{text}"' for text in args.prompts)
         write_section(repo_root() / "BENCHMARKS.md", (
-            f"Measured by `nfsd bench seams --seeds {args.seeds} --steps {args.steps} --write` "
+            f"Measured by `{reproducing_command(args, p)} --write` "
             f"({time.perf_counter() - t0:.0f} s, {args.threads} thread(s)); prompt(s) {prompts}, seeds 0..{args.seeds - 1}, "
             f"`nfsd demo` settings ({_demo_settings()}). Means over prompts and seeds.\n\n" + table),
             SECTION_START, SECTION_END)
