@@ -85,9 +85,11 @@ def main(argv=None) -> int:
     """``python -m nfsd.builtin.view_metrics DIR [DIR ...] [--mesh default] [--prompt P]``: score the
     ``texture.png`` of ``nfsd demo`` output folders from the side, above and below."""
     import argparse
+    import sys
     from types import SimpleNamespace
 
     from .. import mesh as mesh_lib
+    from ..errors import NfsdError
     from ..image_files import load_png
 
     p = argparse.ArgumentParser(prog="python -m nfsd.builtin.view_metrics", description=main.__doc__)
@@ -98,8 +100,12 @@ def main(argv=None) -> int:
     mesh = mesh_lib.ensure_uvs(mesh_lib.builtin_mesh(args.mesh))
     print("folder | " + " | ".join(f"off-palette {b} | hf {b}" for b in BANDS))
     for folder in args.dirs:
-        result = SimpleNamespace(mesh=mesh, uvs=mesh.uvs, texture=load_png(f"{folder}/texture.png"), offsets=None)
-        bands = view_bands(result, args.prompt)
+        try:
+            texture = load_png(f"{folder}/texture.png")
+            bands = view_bands(SimpleNamespace(mesh=mesh, uvs=mesh.uvs, texture=texture, offsets=None), args.prompt)
+        except (NfsdError, ValueError) as exc:  # no texture.png there, or not a dataset prompt
+            print(f"view_metrics: error: {exc}", file=sys.stderr)
+            return 2
         print(f"{folder} | " + " | ".join(f"{v['off_palette']:.3f} | {v['hf_energy'] * 1000:.2f}" for v in bands.values()))
     return 0
 
