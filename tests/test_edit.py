@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from nfsd.analytic_prior import AnalyticPrior
 from nfsd.engine import TextureConfig, TextureJob, texture_mesh
 from nfsd.errors import ConfigError, MeshError
 from nfsd.mesh import Mesh, read_wire_npz, write_wire_npz
 from nfsd.offsets import NormalOffsets
 from nfsd.texture import as_face_mask, face_region, uv_coverage
-from nfsd.analytic_prior import AnalyticPrior
 
 
 def two_islands() -> Mesh:

@@ -194,8 +194,6 @@ def main(argv=None) -> int:
     table = format_table(rows)
     print(table)
     if args.write:
-        from .config import BUILTIN_PRIOR_DEFAULTS
-
         settings = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
         defaults = ", ".join(f"{k} {v}" for k, v in BUILTIN_PRIOR_DEFAULTS.items())
         prompts = ", ".join(f'"{q}"' for q in args.prompts)

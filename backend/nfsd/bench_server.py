@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(0 if args.health_during_upload else args.repeats):
                 runs["alone"].append(run_job(port, mesh_npz, settings, deadline))
                 runs["status"].append(run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
-                                               False, args.rate, http_cpus))
+                                              False, args.rate, http_cpus))
                 runs["mixed"].append(run_job(port, mesh_npz, settings, deadline, args.clients, args.requests,
-                                              True, args.rate, http_cpus))
+                                             True, args.rate, http_cpus))
         finally:
             server.terminate()
             try:

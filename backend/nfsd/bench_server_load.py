@@ -45,7 +45,7 @@ class Http:
 
 
 def burst_client(port: int, job_id: str, requests: int, with_preview: bool, deadline: float,
-                  rate: float, cpus: set | None = None) -> list[float]:
+                 rate: float, cpus: set | None = None) -> list[float]:
     """One client process: up to ``requests`` polls, ``rate`` per second (0: back to back); returns latencies in s."""
     if cpus:
         os.sched_setaffinity(0, cpus)
@@ -84,7 +84,7 @@ def submit(http_: Http, mesh_npz: bytes, settings: dict) -> str:
 
 
 def wait(http_: Http, job_id: str, deadline: float, states=("done", "failed", "cancelled", "interrupted"),
-          interval: float = 0.5) -> dict:
+         interval: float = 0.5) -> dict:
     while True:
         s = http_.json("GET", f"/jobs/{job_id}")
         if s["state"] in states:
@@ -95,7 +95,7 @@ def wait(http_: Http, job_id: str, deadline: float, states=("done", "failed", "c
 
 
 def run_job(port: int, mesh_npz: bytes, settings: dict, deadline: float, clients: int = 0,
-             requests: int = 0, with_preview: bool = False, rate: float = 0.0, cpus: set | None = None) -> dict:
+            requests: int = 0, with_preview: bool = False, rate: float = 0.0, cpus: set | None = None) -> dict:
     http_ = Http(port)
     try:
         job_id = submit(http_, mesh_npz, settings)

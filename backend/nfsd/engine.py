@@ -27,11 +27,11 @@ from .config import Progress, TextureConfig, TextureResult
 from .errors import ConfigError, NfsdError, OutOfMemory
 from .fast_encoder import gradient_encoder
 from .guidance import NFSD_NEGATIVE_PROMPT
+from .image_files import from_uint8, to_uint8
 from .lora import apply_loras
 from .offsets import NormalOffsets
 from .prior import Prior, load_prior
 from .renderer import get_rasterizer, random_lighting, render_views
-from .image_files import from_uint8, to_uint8
 from .texture import as_face_mask, dilate, face_region, make_texture, uv_coverage
 
 VIEW_WORDS = ("front", "side", "back", "overhead")

@@ -23,9 +23,9 @@ from typing import Callable
 import numpy as np
 
 from .errors import Cancelled, NfsdError, OutOfMemory
+from .image_files import decode_png
 from .job_results import encode_png, result_npz, store_job_uvs
 from .job_store import atomic_write
-from .image_files import decode_png
 
 log = logging.getLogger("nfsd.jobs")
 

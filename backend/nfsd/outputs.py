@@ -15,8 +15,8 @@ from . import __version__
 from . import mesh as mesh_lib
 from .cameras import orbit_cameras
 from .errors import NfsdError
-from .renderer import flat_lighting, get_rasterizer, render_views
 from .image_files import atomic_write_bytes, from_uint8, grid, save_png
+from .renderer import flat_lighting, get_rasterizer, render_views
 
 # The fixed views of views.png: front, right, back, left at 15 deg, one from above and one from below
 # (an artist orbits under the mesh too, and a texel seen only at grazing angles shows it there first).
