@@ -173,8 +173,8 @@ texture_job() {
 import sys, time
 import trimesh
 from diffusers import AutoencoderTiny
-from nfsd.mesh import builtin_mesh
-from nfsd.tiny import TINY_AUTOENCODER, build_random_model
+from nfsd.geometry.mesh import builtin_mesh
+from nfsd.priors.tiny import TINY_AUTOENCODER, build_random_model
 work, arch = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 build_random_model(f"{work}/model", arch, prompt_words=("red", "and", "white", "stripes", "front", "side", "back", "overhead", "view"))
@@ -221,7 +221,7 @@ serve_job() {
     local work=$WORK/serve
     rm -rf "$work" && mkdir -p "$work"
     local model=$WORK/texture/model
-    [[ -d $model ]] || $PY -c "from nfsd.tiny import build_random_model; build_random_model('$model', '$ARCH')" || return 1
+    [[ -d $model ]] || $PY -c "from nfsd.priors.tiny import build_random_model; build_random_model('$model', '$ARCH')" || return 1
     local port; port=$($PY -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
     $PY -m nfsd serve --port "$port" --data-dir "$work/data" --model "$model" --device "$DEVICE" \
         >"$work/server.log" 2>&1 &
@@ -229,8 +229,8 @@ serve_job() {
     $PY - "$port" "$SERVE_STEPS" "$SERVE_SIZES" <<'EOF'
 import http.client, io, json, sys, time, uuid
 import numpy as np
-from nfsd.mesh import builtin_mesh
-from nfsd.wire import write_wire_npz
+from nfsd.geometry.mesh import builtin_mesh
+from nfsd.geometry.wire import write_wire_npz
 
 port, steps, (render, texture) = int(sys.argv[1]), int(sys.argv[2]), map(int, sys.argv[3].split(","))
 
@@ -309,10 +309,10 @@ profile_steps() {
     $PY - "$DEVICE" "$ARCH" "$RENDER_SIZE" "$WORK/texture/model" <<'EOF'
 import os, sys, torch
 from torch.profiler import ProfilerActivity, profile
-from nfsd.engine import TextureConfig, TextureJob
-from nfsd.mesh import builtin_mesh
-from nfsd.prior import load_prior
-from nfsd.tiny import build_random_prior
+from nfsd.distill.engine import TextureConfig, TextureJob
+from nfsd.geometry.mesh import builtin_mesh
+from nfsd.priors.prior import load_prior
+from nfsd.priors.tiny import build_random_prior
 device, arch, render, saved = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 # The texture job's saved model loads faster than random init of ~1 B parameters.
 prior = load_prior(saved, torch.device(device)) if os.path.isdir(saved) else build_random_prior(arch, device)

@@ -38,7 +38,7 @@ common=(--size 64 --scene-meshes "$MESHES" --views-per-mesh 32 --steps 100000 --
         --threads 4 --time-limit "$T" --save-every 1000)
 run() {  # name, then its own options
     local name=$1; shift
-    timeout $((T + 60)) python3 -m nfsd.builtin.train_prior "${common[@]}" "$@" --out "$OUT/$name" > "$OUT/$name.log" 2>&1
+    timeout $((T + 60)) python3 -m nfsd.builtin.training.train_prior "${common[@]}" "$@" --out "$OUT/$name" > "$OUT/$name.log" 2>&1
     echo "$name exit $?" >> "$OUT/$name.log"
 }
 if [ "${1:-candidates}" = continue ]; then  # one run: the shipped prior continued, all cores drawing its batches

@@ -29,7 +29,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A ~1 MB random Stable-Diffusion-layout diffusers folder (epsilon prediction)."""
-    from nfsd.tiny import build_tiny_model
+    from nfsd.priors.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), prompt_words=PROMPT_WORDS)
 
@@ -38,6 +38,6 @@ def tiny_model(tmp_path_factory) -> Path:
 def tiny_sdxl(tmp_path_factory) -> Path:
     """A ~1 MB random SDXL-layout diffusers folder: two CLIP encoders (the second with projection),
     a ``text_time`` UNet, character-level tokenizers (one token per character, 77-token windows)."""
-    from nfsd.tiny import build_tiny_sdxl_model
+    from nfsd.priors.tiny import build_tiny_sdxl_model
 
     return build_tiny_sdxl_model(tmp_path_factory.mktemp("tiny_sdxl"))

@@ -2,9 +2,9 @@
 
 import torch
 
-from nfsd.bench_renderer import _scene, compare, meets_targets, render_with_grads
-from nfsd.bench_speed import main as bench_speed
-from nfsd.renderer import TorchRasterizer
+from nfsd.bench.renderer import _scene, compare, meets_targets, render_with_grads
+from nfsd.bench.speed import main as bench_speed
+from nfsd.render.renderer import TorchRasterizer
 
 
 def test_renderer_agreement_figures():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from nfsd.bench_meshes import MESHES, format_table, load_bench_mesh, score
-from nfsd.builtin.classifier import load_classifier
-from nfsd.config import TextureResult, TextureConfig
+from nfsd.bench.meshes import MESHES, format_table, load_bench_mesh, score
+from nfsd.builtin.training.classifier import load_classifier
+from nfsd.distill.config import TextureResult, TextureConfig
 
 
 @pytest.mark.parametrize("name, triangles, polygons, uv_source", [
@@ -44,7 +44,7 @@ def test_table_has_one_line_per_mesh():
 
 
 def test_the_table_header_names_the_command_without_this_machines_folders():
-    from nfsd.bench_meshes import reproducing_words
+    from nfsd.bench.meshes import reproducing_words
 
     argv = ["--seeds", "2", "--out", "/home/me/runs/today", "--write"]
     assert reproducing_words(argv) == ["--seeds", "2", "--out", "DIR", "--write"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from nfsd.builtin import dataset as ds
+from nfsd.builtin.training import dataset as ds
 
-# Measured on the shipped weights (`python -m nfsd.builtin.sampling`): DDIM 25 steps, guidance 3, 64 prompts, seed 0 ->
+# Measured on the shipped weights (`python -m nfsd.builtin.training.sampling`): DDIM 25 steps, guidance 3, 64 prompts, seed 0 ->
 # 0.703 (45 of 64; chance is 1/148): colours right for 0.98, pattern for 0.72 (all 176 prompts, seeds 1
 # and 2: 0.676, 0.608). Before the GPU stage (the CPU-trained 64 px prior): 0.531, 0.597 / 0.562; the 32 px
 # prior: 0.609, 0.682 / 0.705; the first, pixel-space prior 0.109. The threshold leaves two std of the
@@ -21,7 +21,7 @@ RECONSTRUCTION_ACCURACY_THRESHOLD = 0.7
 RECONSTRUCTION_PSNR_THRESHOLD = 21.0
 # Held-out dataset images: 0.937 measured on 1024 (the 32 px classifier before it: 0.95).
 CLASSIFIER_ACCURACY_THRESHOLD = 0.85
-# Held-out mesh views (nfsd.builtin.scenes, five creatures and tori it never saw, 64 px): 0.51 measured
+# Held-out mesh views (nfsd.builtin.training.scenes, five creatures and tori it never saw, 64 px): 0.51 measured
 # on 512 (the 32 px classifier trained without mesh views: 0.16).
 CLASSIFIER_MESH_ACCURACY_THRESHOLD = 0.4
 
@@ -64,13 +64,13 @@ def test_captions_carry_view_words_negatives_and_dropout():
 
 @pytest.fixture(scope="module")
 def prior():
-    from nfsd.prior import load_prior
+    from nfsd.priors.prior import load_prior
 
     return load_prior("builtin", "cpu")
 
 
 def test_builtin_loads_through_the_normal_path_as_a_latent_model(prior):
-    from nfsd.prior import BUILTIN_DIR
+    from nfsd.priors.prior import BUILTIN_DIR
 
     # Stable Diffusion in miniature: 64x64 renders -> 16x16x4 latents of unit scale, SD's schedule.
     assert prior.vae is not None and prior.image_size == 64 and prior.num_train_timesteps == 1000
@@ -96,15 +96,15 @@ def test_builtin_loads_through_the_normal_path_as_a_latent_model(prior):
 
 
 def test_classifier_reads_held_out_dataset_views():
-    from nfsd.builtin.classifier import evaluate, load_classifier
+    from nfsd.builtin.training.classifier import evaluate, load_classifier
 
     acc = evaluate(load_classifier(), n=256, seed=12345)
     assert acc["prompt_accuracy"] >= CLASSIFIER_ACCURACY_THRESHOLD, acc
 
 
 def test_classifier_reads_views_of_meshes_it_never_saw():
-    from nfsd.builtin.classifier import evaluate, load_classifier
-    from nfsd.builtin.scenes import bake_views, training_meshes
+    from nfsd.builtin.training.classifier import evaluate, load_classifier
+    from nfsd.builtin.training.scenes import bake_views, training_meshes
 
     unseen = bake_views(training_meshes(8, seed=2000)[3:], 8, 64, seed=2000)  # [3:]: not the built-in meshes
     acc = evaluate(load_classifier(), n=256, seed=1000, scenes=unseen)
@@ -114,8 +114,8 @@ def test_classifier_reads_views_of_meshes_it_never_saw():
 def test_autoencoder_keeps_what_the_classifier_reads():
     from diffusers import AutoencoderKL
 
-    from nfsd.builtin.autoencoder import reconstruction_report
-    from nfsd.prior import BUILTIN_DIR
+    from nfsd.builtin.training.autoencoder import reconstruction_report
+    from nfsd.priors.prior import BUILTIN_DIR
 
     vae = AutoencoderKL.from_pretrained(BUILTIN_DIR / "vae").float().eval()
     report = reconstruction_report(vae, n=128, seed=777)
@@ -124,8 +124,8 @@ def test_autoencoder_keeps_what_the_classifier_reads():
 
 
 def test_training_scripts_write_a_latent_prior_the_loader_reads(tmp_path):
-    from nfsd.builtin import autoencoder, train_prior
-    from nfsd.prior import load_prior
+    from nfsd.builtin.training import autoencoder, train_prior
+    from nfsd.priors.prior import load_prior
 
     ae = autoencoder.AutoencoderTrainConfig(steps=2, batch=4, block_out_channels=(16, 16, 16))
     autoencoder.train(ae, tmp_path / "vae", log=lambda s: None)
@@ -142,7 +142,7 @@ def test_training_scripts_write_a_latent_prior_the_loader_reads(tmp_path):
 
 
 def test_prior_training_draws_batches_in_worker_processes_and_decays_to_a_time_limit(tmp_path):
-    from nfsd.builtin import train_prior
+    from nfsd.builtin.training import train_prior
 
     cfg = train_prior.PriorTrainConfig(steps=3, batch=4, warmup=1, block_out_channels=(16, 32), cross_attention_dim=32,
                                        vae=str(train_prior.PRIOR_DIR / "vae"), size=64, workers=2)
@@ -158,7 +158,7 @@ def test_prior_training_draws_batches_in_worker_processes_and_decays_to_a_time_l
 
 
 def test_sampling_the_prior_gives_images_the_classifier_recognises(prior):
-    from nfsd.builtin.sampling import eval_prompts, sample_accuracy
+    from nfsd.builtin.training.sampling import eval_prompts, sample_accuracy
 
     result = sample_accuracy(prior, eval_prompts(64), steps=25, guidance_scale=3.0, seed=0)
     assert result["images"].shape == (64, 3, 64, 64)
@@ -167,7 +167,7 @@ def test_sampling_the_prior_gives_images_the_classifier_recognises(prior):
 
 
 def test_quality_section_replaces_only_its_own_block(tmp_path):
-    from nfsd.bench_report import write_section
+    from nfsd.bench.report import write_section
 
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\n## Speed\nfast\n")
@@ -180,7 +180,7 @@ def test_quality_section_replaces_only_its_own_block(tmp_path):
 
 
 def test_dds_row_edits_from_a_neighbouring_prompt_with_one_colour_changed():
-    from nfsd.builtin.quality import DEFAULT_PROMPTS, edit_source
+    from nfsd.builtin.training.quality import DEFAULT_PROMPTS, edit_source
 
     assert edit_source("red and white stripes") == "blue and white stripes"
     assert edit_source("blue dots on yellow") == "red dots on yellow"  # dots keep which colour is the ground
@@ -192,7 +192,7 @@ def test_dds_row_edits_from_a_neighbouring_prompt_with_one_colour_changed():
 
 
 def test_quality_benchmark_smoke_builds_the_table(tmp_path, capsys):
-    from nfsd.builtin.quality import METHODS, main
+    from nfsd.builtin.training.quality import METHODS, main
 
     assert main(["--smoke", "--prompts", "solid green", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -224,7 +224,7 @@ def test_demo_on_cpu_writes_the_texture_outputs_and_moves_towards_the_prompt(tmp
 
 
 def test_off_palette_counts_what_the_prompt_did_not_ask_for_inside_the_object():
-    from nfsd.builtin.view_metrics import off_palette_fraction
+    from nfsd.builtin.training.view_metrics import off_palette_fraction
 
     red, white, green = ds.COLOURS["red"], ds.COLOURS["white"], (0.1, 0.8, 0.1)
     image = torch.tensor([red, red, white, green], dtype=torch.float32).view(1, 4, 1, 3).permute(0, 3, 1, 2)

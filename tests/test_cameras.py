@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from nfsd.cameras import CameraConfig, look_at, orbit_cameras, perspective, sample_cameras, view_word
+from nfsd.render.cameras import CameraConfig, look_at, orbit_cameras, perspective, sample_cameras, view_word
 from nfsd.errors import ConfigError
-from nfsd.renderer import TorchRasterizer, render_views
+from nfsd.render.renderer import TorchRasterizer, render_views
 
 
 def two_coloured_quads():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nfsd.catalog import Catalog, format_table
+from nfsd.priors.catalog import Catalog, format_table
 from nfsd.errors import ConfigError, ModelError
 
 
@@ -99,7 +99,7 @@ def test_hub_ids_in_the_local_cache_are_offered(tiny_model, tmp_path, monkeypatc
     shutil.copytree(tiny_model, snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("abc123")
-    monkeypatch.setattr("nfsd.model_files._hub_cache", lambda: tmp_path / "hub")
+    monkeypatch.setattr("nfsd.priors.model_files._hub_cache", lambda: tmp_path / "hub")
     catalog = Catalog()
     assert [e.name for e in catalog.models() if e.kind == "hub"] == ["someone/tiny-sd"]
     assert catalog.check_model("someone/tiny-sd") == "someone/tiny-sd"

@@ -18,7 +18,8 @@ import trimesh
 from PIL import Image
 
 from nfsd.cli import main
-from nfsd.mesh import builtin_mesh, write_wire_npz
+from nfsd.geometry.builtin_meshes import builtin_mesh
+from nfsd.geometry.wire import write_wire_npz
 
 BACKEND = Path(__file__).resolve().parents[1] / "backend"
 CHILD_ENV = {"PYTHONPATH": str(BACKEND), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
@@ -107,7 +108,7 @@ def test_ctrl_c_stops_after_the_step_and_writes_what_exists(tiny_model, mesh_fil
 
 
 def test_views_frame_the_mesh_not_its_loose_vertices():
-    from nfsd.outputs import render_result_views
+    from nfsd.distill.outputs import render_result_views
 
     sphere = builtin_mesh("sphere")
     stray = dataclasses.replace(sphere, positions=np.concatenate([sphere.positions, [[40.0, 0.0, 0.0]]]).astype(np.float32))
@@ -138,7 +139,7 @@ def test_help_gives_every_option_a_meaning_and_its_default(capsys):
 
 def test_left_out_options_take_the_models_defaults():
     from nfsd.cli_args import build_parser, config_from_args
-    from nfsd.config import BUILTIN_PRIOR_DEFAULTS, TextureConfig
+    from nfsd.distill.config import BUILTIN_PRIOR_DEFAULTS, TextureConfig
 
     def config(*extra):
         return config_from_args(build_parser().parse_args(["texture", "mesh.obj", "solid red", "--out", "o", *extra]))

@@ -8,12 +8,12 @@ import types
 import pytest
 import torch
 
-from nfsd.cameras import orbit_cameras
-from nfsd.engine import TextureConfig, TextureJob
+from nfsd.render.cameras import orbit_cameras
+from nfsd.distill.engine import TextureConfig, TextureJob
 from nfsd.errors import ConfigError, OutOfMemory
-from nfsd.job_worker import is_cuda_oom
-from nfsd.mesh import builtin_mesh
-from nfsd.renderer import NvdiffrastRasterizer, TorchRasterizer, mip_levels, render_views
+from nfsd.jobs.worker import is_cuda_oom
+from nfsd.geometry.builtin_meshes import builtin_mesh
+from nfsd.render.renderer import NvdiffrastRasterizer, TorchRasterizer, mip_levels, render_views
 
 REFERENCE = TorchRasterizer()
 

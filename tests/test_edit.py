@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from nfsd.analytic_prior import AnalyticPrior
-from nfsd.engine import TextureConfig, TextureJob, texture_mesh
+from nfsd.priors.analytic import AnalyticPrior
+from nfsd.distill.engine import TextureConfig, TextureJob, texture_mesh
 from nfsd.errors import ConfigError, MeshError
-from nfsd.mesh import Mesh, read_wire_npz, write_wire_npz
-from nfsd.offsets import NormalOffsets
-from nfsd.texture import as_face_mask, face_region, uv_coverage
+from nfsd.geometry.mesh import Mesh
+from nfsd.geometry.wire import read_wire_npz, write_wire_npz
+from nfsd.distill.offsets import NormalOffsets
+from nfsd.distill.texture import as_face_mask, face_region, uv_coverage
 
 
 def two_islands() -> Mesh:
@@ -199,7 +200,7 @@ def test_vertices_at_the_same_place_move_together():
 # the edit benchmark's measures
 
 def test_layout_measure_is_blind_to_a_recolour_and_sees_a_new_layout():
-    from nfsd.builtin.edit_quality import luminance_correlation
+    from nfsd.builtin.training.edit_quality import luminance_correlation
 
     stripes = np.zeros((16, 16, 3), np.uint8)
     stripes[:, ::4] = (220, 30, 30)            # red stripes ...
@@ -214,9 +215,9 @@ def test_layout_measure_is_blind_to_a_recolour_and_sees_a_new_layout():
 
 
 def test_colour_measure_reads_the_dataset_images_of_a_prompt():
-    from nfsd.builtin import dataset as ds
-    from nfsd.builtin.classifier import load_classifier
-    from nfsd.builtin.edit_quality import colour_matches
+    from nfsd.builtin.training import dataset as ds
+    from nfsd.builtin.training.classifier import load_classifier
+    from nfsd.builtin.training.edit_quality import colour_matches
 
     images = ds.sample_batch([ds.parse_prompt("blue and white stripes")] * 8, torch.Generator().manual_seed(0),
                              ds.DatasetConfig(object_fraction=0.0))
@@ -230,7 +231,7 @@ def test_dds_keeps_the_layout_that_the_priors_own_pull_erases():
     texel to the new colour and the pattern goes; DDS moves only by what "solid red" and "solid blue"
     disagree on, the same for every texel, so the pattern stays. (NFSD's directions do not depend on
     the render with this prior, so it keeps the pattern here too: see BENCHMARKS.md for a real prior.)"""
-    from nfsd.builtin.edit_quality import luminance_correlation
+    from nfsd.builtin.training.edit_quality import luminance_correlation
 
     mesh = two_islands()
     stripes = np.zeros((32, 32, 3), np.uint8)

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from nfsd.cli import main
-from nfsd.mesh import Mesh, write_wire_npz
-from nfsd.image_files import encode_png
-from nfsd.texture import face_region
+from nfsd.geometry.mesh import Mesh
+from nfsd.geometry.wire import write_wire_npz
+from nfsd.distill.image_files import encode_png
+from nfsd.distill.texture import face_region
 
 FAST = ["--steps", "2", "--render-size", "32", "--texture-size", "64", "--batch", "1", "--device", "cpu",
         "--threads", "1"]

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from nfsd.engine import TextureConfig, TextureJob, texture_mesh
+from nfsd.distill.engine import TextureConfig, TextureJob, texture_mesh
 from nfsd.errors import ConfigError, OutOfMemory
-from nfsd.mesh import Mesh, builtin_mesh
-from nfsd.prior import load_prior
+from nfsd.geometry.mesh import Mesh
+from nfsd.geometry.builtin_meshes import builtin_mesh
+from nfsd.priors.prior import load_prior
 
 
 def small_mesh() -> Mesh:
@@ -107,12 +108,12 @@ def test_out_of_memory_names_the_setting_to_lower(tiny_model, monkeypatch):
 @pytest.mark.parametrize("mode", ["nfsd", "sds", "csd"])
 def test_every_rule_pulls_the_texture_towards_what_the_prior_wants(mode):
     """With an exact prior (every prompt = one flat colour) the rules have a known fixed point."""
-    from nfsd.analytic_prior import AnalyticPrior
+    from nfsd.priors.analytic import AnalyticPrior
 
     cfg = TextureConfig(prompt="solid red", mode=mode, steps=40, render_size=32, texture_size=32, batch=2,
                         device="cpu", lr=0.05)
     result = texture_mesh(small_mesh(), cfg, prior=AnalyticPrior())
-    from nfsd.texture import uv_coverage
+    from nfsd.distill.texture import uv_coverage
 
     covered = uv_coverage(torch.from_numpy(small_mesh().uvs), 32).numpy()
     r, g, b = (result.texture[covered].astype(float) / 255).mean(0)

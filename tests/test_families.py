@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from nfsd.families import UnsupportedModel, checkpoint_family, folder_family
-from nfsd.prior import load_prior
+from nfsd.priors.families import UnsupportedModel, checkpoint_family, folder_family
+from nfsd.priors.prior import load_prior
 
 CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 

@@ -5,12 +5,12 @@ import shutil
 import pytest
 import torch
 
-from nfsd.engine import TextureConfig, texture_mesh
+from nfsd.distill.engine import TextureConfig, texture_mesh
 from nfsd.errors import ConfigError, ModelError
-from nfsd.fast_encoder import gradient_encoder
-from nfsd.mesh import builtin_mesh
-from nfsd.prior import load_prior
-from nfsd.tiny import build_tiny_autoencoder
+from nfsd.priors.fast_encoder import gradient_encoder
+from nfsd.geometry.builtin_meshes import builtin_mesh
+from nfsd.priors.prior import load_prior
+from nfsd.priors.tiny import build_tiny_autoencoder
 
 
 def run(model, **kw):
@@ -84,8 +84,8 @@ def test_cli_with_a_lora_and_the_tiny_encoder(model_with_tiny_encoder, tmp_path)
     from diffusers import UNet2DConditionModel
 
     from nfsd.cli import main
-    from nfsd.mesh import write_wire_npz
-    from nfsd.tiny import build_random_lora
+    from nfsd.geometry.wire import write_wire_npz
+    from nfsd.priors.tiny import build_random_lora
 
     mesh = tmp_path / "mesh.npz"
     write_wire_npz(builtin_mesh("default"), mesh)
@@ -103,7 +103,7 @@ def test_cli_with_a_lora_and_the_tiny_encoder(model_with_tiny_encoder, tmp_path)
 def test_flop_table_at_real_shapes():
     """FLOPs per step at SD-1.5 shapes (meta tensors: no weights; SDXL's rows take longer to build and are
     left to `nfsd bench flops`)."""
-    from nfsd.bench_flops import flop_table
+    from nfsd.bench.flops import flop_table
 
     (sd15,) = flop_table(["SD-1.5 @512"])
     assert 2.3 < sd15["unet_b3"] < 2.5 and sd15["unet_b2"] == pytest.approx(sd15["unet_b3"] * 2 / 3, rel=0.01)

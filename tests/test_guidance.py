@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from nfsd.errors import ConfigError
-from nfsd.guidance import (RULES, Predictions, csd_gradient, dds_gradient, distillation_loss,
-                           get_rule, nfsd_gradient, sds_gradient)
+from nfsd.distill.guidance import RULES, Predictions, csd_gradient, dds_gradient, distillation_loss, get_rule, nfsd_gradient, sds_gradient
 
 T = 1000
 ALPHAS = torch.linspace(0.999, 0.01, T)
@@ -74,7 +73,7 @@ def test_dds_of_an_unchanged_edit_is_zero():
 
 
 def test_every_rule_names_the_predictions_it_reads():
-    from nfsd.guidance import rule_inputs
+    from nfsd.distill.guidance import rule_inputs
 
     assert [len(rule_inputs(mode)) for mode in RULES] == [3, 2, 2, 4]  # nfsd, sds, csd, dds (per view)
     assert rule_inputs("csd", negative_weight=1.0) == (("z", "y"), ("z", "neg"), ("z", "0"))

@@ -17,8 +17,8 @@ import numpy as np
 
 from server_kit import BACKEND, free_port, wait_until_serving
 
-from nfsd.job_store import JobRecord, JobStore
-from nfsd.jobs import JobManager, ManagerConfig, make_texture_job
+from nfsd.jobs.store import JobRecord, JobStore
+from nfsd.jobs.queue import JobManager, ManagerConfig, make_texture_job
 
 
 FAST = {"prompt": "red brick wall", "steps": 3, "render_size": 32, "texture_size": 32}

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from nfsd.errors import ConfigError, ModelError
-from nfsd.lora import apply_loras, normalize_loras, parse_lora_arg
-from nfsd.prior import load_prior
-from nfsd.tiny import build_random_lora
+from nfsd.priors.lora import apply_loras, normalize_loras, parse_lora_arg
+from nfsd.priors.prior import load_prior
+from nfsd.priors.tiny import build_random_lora
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,8 @@ def test_weight_scales_the_change_and_a_second_lora_stacks(prior, lora_files):
 
 def test_a_job_without_loras_after_one_with_gets_the_bare_model(tiny_model, lora_files):
     """Through the engine and the model cache: the second job must not see the first job's LoRA."""
-    from nfsd.engine import TextureConfig, texture_mesh
-    from nfsd.mesh import builtin_mesh
+    from nfsd.distill.engine import TextureConfig, texture_mesh
+    from nfsd.geometry.builtin_meshes import builtin_mesh
 
     base = dict(prompt="red and white stripes", model=str(tiny_model), steps=2, render_size=16, texture_size=16,
                 batch=1, device="cpu", half_precision=False)

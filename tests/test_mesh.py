@@ -12,20 +12,11 @@ import trimesh
 from PIL import Image
 
 from nfsd.errors import Cancelled, ConfigError, MeshError
-from nfsd.mesh import (
-    BUILTIN_MESHES,
-    Mesh,
-    builtin_mesh,
-    check_mesh,
-    ensure_uvs,
-    framing_transform,
-    load_mesh,
-    read_wire_npz,
-    render_offsets_to_object,
-    save_textured_glb,
-    unit_sphere_transform,
-    write_wire_npz,
-)
+from nfsd.geometry.builtin_meshes import BUILTIN_MESHES, builtin_mesh
+from nfsd.geometry.mesh import Mesh, check_mesh, framing_transform, render_offsets_to_object, unit_sphere_transform
+from nfsd.geometry.unwrap import ensure_uvs
+from nfsd.geometry.mesh_files import load_mesh, save_textured_glb
+from nfsd.geometry.wire import read_wire_npz, write_wire_npz
 
 # A lopsided closed double pyramid in Blender's axes (Z up), one UV per vertex so every format
 # can carry it.
@@ -306,10 +297,10 @@ def test_ensure_uvs_unwraps_the_icosphere_that_crashed_xatlas_and_reports_progre
 
 
 def test_a_crash_while_unwrapping_is_one_line_saying_what_to_do(monkeypatch):
-    import nfsd.unwrap
+    import nfsd.geometry.unwrap
 
     crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"  # what xatlas did on large meshes
-    monkeypatch.setattr(nfsd.unwrap, "_child_command", lambda inp, out: [sys.executable, "-c", crash])
+    monkeypatch.setattr(nfsd.geometry.unwrap, "_child_command", lambda inp, out: [sys.executable, "-c", crash])
     with pytest.raises(MeshError) as err:
         ensure_uvs(_icosphere(1))
     message = str(err.value)
@@ -318,10 +309,10 @@ def test_a_crash_while_unwrapping_is_one_line_saying_what_to_do(monkeypatch):
 
 
 def test_a_cancel_while_unwrapping_ends_the_unwrap_at_once(monkeypatch):
-    import nfsd.unwrap
+    import nfsd.geometry.unwrap
 
     stuck = "import time; time.sleep(600)"  # an unwrap that would take ten minutes
-    monkeypatch.setattr(nfsd.unwrap, "_child_command", lambda inp, out: [sys.executable, "-c", stuck])
+    monkeypatch.setattr(nfsd.geometry.unwrap, "_child_command", lambda inp, out: [sys.executable, "-c", stuck])
     polls = []
 
     def cancelled():

@@ -4,7 +4,7 @@ most of it, without self-intersections or cracks."""
 import numpy as np
 import pytest
 
-from nfsd.bench_offsets import BUMP_HEIGHT, icosphere, run_bump, self_intersections
+from nfsd.bench.offsets import BUMP_HEIGHT, icosphere, run_bump, self_intersections
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

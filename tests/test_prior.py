@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nfsd.errors import ModelError
-from nfsd.prior import load_prior, loaded_models, unload_all
-from nfsd.tiny import build_tiny_model
+from nfsd.priors.prior import load_prior, loaded_models, unload_all
+from nfsd.priors.tiny import build_tiny_model
 
 
 def test_tiny_folder_loads_with_schedule_and_shapes(tiny_model):

@@ -5,18 +5,11 @@ import math
 import pytest
 import torch
 
-from nfsd import renderer
-from nfsd.cameras import orbit_cameras
+from nfsd.render import renderer
+from nfsd.render.cameras import orbit_cameras
 from nfsd.errors import RendererError
-from nfsd.renderer import (
-    Lighting,
-    TorchRasterizer,
-    get_rasterizer,
-    mip_levels,
-    render_views,
-    uv_pixel_derivatives,
-)
-from nfsd.torch_rasterizer import mip_pyramid
+from nfsd.render.renderer import Lighting, TorchRasterizer, get_rasterizer, mip_levels, render_views, uv_pixel_derivatives
+from nfsd.render.torch_rasterizer import mip_pyramid
 
 R = TorchRasterizer()
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from nfsd.builtin import dataset as ds
-from nfsd.builtin import scenes
+from nfsd.builtin.training import dataset as ds
+from nfsd.builtin.training import scenes
 
 
 def _components(mesh) -> int:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ldm_layout import folder_to_single_file
-from nfsd.engine import TextureConfig, texture_mesh
-from nfsd.guidance import NFSD_NEGATIVE_PROMPT
-from nfsd.prior import load_prior
+from nfsd.distill.engine import TextureConfig, texture_mesh
+from nfsd.distill.guidance import NFSD_NEGATIVE_PROMPT
+from nfsd.priors.prior import load_prior
 from test_engine import small_mesh
 
 # 120 words, ~700 characters: ten 75-token windows with the tests' one-token-per-character tokenizer.

@@ -1,10 +1,10 @@
-"""Seam mismatch (nfsd.seams): where the UV seams are, and how much the colour jumps across them."""
+"""Seam mismatch (nfsd.geometry.seams): where the UV seams are, and how much the colour jumps across them."""
 
 import numpy as np
 import torch
 
-from nfsd.mesh_builtin import builtin_mesh
-from nfsd.seams import find_seam_edges, seam_mismatch
+from nfsd.geometry.builtin_meshes import builtin_mesh
+from nfsd.geometry.seams import find_seam_edges, seam_mismatch
 
 # A unit square in the z = 0 plane cut along its diagonal (0-2) into two UV islands: the left
 # triangle maps (x, y) -> (0.05 + 0.4 x, 0.1 + 0.8 y), the right one is laid transposed in the
@@ -94,7 +94,7 @@ def test_longer_seam_edges_weigh_more():
 
 
 def test_the_seams_table_names_the_command_that_reproduces_it():
-    from nfsd.bench_seams import build_parser, reproducing_command
+    from nfsd.bench.seams import build_parser, reproducing_command
 
     parser = build_parser()
     argv = ["--seeds", "2", "--prompts", "red and white stripes", "blue dots on yellow", "--meshes", "cube"]

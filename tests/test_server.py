@@ -24,7 +24,7 @@ from server_kit import (BACKEND, FAST, PROMPT, LiveServer, config, cube, free_po
 
 from nfsd.errors import ConfigError
 from nfsd.server import JobStatus, ServerConfig, serve
-from nfsd.tiny import build_tiny_model
+from nfsd.priors.tiny import build_tiny_model
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -285,7 +285,7 @@ def test_worker_process_that_dies_fails_its_job_and_the_next_job_runs(server):
 
 
 def test_out_of_memory_fails_the_job_with_the_setting_to_lower(tiny_model, tmp_path):
-    from nfsd.jobs import JobManager, ManagerConfig, _make_texture_job
+    from nfsd.jobs.queue import JobManager, ManagerConfig, _make_texture_job
 
     class OutOfMemoryJob:
         def run(self, on_progress):
@@ -402,7 +402,7 @@ def test_public_host_without_token_is_refused_at_start(tmp_path):
 
 
 def test_start_prunes_by_age_and_requeues_queued_jobs_in_order(tmp_path):
-    from nfsd.jobs import JobManager, JobRecord, JobStore, ManagerConfig
+    from nfsd.jobs.queue import JobManager, JobRecord, JobStore, ManagerConfig
 
     store = JobStore(tmp_path)
     now = time.time()

@@ -15,7 +15,7 @@ import pytest
 import torch
 from server_kit import FAST, PROMPT, LiveServer, config, cube, npz, png, submit, wait_for
 
-from nfsd.tiny import build_tiny_model
+from nfsd.priors.tiny import build_tiny_model
 
 TOKEN = "h0stile-t0ken"
 

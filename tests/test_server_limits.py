@@ -20,8 +20,8 @@ from server_kit import FAST, PROMPT, LiveServer, config, cube, npz, octahedron, 
 
 from nfsd.errors import ConfigError, MeshError
 from nfsd.server import ServerConfig
-from nfsd.tiny import build_tiny_model
-from nfsd.wire import read_wire_npz
+from nfsd.priors.tiny import build_tiny_model
+from nfsd.geometry.wire import read_wire_npz
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +91,12 @@ def test_too_many_vertices_or_faces_get_422_naming_the_option(server):
 
 
 def test_mesh_checks_never_run_in_the_server_process(server, monkeypatch):
-    import nfsd.mesh
+    import nfsd.geometry.mesh
 
     def in_server_process(*a, **kw):
         raise AssertionError("a mesh was checked in the server process")
 
-    monkeypatch.setattr(nfsd.mesh, "check_mesh", in_server_process)
+    monkeypatch.setattr(nfsd.geometry.mesh, "check_mesh", in_server_process)
     r = submit(server.client, cube(), dict(FAST, steps=1))
     assert r.status_code == 202, r.text
     wait_for(server.client, r.json()["id"])
@@ -194,7 +194,7 @@ def test_a_body_that_stalls_is_dropped_with_408(server):
 
 
 def test_the_upload_benchmark_sends_a_valid_mesh():
-    from nfsd.bench_server_load import grid_mesh_npz
+    from nfsd.bench.server_load import grid_mesh_npz
 
     data, n_vertices, n_faces = grid_mesh_npz(6)
     mesh = read_wire_npz(data)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from server_kit import BACKEND, FAST, PROMPT, cube, free_port, submit, wait_until_serving
 
-from nfsd.tiny import build_tiny_model
+from nfsd.priors.tiny import build_tiny_model
 
 
 def test_twenty_concurrent_first_submits_on_a_fresh_server_all_succeed(tmp_path):

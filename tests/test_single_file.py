@@ -14,10 +14,10 @@ import torch
 from ldm_layout import (CLIP_PREFIX, SDXL_OPEN_CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, folder_to_single_file,
                         open_clip_to_ldm, unet_to_ldm, vae_to_ldm)
 from nfsd.errors import ModelError
-from nfsd import families
-from nfsd.families import FAMILIES, OPENCLIP_BIGG, config_folder
-from nfsd.prior import load_prior
-from nfsd.tiny import ARCHS, build_random_model
+from nfsd.priors import families
+from nfsd.priors.families import FAMILIES, OPENCLIP_BIGG, config_folder
+from nfsd.priors.prior import load_prior
+from nfsd.priors.tiny import ARCHS, build_random_model
 
 
 @pytest.fixture(scope="module")

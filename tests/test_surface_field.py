@@ -1,13 +1,13 @@
-"""The surface parametrization (nfsd.surface_field): coarse colour in 3D, seamless across UV seams."""
+"""The surface parametrization (nfsd.distill.surface_field): coarse colour in 3D, seamless across UV seams."""
 
 import numpy as np
 import pytest
 import torch
 
-from nfsd.mesh_builtin import builtin_mesh
-from nfsd.seams import seam_mismatch
-from nfsd.surface_field import SurfaceFieldTexture, default_grid_sizes, texel_points
-from nfsd.texture import PyramidTexture, make_texture
+from nfsd.geometry.builtin_meshes import builtin_mesh
+from nfsd.geometry.seams import seam_mismatch
+from nfsd.distill.surface_field import SurfaceFieldTexture, default_grid_sizes, texel_points
+from nfsd.distill.texture import PyramidTexture, make_texture
 
 
 def _cube():
@@ -68,7 +68,7 @@ def test_the_builtin_prior_paints_the_cube_without_seams():
     # between two islands). Measured with the shipped prior: 0.011 with the surface field, 0.128 with
     # the UV pyramid (the CPU-trained 64 px prior: 0.012, 0.146; the 32 px prior: 0.011, 0.136).
     # nfsd demo itself (600 steps, the blob, texture 256 and so a 128^3 finest grid): 0.003.
-    from nfsd.engine import TextureConfig, texture_mesh
+    from nfsd.distill.engine import TextureConfig, texture_mesh
 
     cube = builtin_mesh("cube")
     config = TextureConfig(prompt="red and white stripes", steps=30, texture_size=128, render_size=64, batch=2,

@@ -1,11 +1,11 @@
-"""Windowed prompt encoding (nfsd.text): long prompts are encoded, never refused or truncated."""
+"""Windowed prompt encoding (nfsd.priors.text): long prompts are encoded, never refused or truncated."""
 
 import torch
 
-from nfsd.families import clip_tokenizer
-from nfsd.guidance import NFSD_NEGATIVE_PROMPT
-from nfsd.prior import load_prior
-from nfsd.text import TextEmbeddings, token_windows
+from nfsd.priors.families import clip_tokenizer
+from nfsd.distill.guidance import NFSD_NEGATIVE_PROMPT
+from nfsd.priors.prior import load_prior
+from nfsd.priors.text import TextEmbeddings, token_windows
 
 
 def test_a_prompt_within_one_window_encodes_as_the_plain_tokenizer_would(tiny_model):

@@ -58,9 +58,9 @@ def run_texture(mesh, config, out_dir, init_texture=None, stream=None):
     """
     from tqdm import tqdm
 
-    from .engine import TextureJob
-    from .outputs import write_outputs
-    from .unwrap import ensure_uvs
+    from .distill.engine import TextureJob
+    from .distill.outputs import write_outputs
+    from .geometry.unwrap import ensure_uvs
 
     with _CtrlC() as ctrl_c, tqdm(total=config.steps, desc="preparing", unit="step", file=stream or sys.stderr,
                                   dynamic_ncols=True) as bar:
@@ -124,7 +124,7 @@ def _read_faces(path: str, num_faces: int):
     import numpy as np
 
     from .errors import ConfigError
-    from .texture import as_face_mask
+    from .distill.texture import as_face_mask
 
     try:
         values = np.load(path, allow_pickle=False)
@@ -143,14 +143,15 @@ def main(argv=None) -> int:
 
     try:
         if args.command in ("texture", "demo"):
-            from . import mesh as mesh_lib
-            from .image_files import load_png
+            from .geometry.builtin_meshes import builtin_mesh
+            from .geometry.mesh_files import load_mesh
+            from .distill.image_files import load_png
 
             _check_out_dir(args.out)
             if args.command == "texture":
-                mesh = mesh_lib.load_mesh(args.mesh, max_faces=args.max_faces)
+                mesh = load_mesh(args.mesh, max_faces=args.max_faces)
             else:
-                mesh = mesh_lib.builtin_mesh(args.mesh)
+                mesh = builtin_mesh(args.mesh)
             for warning in mesh.warnings:
                 print(f"nfsd: warning: {warning}", file=sys.stderr)
             if args.threads > 0:
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
         elif args.command == "models":
             import json
 
-            from .catalog import Catalog, format_table
+            from .priors.catalog import Catalog, format_table
 
             catalog = Catalog(default_model=args.model, models_dir=Path(args.models_dir) if args.models_dir else None)
             catalog.check()

@@ -13,9 +13,9 @@ DEMO_PROMPT = "red and white stripes"
 
 # ``nfsd bench WHICH``: the module whose ``main(argv)`` runs it.
 BENCHMARKS = {
-    "speed": ".bench_speed", "quality": ".builtin.quality", "server": ".bench_server", "renderer": ".bench_renderer",
-    "flops": ".bench_flops", "edit": ".builtin.edit_quality", "offsets": ".bench_offsets", "seams": ".bench_seams",
-    "meshes": ".bench_meshes",
+    "speed": ".bench.speed", "quality": ".builtin.training.quality", "server": ".bench.server",
+    "renderer": ".bench.renderer", "flops": ".bench.flops", "edit": ".builtin.training.edit_quality",
+    "offsets": ".bench.offsets", "seams": ".bench.seams", "meshes": ".bench.meshes",
 }
 
 
@@ -31,8 +31,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_texture_options(p: argparse.ArgumentParser, defaults, per_model: bool = False) -> None:
     """The texturing options; ``per_model``: the options named in ``BUILTIN_PRIOR_DEFAULTS`` are
     left unset and :func:`config_from_args` fills them from the model."""
-    from .config import BUILTIN_PRIOR_DEFAULTS
-    from .texture import PARAMETRIZATIONS
+    from .distill.config import BUILTIN_PRIOR_DEFAULTS
+    from .distill.texture import PARAMETRIZATIONS
 
     def model_default(name: str, own: str = ""):
         """(argparse default, help suffix): with ``per_model`` both defaults are named in the help."""
@@ -93,9 +93,9 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults, per_model: bool =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import BUILTIN_PRIOR_DEFAULTS
-    from .engine import TextureConfig
-    from .mesh import DEFAULT_MAX_FACES
+    from .distill.config import BUILTIN_PRIOR_DEFAULTS
+    from .distill.engine import TextureConfig
+    from .geometry.mesh import DEFAULT_MAX_FACES
 
     parser = _Parser(prog="nfsd", description="Texture a mesh from a text prompt with Noise-Free Score Distillation.")
     from . import __version__
@@ -156,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
     """The ``TextureConfig`` of a parsed ``texture`` / ``demo`` command (per-model defaults filled in)."""
-    from .config import BUILTIN_PRIOR_DEFAULTS
-    from .engine import TextureConfig
-    from .lora import parse_lora_arg
+    from .distill.config import BUILTIN_PRIOR_DEFAULTS
+    from .distill.engine import TextureConfig
+    from .priors.lora import parse_lora_arg
 
     defaults = BUILTIN_PRIOR_DEFAULTS if args.model == "builtin" else vars(TextureConfig())
     chosen = {name: getattr(args, name, defaults[name]) for name in BUILTIN_PRIOR_DEFAULTS}

@@ -19,7 +19,7 @@ from conftest import ROOT, add_mesh
 
 BACKEND = os.path.join(ROOT, "backend")
 pytestmark = pytest.mark.skipif(
-    not all(os.path.exists(os.path.join(BACKEND, "nfsd", name)) for name in ("tiny.py", "cli.py"))
+    not all(os.path.exists(os.path.join(BACKEND, "nfsd", name)) for name in (os.path.join("priors", "tiny.py"), "cli.py"))
     or not any(os.path.exists(os.path.join(BACKEND, "nfsd", name)) for name in ("server.py", "server")),
     reason="the backend server is not in this checkout")
 
@@ -34,7 +34,7 @@ def backend_url(addon, tmp_path_factory):
     env_before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = BACKEND + (os.pathsep + env_before if env_before else "")
     try:
-        subprocess.run([sys.executable, "-c", "import sys; from nfsd.tiny import build_tiny_model; "
+        subprocess.run([sys.executable, "-c", "import sys; from nfsd.priors.tiny import build_tiny_model; "
                         "build_tiny_model(sys.argv[1])", model], check=True, timeout=300)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -126,7 +126,7 @@ def test_a_save_mid_run_reopens_clean_and_reattaches_to_the_running_job(addon, s
 
 
 def test_texture_a_cube_with_offsets(addon, scene, connection):
-    scene.nfsd.offsets = True
+    scene.nfsd.distill.offsets = True
     obj = add_mesh("cube")
     job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection),
                           timeout=240)

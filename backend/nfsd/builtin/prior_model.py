@@ -4,7 +4,7 @@
 for a ``train_prior.PriorTrainConfig`` (any object with its model fields: ``seed``, ``max_tokens``,
 ``cross_attention_dim``, ``text_layers``, ``size``, ``block_out_channels``, ``layers_per_block``,
 ``global_text``, ``prediction_type``, ``beta_schedule``); ``save_prior`` writes them as the
-diffusers folder that ``nfsd.prior.load_prior`` reads like any Stable Diffusion folder.
+diffusers folder that ``nfsd.priors.prior.load_prior`` reads like any Stable Diffusion folder.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import dataset as ds
+from . import vocabulary
 
 
 # Pixel space: cross-attention only at 8x8 (and in the mid block): the prompts name global properties (pattern,
@@ -53,10 +53,10 @@ def build_models(cfg, vae=None):
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..tiny import build_word_tokenizer
+    from ..priors.tiny import build_word_tokenizer
 
     torch.manual_seed(cfg.seed)
-    tokenizer = build_word_tokenizer(ds.vocabulary(), model_max_length=cfg.max_tokens)
+    tokenizer = build_word_tokenizer(vocabulary.vocabulary(), model_max_length=cfg.max_tokens)
     d = cfg.cross_attention_dim
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=d, intermediate_size=4 * d, num_hidden_layers=cfg.text_layers,

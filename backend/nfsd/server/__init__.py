@@ -1,7 +1,7 @@
 """The local HTTP API (FastAPI + uvicorn) that the Blender add-on talks to: see docs/API.md.
 
 ``create_app(ServerConfig(...))`` builds the app (tests run it with uvicorn on an ephemeral loopback
-port); ``serve(...)`` is what ``nfsd serve`` calls. One :class:`nfsd.jobs.JobManager` per app runs the
+port); ``serve(...)`` is what ``nfsd serve`` calls. One :class:`nfsd.jobs.queue.JobManager` per app runs the
 jobs on a single worker thread; every request is answered from memory or from files on disk, so
 polling never waits for the GPU.
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..errors import ConfigError
-from ..jobs import JobManager, ManagerConfig
+from ..jobs.queue import JobManager, ManagerConfig
 from .config import DEFAULT_PORT, ServerConfig, is_loopback_host
 from .routes import router
 from .schemas import ErrorBody
@@ -79,7 +79,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 def preload(model: str) -> None:
     """Import what checking a submission needs before the first request: lazy imports racing in the
     thread pool fail (``cannot import name 'AutoTokenizer'`` from transformers' lazy module)."""
-    from .. import catalog, engine, prior  # noqa: F401  (engine: TextureConfig, which imports torch)
+    from ..priors import catalog, prior
+    from ..distill import engine  # noqa: F401  (engine: TextureConfig, which imports torch)
     from transformers import AutoTokenizer  # noqa: F401
 
 

@@ -44,7 +44,7 @@ class ServerConfig:
         body_timeout: seconds a request body may send nothing before it is dropped (408).
         torch_threads: CPU threads of torch in the worker process (0: torch's default).
         models_dir: diffusers folders and single files offered besides ``builtin`` and ``model``, LoRAs
-            in its ``loras/``; jobs may name only offered models (``nfsd.catalog``, ``GET /models``).
+            in its ``loras/``; jobs may name only offered models (``nfsd.priors.catalog``, ``GET /models``).
 
     The defaults of the limits are :data:`nfsd.limits.LIMITS` (docs/API.md lists them).
     """
@@ -69,7 +69,7 @@ class ServerConfig:
     models_dir: Path | None = None
 
     def catalog(self):
-        from ..catalog import Catalog
+        from ..priors.catalog import Catalog
 
         return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None)
 

@@ -1,4 +1,4 @@
-"""The endpoints of docs/API.md. Each reads the app's :class:`~nfsd.jobs.JobManager` and config from
+"""The endpoints of docs/API.md. Each reads the app's :class:`~nfsd.jobs.queue.JobManager` and config from
 ``request.app.state``; slow work (validation, disk) runs in the thread pool."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
-from ..jobs import CANCELLED, DONE, FAILED, INTERRUPTED, JobManager, JobRecord, is_job_id
+from ..jobs.queue import CANCELLED, DONE, FAILED, INTERRUPTED, JobManager, JobRecord, is_job_id
 from .config import ServerConfig
 from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, SubmitResponse, Unloaded, job_status,
                       status_dict)
@@ -219,7 +219,7 @@ async def delete(job_id: str, manager: Manager) -> Deleted:
     return Deleted(deleted=job_id)
 
 
-@private.get("/models", summary="the models and LoRAs this server offers (nfsd.catalog)")
+@private.get("/models", summary="the models and LoRAs this server offers (nfsd.priors.catalog)")
 async def models(config: Config) -> dict:
     entries = await run_in_threadpool(lambda: [e.to_dict() for e in config.catalog().entries()])
     return {"default_model": config.model, "models": entries}

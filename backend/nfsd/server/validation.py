@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from .. import inputcheck
+from ..jobs import inputcheck
 from ..errors import NfsdError
 from ..limits import LIMITS, quote
 from .config import ServerConfig
@@ -95,8 +95,8 @@ def parse_settings(settings_text: str, config: ServerConfig) -> dict:
     stored = settings.model_dump()
     stored["model"] = model
     try:
-        from ..engine import TextureConfig
-        from ..jobs import job_config_dict
+        from ..distill.engine import TextureConfig
+        from ..jobs.queue import job_config_dict
 
         TextureConfig.from_dict(job_config_dict(stored, config.model, config.device)).validate()
     except ImportError:  # the engine is optional for validation; the job checks again
@@ -107,7 +107,7 @@ def parse_settings(settings_text: str, config: ServerConfig) -> dict:
 
 
 class FileChecker:
-    """Checks uploaded files (:func:`nfsd.inputcheck.check_files`) in one child process, so that
+    """Checks uploaded files (:func:`nfsd.jobs.inputcheck.check_files`) in one child process, so that
     decompressing a mesh and ``np.unique`` over its vertices never hold the server's GIL, and a file
     that crashes or exhausts the checker costs a 422 and a new checker, not the server."""
 

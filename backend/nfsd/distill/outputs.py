@@ -1,0 +1,123 @@
+"""Write a run's results to a folder: texture.png, textured.glb, views.png, report.json, offsets.npy."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..geometry import mesh as mesh_lib
+from ..geometry.mesh_files import save_textured_glb
+from ..render.cameras import orbit_cameras
+from ..errors import NfsdError
+from .image_files import atomic_write_bytes, from_uint8, grid, save_png
+from ..render.renderer import flat_lighting, get_rasterizer, render_views
+
+# The fixed views of views.png: front, right, back, left at 15 deg, one from above and one from below
+# (an artist orbits under the mesh too, and a texel seen only at grazing angles shows it there first).
+VIEW_AZIMUTHS = (0.0, 90.0, 180.0, 270.0, 45.0, 45.0)
+VIEW_ELEVATIONS = (15.0, 15.0, 15.0, 15.0, 60.0, -60.0)
+# Their background: a neutral grey, so that white parts of a texture keep their outline (on white,
+# a white stripe read as a hole in the mesh) and black ones do too.
+VIEW_BACKGROUND = (0.5, 0.5, 0.5)
+
+
+def render_result(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
+                  background=VIEW_BACKGROUND, device: str | torch.device = "cpu", rasterizer=None):
+    """Render a result's textured (and displaced) mesh from fixed orbit cameras with flat lighting.
+
+    ``elevations`` may be one number for every azimuth. Returns the ``RenderOutput`` (images
+    ``[N, 3, size, size]`` float, row 0 top, and masks).
+    """
+    mesh = result.mesh
+    world = mesh.world_positions()
+    transform = mesh_lib.framing_transform(mesh)  # as the run framed it: loose vertices ignored
+    offsets = getattr(result, "offsets", None)  # anything with mesh, uvs and texture renders
+    if offsets is not None:
+        world = (mesh.world_matrix[:3, :3] @ (mesh.positions + offsets).T).T + mesh.world_matrix[:3, 3]
+    positions = torch.from_numpy(transform.apply(world).astype(np.float32)).to(device)
+    triangles = torch.from_numpy(mesh.triangles.astype(np.int32)).to(device)
+    uvs = torch.from_numpy(result.uvs.astype(np.float32)).to(device)
+    texture = from_uint8(result.texture).to(device)
+    cams = orbit_cameras(azimuths, elevations).to(device)
+    rasterizer = rasterizer or get_rasterizer("auto", device)
+    with torch.no_grad():
+        return render_views(rasterizer, positions, triangles, uvs, texture, cams, size,
+                            flat_lighting(len(cams), background))
+
+
+def render_result_views(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
+                        device: str | torch.device = "cpu", rasterizer=None) -> np.ndarray:
+    """``render_result`` on the grey ``VIEW_BACKGROUND`` as uint8 ``[N, size, size, 3]`` (row 0 top): views.png."""
+    out = render_result(result, size, azimuths, elevations, device=device, rasterizer=rasterizer)
+    return (out.image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def report_dict(result) -> dict:
+    """The JSON-able summary of a run: settings, timings, losses, mesh and environment."""
+    return {
+        "nfsd_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": result.config.to_dict(),
+        "steps_done": result.steps_done,
+        "cancelled": result.cancelled,
+        "timings": result.timings,
+        "losses": result.losses,
+        "mesh": {"vertices": result.mesh.num_vertices, "faces": result.mesh.num_faces,
+                 "uvs_generated": result.uvs_generated, "warnings": list(result.mesh.warnings)},
+        "info": result.info,
+    }
+
+
+def write_outputs(result, out_dir, views_size: int = 256) -> dict[str, Path]:
+    """Write every output file of a run into ``out_dir`` (created), each atomically.
+
+    Files: ``texture.png`` (dilated sRGB albedo), ``textured.glb`` (world space, Y-up as glTF wants),
+    ``views.png`` (6 fixed views: four sides, above, below), ``report.json``, and ``offsets.npy`` (``[V, 3]`` float32 object
+    space) when offsets were optimized.
+
+    Returns:
+        name -> path of each file written.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NfsdError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    paths = {name: out / name for name in ("texture.png", "textured.glb", "views.png", "report.json")}
+    save_png(result.texture, paths["texture.png"])
+    with tempfile.TemporaryDirectory(dir=out, prefix=".glb-") as tmp:
+        save_textured_glb(result.mesh, result.texture, Path(tmp) / "textured.glb", offsets=result.offsets)
+        atomic_write_bytes(paths["textured.glb"], (Path(tmp) / "textured.glb").read_bytes())
+    views = render_result_views(result, views_size)
+    save_png(np.ascontiguousarray(grid(list(views), len(views))[::-1]), paths["views.png"])
+    atomic_write_bytes(paths["report.json"], json.dumps(report_dict(result), indent=2).encode())
+    if result.offsets is not None:
+        buf = io.BytesIO()
+        np.save(buf, result.offsets.astype(np.float32))
+        paths["offsets.npy"] = out / "offsets.npy"
+        atomic_write_bytes(paths["offsets.npy"], buf.getvalue())
+    return paths
+
+
+def result_npz(result, meta: dict | None = None) -> bytes:
+    """The result in the add-on's format (docs/API.md): texture RGBA uint8 row 0 bottom, uvs, offsets."""
+    h, w, _ = result.texture.shape
+    rgba = np.concatenate([result.texture, np.full((h, w, 1), 255, np.uint8)], axis=2)
+    arrays = {
+        "texture": rgba,
+        "uvs": result.uvs.astype(np.float32),
+        "uvs_generated": np.array(bool(result.uvs_generated)),
+        "meta": np.array(json.dumps(meta if meta is not None else report_dict(result))),
+    }
+    if result.offsets is not None:
+        arrays["offsets"] = result.offsets.astype(np.float32)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()

@@ -1,0 +1,127 @@
+"""What a running job shows while it runs: its record kept current, status.json and preview.png on disk.
+
+The worker thread reports each step through :meth:`JobMonitor.events` (attribute stores on the
+in-memory ``JobRecord``, no I/O, no locks); the monitor's own thread writes ``status.json`` (every
+``status_interval`` s) and ``preview.png`` (every ``preview_interval`` s, as snapshots arrive) so that
+polling, snapshots and disk latency never slow the job down. The latest preview is also kept in
+memory, so that ``GET /jobs/{id}/preview`` of the running job needs no disk access.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from ..errors import NfsdError
+from .results import encode_png
+from .runner import JobEvents
+from .store import LOADING, RUNNING, JobRecord, JobStore
+
+log = logging.getLogger("nfsd.jobs")
+
+
+class JobMonitor:
+    """Progress, status and previews of the running job (one per ``JobManager``).
+
+    Args:
+        store: the job folders.
+        runner: the job runner; its ``snapshot()`` gives a texture snapshot when jobs run in a thread
+            (``None`` from a worker process, which sends its own previews).
+        current: returns the running job's record, or None.
+        status_interval, preview_interval: seconds between ``status.json`` writes and preview snapshots.
+    """
+
+    def __init__(self, store: JobStore, runner, current: Callable[[], JobRecord | None],
+                 status_interval: float, preview_interval: float):
+        self.store = store
+        self._runner = runner
+        self._current = current
+        self._status_interval = status_interval
+        self._preview_interval = preview_interval
+        self._dirty = False
+        self._preview_cache: tuple[str, bytes] | None = None  # (job id, PNG) of the latest snapshot
+
+    def events(self, rec: JobRecord) -> JobEvents:
+        """The callbacks a job's runner calls, bound to ``rec``."""
+        return JobEvents(progress=lambda p: self._on_progress(rec, p), uvs=lambda: self._note_uvs(rec),
+                         preview=lambda png, step: self.store_preview(rec, png, step),
+                         stage=lambda text, elapsed: self._on_stage(rec, text, elapsed))
+
+    # -- previews ----------------------------------------------------------------------------------
+    def preview_cached(self, job_id: str) -> bytes | None:
+        """The latest preview PNG of ``job_id`` if it is the job that wrote the last one (no disk access)."""
+        cached = self._preview_cache
+        return cached[1] if cached is not None and cached[0] == job_id else None
+
+    def preview_bytes(self, job_id: str) -> bytes | None:
+        """The latest preview PNG of ``job_id`` or None. Read whole: the file may be replaced meanwhile."""
+        cached = self.preview_cached(job_id)
+        if cached is not None:
+            return cached
+        try:
+            return self.store.read_bytes(job_id, "preview.png")
+        except FileNotFoundError:
+            return None
+
+    def forget(self, job_id: str) -> None:
+        """Drop what is kept in memory of ``job_id`` (it is being deleted)."""
+        if self._preview_cache is not None and self._preview_cache[0] == job_id:
+            self._preview_cache = None
+
+    def store_preview(self, rec: JobRecord, data: bytes, step: int) -> None:
+        try:
+            self.store.write_file(rec.id, "preview.png", data, durable=False)
+            self._preview_cache = (rec.id, data)
+            rec.preview_step = int(step)
+        except (OSError, NfsdError):
+            log.exception("job %s: could not write its preview", rec.id)
+
+    # -- the worker thread's events: attribute stores only ----------------------------------------
+    def _on_stage(self, rec: JobRecord, text: str, elapsed: float) -> None:
+        rec.stage, rec.elapsed_seconds = text, float(elapsed)
+        self._dirty = True
+
+    def _on_progress(self, rec: JobRecord, p) -> None:
+        # Runs on the worker thread at every step: attribute stores only, no I/O, no locks.
+        if p.phase == "loading":
+            rec.state, rec.stage = LOADING, "loading the model"
+            rec.progress = float(p.fraction)
+        else:
+            rec.state, rec.stage = RUNNING, "optimizing"
+            rec.step, rec.total = int(p.step), int(p.total)
+            rec.progress = float(p.fraction)
+            rec.loss = None if p.loss is None else float(p.loss)
+            rec.eta_seconds = None if p.eta is None else float(p.eta)
+            if p.eta:  # the engine's eta is (total - step) / (its measured steps per second)
+                rec.steps_per_second = (rec.total - rec.step) / p.eta
+        rec.elapsed_seconds = float(p.elapsed)
+        self._dirty = True
+
+    def _note_uvs(self, rec: JobRecord) -> None:
+        rec.has_uvs = True
+        self._dirty = True
+
+    # -- the monitor thread --------------------------------------------------------------------------
+    def loop(self, stopping: threading.Event) -> None:
+        """Write status.json and preview.png of the running job until ``stopping`` is set."""
+        last_preview = 0.0
+        while not stopping.wait(self._status_interval):
+            try:
+                rec = self._current()
+                if rec is None:
+                    continue
+                if self._dirty:
+                    self._dirty = False
+                    self.store.write_status(rec)
+                now = time.monotonic()
+                if rec.state == RUNNING and now - last_preview >= self._preview_interval:
+                    step = rec.step
+                    if step != rec.preview_step:
+                        snap = self._runner.snapshot()  # None from the worker process: it sends its own
+                        if snap is not None:
+                            self.store_preview(rec, encode_png(snap), step)
+                    last_preview = now
+            except Exception:
+                log.exception("job monitor: could not write status or preview")

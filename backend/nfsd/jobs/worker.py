@@ -1,0 +1,333 @@
+"""The worker process that runs the server's jobs, and the pipe protocol between it and the server.
+
+Jobs run in a child process (spawned, never forked: the parent may hold CUDA or threads) so that no
+GIL is shared with the HTTP server and a crash there (CUDA fatal error, a segfault, the OOM killer)
+cannot take the server down. One job at a time; the model cache lives in the child.
+
+Messages, parent -> child: ``("run", job_id, job_dir, settings, has_init)``, ``("cancel",)``,
+``("unload",)``, ``("exit",)``. Child -> parent: ``("info", {device, gpu_name, gpu_free_bytes, models})``,
+``("device", {...})``, ``("stage", text, elapsed)`` (preparing the mesh, e.g. "unwrapping N faces"),
+``("uvs",)``, ``("progress", phase, step, total, loss, elapsed, eta, fraction)``,
+``("preview", step, png_bytes)``, ``("end", "done"|"cancelled"|"failed", payload)`` and
+``("unloaded", had_model)``. The child writes ``uvs.npz`` and ``result.npz`` into the job folder itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import Cancelled, NfsdError, OutOfMemory
+from ..distill.image_files import decode_png
+from .results import encode_png, result_npz, store_job_uvs
+from .store import atomic_write
+
+log = logging.getLogger("nfsd.jobs")
+
+OOM_HINT = ("the GPU ran out of memory: lower render_size or batch (then texture_size), close other GPU "
+            "programs, or unload other models, and submit again")
+
+
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_gpu_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+def failure_message(exc: Exception, job_id: str) -> str:
+    """The error line of a job that raised ``exc`` (GPU memory freed after an out-of-memory error)."""
+    if isinstance(exc, NfsdError):
+        if isinstance(exc, OutOfMemory):
+            free_gpu_memory()
+        return str(exc)
+    if is_cuda_oom(exc):
+        log.warning("job %s: CUDA out of memory", job_id)
+        free_gpu_memory()
+        return f"{OOM_HINT} ({str(exc).splitlines()[0] if str(exc) else 'OOM'})"
+    log.exception("job %s failed", job_id, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, config,
+                     on_stage: Callable[[str, float], None] | None = None,
+                     cancelled: Callable[[], bool] | None = None):
+    """The engine's TextureJob for a job's stored inputs (the default ``make_job`` of JobManager).
+
+    ``config``: anything with ``default_model`` and ``device`` (a ``ManagerConfig``). A mesh without
+    UVs is unwrapped here (``nfsd.geometry.unwrap.ensure_uvs``: ``on_stage("unwrapping N faces", elapsed)``
+    while it runs; ``cancelled()`` polled, raising ``nfsd.errors.Cancelled`` within 50 ms)."""
+    from ..distill.engine import TextureConfig, TextureJob
+    from ..geometry.unwrap import ensure_uvs
+    from ..geometry.wire import read_wire_npz
+
+    # The server checked this mesh against its own --max-faces / --max-vertices at submission.
+    mesh = read_wire_npz(mesh_npz, max_faces=2**31 - 1, max_vertices=2**31 - 1)
+    cfg = TextureConfig.from_dict(job_config_dict(settings, config.default_model, config.device))
+    cfg.validate()
+    init = decode_png(init_png) if init_png is not None else None
+    if cancelled is not None and cancelled():
+        raise Cancelled("cancelled before the job started")
+    mesh = ensure_uvs(mesh, on_progress=on_stage, cancelled=cancelled)
+    return TextureJob(mesh, cfg, init_texture=init)
+
+
+def job_config_dict(settings: dict, default_model: str, device: str) -> dict:
+    """Job settings (docs/API.md keys) -> the keyword arguments of ``TextureConfig``."""
+    d = {k: v for k, v in settings.items() if v is not None}
+    d["model"] = d.get("model") or default_model
+    d["device"] = device
+    return d
+
+def guess_device(device: str) -> str:
+    if device != "auto":
+        return "cuda" if device.startswith("cuda") else device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class WorkerProcess:
+    """The worker process and the parent's end of its pipe. ``recv`` returns None once the process is gone.
+
+    ``on_info(dict)`` receives the child's device and model reports (``info`` and ``device`` messages).
+    """
+
+    def __init__(self, config, on_info: Callable[[dict, bool], None]):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or threads
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_child_main, name="nfsd-gpu-worker",
+            args=(child_conn, config.default_model, config.device, config.preview_interval, config.torch_threads),
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+        self._send_lock = threading.Lock()
+        self._on_info = on_info
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def send(self, msg) -> None:
+        try:
+            with self._send_lock:
+                self.conn.send(msg)
+        except (OSError, ValueError):
+            pass  # the process is gone; recv() reports it
+
+    def recv(self):
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return None
+
+    def cancel(self) -> None:
+        self.send(("cancel",))
+
+    def snapshot(self):
+        return None  # previews arrive as messages
+
+    def exitcode(self):
+        self.process.join(2.0)
+        return self.process.exitcode
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.send(("exit",))
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5.0)
+        self.conn.close()
+
+    def _info(self, msg) -> bool:
+        """Handle an ``info``/``device`` message; False for any other."""
+        if msg[0] == "info":
+            self._on_info(msg[1], False)
+        elif msg[0] == "device":
+            self._on_info(msg[1], True)
+        else:
+            return False
+        return True
+
+    def drain(self) -> None:
+        """Read what an idle worker sent (its device report after start-up) so /health is current."""
+        try:
+            while self.conn.poll():
+                msg = self.recv()
+                if msg is None:
+                    break
+                self._info(msg)
+        except (OSError, EOFError):
+            pass
+
+    def start_job(self, job_id: str, job_dir: str, settings: dict, has_init: bool) -> None:
+        """Ask the child to run one job (then ``cancel`` may follow; ``wait_job`` collects the outcome)."""
+        self.send(("run", job_id, job_dir, settings, has_init))
+
+    def wait_job(self, on_message: Callable[[tuple], None]) -> tuple[str, dict] | None:
+        """Until the job ends: ``on_message`` gets its progress/preview/uvs messages. Returns ``(outcome,
+        payload)`` of its ``end`` message, or None when the process died (its exit code: ``exitcode()``)."""
+        while True:
+            msg = self.recv()
+            if msg is None:
+                return None
+            if self._info(msg):
+                continue
+            if msg[0] == "end":
+                return msg[1], msg[2]
+            on_message(msg)
+
+    def unload(self) -> bool | None:
+        """Free the child's cached models: whether one was loaded; None if the process is gone."""
+        self.send(("unload",))
+        while True:
+            msg = self.recv()
+            if msg is None:
+                return None
+            if msg[0] == "unloaded":
+                return bool(msg[1])
+            self._info(msg)
+
+
+def _child_info() -> dict:
+    from ..distill.engine import device_info
+    from ..priors.prior import loaded_models
+
+    return dict(device_info(), models=loaded_models())
+
+
+
+def _child_main(conn, default_model: str, device: str, preview_interval: float, torch_threads: int) -> None:
+    """Entry point of the worker process: runs one job at a time as the parent asks; exits with the parent."""
+    import signal
+
+    import torch
+
+    # Ctrl-C in the server's terminal reaches this process too: the server decides how its jobs end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    send_lock = threading.Lock()
+    state: dict = {"job": None, "cancel": False}
+
+    def send(msg) -> None:
+        with send_lock:
+            conn.send(msg)
+
+    from .queue import ManagerConfig
+
+    config = ManagerConfig(data_dir=Path("."), default_model=default_model, device=device,
+                           preview_interval=preview_interval)
+    send(("info", _child_info()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # the server is gone: never outlive it
+        if msg[0] == "run":
+            state["job"], state["cancel"] = None, False
+            threading.Thread(target=_child_run, args=(send, state, config, *msg[1:]), daemon=True).start()
+        elif msg[0] == "cancel":
+            state["cancel"] = True
+            if state["job"] is not None:
+                state["job"].cancel()
+        elif msg[0] == "unload":
+            from ..priors.prior import unload_all
+
+            had = unload_all()
+            send(("info", _child_info()))
+            send(("unloaded", had))
+        elif msg[0] == "exit":
+            if state["job"] is not None:
+                state["job"].cancel()
+            return
+
+
+def _child_run(send, state: dict, config, job_id: str, job_dir: str, settings: dict,
+               has_init: bool) -> None:
+    folder = Path(job_dir)
+    finished = threading.Event()
+    try:
+        init_png = (folder / "init_texture.png").read_bytes() if has_init else None
+        job = make_texture_job((folder / "mesh.npz").read_bytes(), settings, init_png, config,
+                               on_stage=lambda text, elapsed: send(("stage", text, elapsed)),
+                               cancelled=lambda: state["cancel"])
+        # The UVs are final once the job exists (unwrapped if the mesh had none): clients can lay the
+        # live preview on the mesh from now on, long before the result.
+        if store_job_uvs(folder, job):
+            send(("uvs",))
+        state["job"] = job
+        if state["cancel"]:
+            job.cancel()
+        last = {"step": -1, "value": 0}
+
+        def on_progress(p) -> None:
+            last["value"] = p.step
+            send(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction))
+
+        def previews() -> None:
+            from ..distill.engine import device_info
+
+            ticks = 0
+            while not finished.wait(config.preview_interval):
+                ticks += 1
+                if ticks * config.preview_interval >= 5.0:  # free GPU memory for /health, every ~5 s
+                    ticks = 0
+                    send(("device", device_info()))
+                step = last["value"]
+                if step != last["step"]:
+                    snap = job.snapshot()
+                    if snap is not None:
+                        send(("preview", step, encode_png(snap)))
+                        last["step"] = step
+
+        threading.Thread(target=previews, daemon=True).start()
+        result = job.run(on_progress)
+        finished.set()
+        send(("preview", int(result.steps_done), encode_png(np.asarray(result.texture))))
+        if result.cancelled:
+            outcome = ("cancelled", {"steps_done": int(result.steps_done)})
+        else:
+            atomic_write(folder / "result.npz", result_npz(result, job_id))
+            outcome = ("done", {"steps_done": int(result.steps_done),
+                                "steps_per_s": float(result.timings.get("steps_per_s") or 0.0)})
+    except Cancelled:
+        outcome = ("cancelled", {"steps_done": 0})
+    except Exception as exc:
+        outcome = ("failed", {"error": failure_message(exc, job_id)})
+    finally:
+        finished.set()
+        state["job"] = None
+    try:
+        send(("info", _child_info()))
+    except Exception:
+        log.exception("could not report device info")
+    send(("end", *outcome))
