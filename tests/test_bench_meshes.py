@@ -5,7 +5,8 @@ import pytest
 
 from nfsd.bench.meshes import MESHES, format_table, load_bench_mesh, score
 from nfsd.builtin.training.classifier import load_classifier
-from nfsd.distill.config import TextureResult, TextureConfig
+from nfsd.distill.config import TextureResult
+from nfsd.settings import TextureConfig
 
 
 @pytest.mark.parametrize("name, triangles, polygons, uv_source", [

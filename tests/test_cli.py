@@ -134,12 +134,12 @@ def test_help_gives_every_option_a_meaning_and_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["texture", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "optimization steps (default 400; 600 with the built-in prior)" in text and "(default: 500000)" in text
+    assert "time grows linearly with them (default 400; 600 with the built-in prior)" in text and "(default: 500000)" in text
 
 
 def test_left_out_options_take_the_models_defaults():
     from nfsd.cli_args import build_parser, config_from_args
-    from nfsd.distill.config import BUILTIN_PRIOR_DEFAULTS, TextureConfig
+    from nfsd.settings import TextureConfig
 
     def config(*extra):
         return config_from_args(build_parser().parse_args(["texture", "mesh.obj", "solid red", "--out", "o", *extra]))
@@ -147,7 +147,7 @@ def test_left_out_options_take_the_models_defaults():
     def picked(c):
         return c.steps, c.texture_size, c.render_size, c.batch, c.parametrization, c.lr
 
-    assert picked(config()) == tuple(BUILTIN_PRIOR_DEFAULTS.values()) == (600, 256, 128, 2, "surface", 0.04)
+    assert picked(config()) == (600, 256, 128, 2, "surface", 0.04)
     sd = TextureConfig()
     assert picked(config("--model", "runwayml/stable-diffusion-v1-5")) == picked(sd) == (400, 1024, None, 1, "pyramid",
                                                                                        0.02)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from nfsd.render.cameras import orbit_cameras
-from nfsd.distill.engine import TextureConfig, TextureJob
+from nfsd.distill.engine import TextureJob
+from nfsd.settings import TextureConfig
 from nfsd.errors import ConfigError, OutOfMemory
 from nfsd.jobs.worker import is_cuda_oom
 from nfsd.geometry.builtin_meshes import builtin_mesh

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nfsd.priors.analytic import AnalyticPrior
-from nfsd.distill.engine import TextureConfig, TextureJob, texture_mesh
+from nfsd.distill.engine import TextureJob, texture_mesh
+from nfsd.settings import TextureConfig
 from nfsd.errors import ConfigError, MeshError
 from nfsd.geometry.mesh import Mesh
 from nfsd.geometry.wire import read_wire_npz, write_wire_npz

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from nfsd.distill.engine import TextureConfig, TextureJob, texture_mesh
+from nfsd.distill.engine import TextureJob, texture_mesh
+from nfsd.settings import TextureConfig
 from nfsd.errors import ConfigError, OutOfMemory
 from nfsd.geometry.mesh import Mesh
 from nfsd.geometry.builtin_meshes import builtin_mesh
@@ -83,7 +84,7 @@ def test_bad_settings_are_refused_with_the_field_named():
         TextureConfig(prompt="  ").validate()
     with pytest.raises(ConfigError, match="steps=0 is out of range"):
         TextureConfig(prompt="x", steps=0).validate()
-    with pytest.raises(ConfigError, match="unknown mode 'vsd'"):
+    with pytest.raises(ConfigError, match="mode must be one of nfsd, sds, csd, dds, got 'vsd'"):
         TextureConfig(prompt="x", mode="vsd").validate()
     with pytest.raises(ConfigError, match="unknown setting.*colour"):
         TextureConfig.from_dict({"prompt": "x", "colour": 1})

@@ -5,7 +5,8 @@ import shutil
 import pytest
 import torch
 
-from nfsd.distill.engine import TextureConfig, texture_mesh
+from nfsd.distill.engine import texture_mesh
+from nfsd.settings import TextureConfig
 from nfsd.errors import ConfigError, ModelError
 from nfsd.priors.fast_encoder import gradient_encoder
 from nfsd.geometry.builtin_meshes import builtin_mesh
@@ -73,7 +74,7 @@ def test_tiny_encoder_that_is_missing_or_does_not_fit(tiny_model, tmp_path):
     wrong = build_tiny_autoencoder(tmp_path / "eight_channels", latent_channels=8)
     with pytest.raises(ModelError, match="8-channel"):
         run(tiny_model, encoder="tiny", tiny_encoder=str(wrong))
-    with pytest.raises(ConfigError, match="encoder must be full or tiny"):
+    with pytest.raises(ConfigError, match="encoder must be one of full, tiny, got 'taesd'"):
         run(tiny_model, encoder="taesd")
 
 

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
 
                 torch.set_num_threads(args.threads)
             init = load_png(args.init_texture) if args.init_texture else None
-            if args.mode == "dds" and not args.source_prompt:
+            if getattr(args, "mode", None) == "dds" and not getattr(args, "source_prompt", None):
                 args.source_prompt = _source_prompt_beside(args.init_texture)
             if args.faces:
                 mesh.face_mask = _read_faces(args.faces, mesh.num_faces)

@@ -16,7 +16,7 @@ in ``benchmarks/meshes/``:
 
 Each mesh is read with ``load_mesh`` and unwrapped with ``ensure_uvs`` exactly as ``nfsd texture``
 does, then textured with ``nfsd texture``'s defaults for the built-in prior (``TextureConfig`` with
-``config.BUILTIN_PRIOR_DEFAULTS``: 600 steps, texture 256, render 128, batch 2, surface field, lr 0.04) on the
+``nfsd.settings.family_defaults('builtin')``: 600 steps, texture 256, render 128, batch 2, surface field, lr 0.04) on the
 CPU; ``--steps`` etc. override them and the table says so.
 Each result is scored by:
 
@@ -100,19 +100,19 @@ def reference_accuracy(bench: BenchMesh, prompts, classifier) -> float:
 def run(meshes, prompts, seeds, overrides: dict, out_dir: Path | None = None, log=print) -> list[dict]:
     """Texture every (mesh, prompt, seed in ``seeds``) with the defaults (plus ``overrides``); one row per run."""
     from ..builtin.training.classifier import load_classifier
-    from ..distill.config import BUILTIN_PRIOR_DEFAULTS
-    from ..distill.engine import TextureConfig, texture_mesh
+    from ..distill.engine import texture_mesh
+    from ..settings import BUILTIN, resolve
     from ..priors.prior import load_prior
 
     classifier = load_classifier()
-    prior = load_prior(TextureConfig().model, "cpu")
+    prior = load_prior(BUILTIN, "cpu")
     rows = []
     for name in meshes:
         bench = load_bench_mesh(name)
         ceiling = reference_accuracy(bench, prompts, classifier)
         for prompt in prompts:
             for seed in seeds:
-                config = TextureConfig(prompt=prompt, seed=seed, device="cpu", **{**BUILTIN_PRIOR_DEFAULTS, **overrides})
+                config = resolve({"prompt": prompt, "seed": seed, "device": "cpu", **overrides})
                 t0 = time.perf_counter()
                 result = texture_mesh(bench.mesh, config, prior=prior)
                 seconds = time.perf_counter() - t0
@@ -165,10 +165,9 @@ def reproducing_words(argv: list[str]) -> list[str]:
 
 def main(argv=None) -> int:
     from .report import repo_root, write_section
-    from ..distill.config import BUILTIN_PRIOR_DEFAULTS
-    from ..distill.engine import TextureConfig
+    from ..settings import BUILTIN, family_defaults, resolve
 
-    d = TextureConfig(**BUILTIN_PRIOR_DEFAULTS)
+    d = resolve({"prompt": "-"})  # the built-in prior's defaults
     p = argparse.ArgumentParser(prog="nfsd bench meshes", description=__doc__.split("\n\n")[0])
     p.add_argument("--meshes", nargs="+", choices=MESHES, default=list(MESHES))
     p.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))
@@ -195,7 +194,7 @@ def main(argv=None) -> int:
     print(table)
     if args.write:
         settings = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
-        defaults = ", ".join(f"{k} {v}" for k, v in BUILTIN_PRIOR_DEFAULTS.items())
+        defaults = ", ".join(f"{k} {v}" for k, v in family_defaults(BUILTIN).items())
         prompts = ", ".join(f'"{q}"' for q in args.prompts)
         words = reproducing_words(argv if argv is not None else sys.argv[1:])
         write_section(repo_root() / "BENCHMARKS.md", (

@@ -5,7 +5,7 @@
     python -m nfsd.bench.seams --steps 2 --seeds 1 --meshes cube      # a quick check of the pipe
 
 Every parametrization textures the same meshes from the same prompts and seeds (hence the same
-cameras) at ``nfsd demo``'s settings (built-in prior, CPU, ``config.BUILTIN_PRIOR_DEFAULTS``). Each
+cameras) at ``nfsd demo``'s settings (built-in prior, CPU, ``nfsd.settings.family_defaults('builtin')``). Each
 result is scored by:
 
 - seam mismatch (``nfsd.geometry.seams``): the colour jump across UV seam edges, RGB distance in [0, 1]
@@ -49,8 +49,8 @@ def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) ->
     """Texture every (mesh, prompt, seed, parametrization); one row per run."""
     from .meshes import score
     from ..builtin.training.classifier import load_classifier
-    from ..distill.config import BUILTIN_PRIOR_DEFAULTS
-    from ..distill.engine import TextureConfig, texture_mesh
+    from ..distill.engine import texture_mesh
+    from ..settings import resolve
     from ..priors.prior import load_prior
     from ..geometry.seams import find_seam_edges
 
@@ -62,8 +62,8 @@ def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) ->
         for prompt in prompts:
             for seed in range(seeds):
                 for kind in parametrizations:
-                    config = TextureConfig(prompt=prompt, device="cpu", seed=seed,
-                                           **{**BUILTIN_PRIOR_DEFAULTS, "steps": steps, "parametrization": kind})
+                    config = resolve({"prompt": prompt, "device": "cpu", "seed": seed, "steps": steps,
+                                      "parametrization": kind})
                     t0 = time.perf_counter()
                     result = texture_mesh(mesh, config, prior=prior)
                     seconds = time.perf_counter() - t0
@@ -110,7 +110,9 @@ def format_table(rows: list[dict], parametrizations) -> str:
 
 
 def _demo_settings() -> str:
-    from ..distill.config import BUILTIN_PRIOR_DEFAULTS as d
+    from ..settings import BUILTIN, family_defaults
+
+    d = family_defaults(BUILTIN)
 
     return f"texture {d['texture_size']}, render {d['render_size']}, batch {d['batch']}, lr {d['lr']}"
 

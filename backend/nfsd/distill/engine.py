@@ -1,6 +1,6 @@
 """The optimization loop: one engine behind the CLI, the server and the benchmarks.
 
-Per step (shared/DESIGN.md): random cameras -> render the textured (and displaced) mesh -> encode
+Per step (docs/ARCHITECTURE.md, "Distillation rules"): random cameras -> render the textured (and displaced) mesh -> encode
 with the prior's VAE or a tiny encoder (gradients flow) -> add noise at a random t per view -> ONE
 batched UNet call on [prompt+view, negative, ""] (SDS, CSD: no negative; DDS: the original
 texture's render under the source prompt too) -> distillation rule -> loss -> Adam step on the
@@ -25,7 +25,8 @@ from . import guidance
 from ..geometry import mesh as mesh_lib
 from ..geometry.unwrap import ensure_uvs
 from ..render.cameras import CameraConfig, sample_cameras
-from .config import Progress, TextureConfig, TextureResult
+from .config import Progress, TextureResult
+from ..settings import TextureConfig
 from ..errors import ConfigError, NfsdError, OutOfMemory
 from ..priors.fast_encoder import gradient_encoder
 from .guidance import NFSD_NEGATIVE_PROMPT

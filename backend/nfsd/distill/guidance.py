@@ -1,4 +1,4 @@
-"""The distillation rules: pure functions of the model's predictions (see shared/DESIGN.md).
+"""The distillation rules: pure functions of the model's predictions (docs/ARCHITECTURE.md, "Distillation rules").
 
 Every rule takes the noise predictions of ONE batched UNet call (``predict``) and returns the
 latent-space gradient ``g`` (``[B, C, h, w]``, no autograd history); ``distillation_loss`` turns it

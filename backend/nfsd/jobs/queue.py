@@ -26,7 +26,8 @@ from typing import Callable
 from .monitor import JobMonitor
 from .store import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, LOADING, QUEUED, RUNNING, JobRecord, JobStore, is_job_id, new_job_id
 from .runner import CancelSignal, ProcessRunner, ThreadRunner
-from .worker import OOM_HINT, job_config_dict, make_texture_job  # noqa: F401  (re-exported)
+from .speeds import SpeedBook
+from .worker import OOM_HINT, make_texture_job  # noqa: F401  (re-exported)
 
 log = logging.getLogger("nfsd.jobs")
 
@@ -72,6 +73,7 @@ class JobManager:
     def __init__(self, config: ManagerConfig, make_job: Callable | None = None):
         self.config = config
         self.store = JobStore(config.data_dir)
+        self.speeds = SpeedBook(Path(config.data_dir) / "speeds.json")  # the time estimate before a job
         # Jobs run in a child process (no GIL shared with the HTTP server, and a crash there cannot take
         # the server down) unless a ``make_job`` factory is given: then in a thread here (tests' fakes).
         self._runner = ProcessRunner(config) if make_job is None else ThreadRunner(config, make_job)
@@ -284,6 +286,7 @@ class JobManager:
             rec.step, rec.progress = out.steps_done, 1.0
             if out.steps_per_s:
                 rec.steps_per_second = float(out.steps_per_s)
+                self.speeds.record(rec.settings, rec.steps_per_second)
             self._finish(rec, DONE, None)
         elif out.state == "failed":
             self._finish(rec, FAILED, out.error)

@@ -80,27 +80,22 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     ``config``: anything with ``default_model`` and ``device`` (a ``ManagerConfig``). A mesh without
     UVs is unwrapped here (``nfsd.geometry.unwrap.ensure_uvs``: ``on_stage("unwrapping N faces", elapsed)``
     while it runs; ``cancelled()`` polled, raising ``nfsd.errors.Cancelled`` within 50 ms)."""
-    from ..distill.engine import TextureConfig, TextureJob
+    from ..distill.engine import TextureJob
     from ..geometry.unwrap import ensure_uvs
+    from ..settings import resolve
     from ..geometry.wire import read_wire_npz
 
     # The server checked this mesh against its own --max-faces / --max-vertices at submission.
     mesh = read_wire_npz(mesh_npz, max_faces=2**31 - 1, max_vertices=2**31 - 1)
-    cfg = TextureConfig.from_dict(job_config_dict(settings, config.default_model, config.device))
-    cfg.validate()
+    # The stored settings are resolved at submission; resolving again (the same function) also reads
+    # records of older servers, which stored only what the request named.
+    cfg = resolve(settings, default_model=config.default_model, overrides={"device": config.device})
     init = decode_png(init_png) if init_png is not None else None
     if cancelled is not None and cancelled():
         raise Cancelled("cancelled before the job started")
     mesh = ensure_uvs(mesh, on_progress=on_stage, cancelled=cancelled)
     return TextureJob(mesh, cfg, init_texture=init)
 
-
-def job_config_dict(settings: dict, default_model: str, device: str) -> dict:
-    """Job settings (docs/API.md keys) -> the keyword arguments of ``TextureConfig``."""
-    d = {k: v for k, v in settings.items() if v is not None}
-    d["model"] = d.get("model") or default_model
-    d["device"] = device
-    return d
 
 def guess_device(device: str) -> str:
     if device != "auto":

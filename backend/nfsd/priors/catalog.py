@@ -128,9 +128,14 @@ class Catalog:
 
     def family_of(self, model: str) -> str | None:
         """The family of an offered model (a ``check_model`` result); None when unknown."""
+        entry = self.entry_of(model)
+        return entry.family if entry else None
+
+    def entry_of(self, model: str) -> ModelEntry | None:
+        """The entry of an offered model (a ``check_model`` result: a name or an offered path)."""
         for entry in self.models():
             if model in (entry.name, entry.path):
-                return entry.family
+                return entry
         return None
 
     def check_loras(self, loras, model: str | None = None) -> list[dict]:

@@ -11,13 +11,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..limits import LIMITS
 from ..jobs.queue import CANCELLED, DONE, FAILED, INTERRUPTED, JobManager, JobRecord, is_job_id
 from .config import ServerConfig
-from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, SubmitResponse, Unloaded, job_status,
-                      status_dict)
+from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, ResolvedSettings, SubmitResponse, Unloaded,
+                      job_status, status_dict)
 from .security import bearer, require_token, token_ok
 from .uploads import DISK_FULL, disk_full, read_submission
-from .validation import FileChecker, parse_settings
+from .validation import FileChecker, model_defaults, parse_settings, read_request, resolve_request
 
 
 def _manager(request: Request) -> JobManager:
@@ -222,7 +223,27 @@ async def delete(job_id: str, manager: Manager) -> Deleted:
 @private.get("/models", summary="the models and LoRAs this server offers (nfsd.priors.catalog)")
 async def models(config: Config) -> dict:
     entries = await run_in_threadpool(lambda: [e.to_dict() for e in config.catalog().entries()])
+    for entry in entries:
+        entry["defaults"] = model_defaults(entry)
     return {"default_model": config.model, "models": entries}
+
+
+@private.post("/settings/resolve", response_model=ResolvedSettings,
+              summary="what a job with these settings would run (every key resolved for its model) and the time "
+                      "it may take on this server; nothing runs",
+              responses={code: {"model": ErrorBody} for code in (411, 413, 422)})
+async def resolve_settings(request: Request, manager: Manager, config: Config) -> ResolvedSettings:
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        raise HTTPException(411, "send the settings JSON with a Content-Length header")
+    if int(length) > LIMITS["max_settings_bytes"]:
+        raise HTTPException(413, f"settings is {int(length):,} bytes; at most {LIMITS['max_settings_bytes']:,} are "
+                                 "accepted")
+    text = (await request.body()).decode("utf-8", errors="replace")
+    resolved = await run_in_threadpool(lambda: resolve_request(read_request(text), config))
+    settings, speeds = resolved.settings, manager.speeds  # keyed by the stored settings, as jobs record them
+    return ResolvedSettings(settings=settings, model_family=resolved.family, render_size=resolved.render_size,
+                            steps_per_second=speeds.steps_per_second(settings), estimate_seconds=speeds.estimate(settings))
 
 
 @private.post("/model/unload", response_model=Unloaded,

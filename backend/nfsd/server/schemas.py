@@ -4,60 +4,51 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..jobs.queue import CANCELLED, DONE, FAILED, INTERRUPTED, JobRecord
-from ..limits import MAX_PROMPT_CHARS, SETTING_MULTIPLES, SETTING_RANGES
+from ..settings import API, exposed
 
 
-def _ranged(default, name: str, **kw):
-    lo, hi = SETTING_RANGES[name]
-    return Field(default, ge=lo, le=hi, **kw)
+_PY_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-class JobSettings(BaseModel):
-    """The ``settings`` JSON of ``POST /jobs``: the CLI's options with underscores. Unknown keys are refused."""
+def job_settings_model() -> type[BaseModel]:
+    """``POST /jobs``'s ``settings``: one optional key per setting the API offers (``nfsd.settings``,
+    face ``api``), with its type, range and help; ``prompt`` required; unknown keys refused. Only the
+    shape is checked here: ``nfsd.settings.resolve`` fills what is left out and checks the values."""
+    fields = {}
+    for s in exposed(API):
+        kw = {"description": s.help + (f" (None: {s.none_means})" if s.none_means else "")}
+        if s.range:
+            kw.update(ge=s.range[0], le=s.range[1])
+        if s.max_chars:
+            kw["max_length"] = s.max_chars
+        if s.name == "loras":
+            annotation = list[dict | str] | None
+            kw["max_length"] = 16
+        elif s.choices:
+            annotation = Literal[s.choices] | None
+        else:
+            annotation = _PY_TYPES[s.kind] | None
+        fields[s.name] = (str if s.name == "prompt" else annotation, Field(... if s.name == "prompt" else None, **kw))
+    return create_model("JobSettings", __config__=ConfigDict(extra="forbid", protected_namespaces=(), strict=False),
+                        __doc__=job_settings_model.__doc__, **fields)
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=False)
 
-    prompt: str = Field(..., description="what the texture should show; non-empty, any length (encoded in windows)")
-    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="default: the NFSD paper's negative prompt")
-    mode: Literal["nfsd", "sds", "csd", "dds"] = "nfsd"
-    source_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS,
-                                      description="dds: what init_texture shows (the prompt it was made with)")
-    steps: int = _ranged(400, "steps")
-    texture_size: int = _ranged(1024, "texture_size", description=f"a multiple of {SETTING_MULTIPLES['texture_size']}")
-    render_size: int | None = _ranged(None, "render_size", description=f"a multiple of {SETTING_MULTIPLES['render_size']}; "
-                                      "default: the model's own (512, SDXL 1024)")
-    batch: int = _ranged(1, "batch")
-    guidance_scale: float | None = _ranged(None, "guidance_scale", description="default: the mode's own (7.5, 100, 7.5)")
-    offsets: bool = False
-    offset_strength: float = _ranged(0.1, "offset_strength")
-    seed: int = _ranged(0, "seed")
-    model: str | None = Field(None, max_length=1024, description="a model the server offers (GET /models: name or "
-                                                                 "path); default: the server's --model")
-    loras: list[dict | str] | None = Field(None, max_length=16, description="[{'name' or 'path', 'weight'}]: LoRAs "
-                                           "from GET /models (kind lora)")
-    encoder: Literal["full", "tiny"] = Field("full", description="tiny: the model folder's vae_tiny/ on the gradient path")
-    negative_weight: float = Field(0.0, ge=0.0, le=100.0, description="csd: weight of the negative prompt")
+JobSettings = job_settings_model()
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_empty(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("the prompt is empty: describe the texture, e.g. 'weathered bronze statue'")
-        if len(v) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the prompt has {len(v)} characters; at most {MAX_PROMPT_CHARS} are accepted")
-        return v
 
-    @field_validator("texture_size", "render_size")
-    @classmethod
-    def _multiple(cls, v: int | None, info) -> int | None:
-        m = SETTING_MULTIPLES[info.field_name]
-        if v is not None and v % m:
-            raise ValueError(f"{info.field_name} must be a multiple of {m} (e.g. {8 * m}, {16 * m}), got {v}")
-        return v
+class ResolvedSettings(BaseModel):
+    """``POST /settings/resolve``: what a job with these settings would run, and how long it may take."""
+
+    settings: dict = Field(..., description="every settings key, resolved for the model (what the job runs)")
+    model_family: str | None = Field(None, description="the model's family: builtin, sd1, sd2, sdxl; None: unknown")
+    render_size: int | None = Field(None, description="the render size the job will use (the model's own when the "
+                                                      "settings leave it None), if known before loading")
+    steps_per_second: float | None = Field(None, description="this server's measured speed for this model, render "
+                                                             "size, batch and texture size; None before such a job ran")
+    estimate_seconds: float | None = Field(None, description="steps / steps_per_second; None when not measured yet")
 
 
 class SubmitResponse(BaseModel):

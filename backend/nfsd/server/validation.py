@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import multiprocessing
+from dataclasses import dataclass
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..errors import NfsdError
 from ..limits import LIMITS, quote
 from .config import ServerConfig
 from .schemas import JobSettings
+from ..settings import API, check_text, request_of, resolve
 
 log = logging.getLogger("nfsd.server")
 
@@ -62,8 +64,14 @@ def json_depth(text: str) -> int:
 
 
 def parse_settings(settings_text: str, config: ServerConfig) -> dict:
-    """The settings to store for a job: JSON within the size and depth limits, known keys in range,
-    a prompt within the model's token limit. Runs in a worker thread (the tokenizer takes a moment)."""
+    """The settings to store for a job: the request (:func:`read_request`) resolved for its model
+    (:func:`resolve_request`): every key, what the job runs. Runs in a worker thread."""
+    return resolve_request(read_request(settings_text), config).settings
+
+
+def read_request(settings_text: str) -> dict:
+    """A ``settings`` JSON text -> the keys it sets (partial): within the size and depth limits, known
+    keys of the right types and ranges (``JobSettings``). ``HTTPException`` 413 / 422 saying what is wrong."""
     if len(settings_text) > LIMITS["max_settings_bytes"]:
         raise HTTPException(413, f"settings is {len(settings_text):,} characters; at most "
                                  f"{LIMITS['max_settings_bytes']:,} are accepted")
@@ -79,31 +87,54 @@ def parse_settings(settings_text: str, config: ServerConfig) -> dict:
     if not isinstance(raw, dict):
         raise HTTPException(422, f"settings must be a JSON object, got {type(raw).__name__}")
     try:
-        settings = JobSettings.model_validate(raw)
+        for name, value in raw.items():
+            if isinstance(value, str):  # before anything uses the text (file names, tokenizers, JSON records)
+                check_text(f"settings.{name}", value)
+    except NfsdError as exc:
+        raise HTTPException(422, str(exc)) from None
+    try:
+        return JobSettings.model_validate(raw).model_dump(exclude_none=True)
     except ValidationError as exc:
         raise HTTPException(422, format_validation(exc, "settings.")) from None
+
+
+@dataclass
+class Resolved:
+    """A request resolved for this server: the job's full settings and what the catalog knows of its model."""
+
+    settings: dict
+    family: str | None
+    render_size: int | None  # what the job renders at, when known before loading the model
+
+
+def resolve_request(request: dict, config: ServerConfig) -> Resolved:
+    """Partial API settings -> the full settings a job runs (``nfsd.settings.resolve``, as the CLI), with
+    the model and LoRAs checked against what this server offers. ``HTTPException(422)`` naming the problem."""
     try:
         catalog = config.catalog()
-        model = catalog.check_model(settings.model)  # only offered models: `model` is no file-system probe
-        settings.loras = catalog.check_loras(settings.loras, model)
-        # Prompts of any length are encoded in windows: no length check here.
+        model = catalog.check_model(request.get("model"))  # only offered models: `model` is no file-system probe
+        if "loras" in request:
+            request["loras"] = catalog.check_loras(request["loras"], model)
+        entry = catalog.entry_of(model)
+        family = entry.family if entry else None
+        resolved = resolve({**request, "model": model}, default_model=config.model, family=family)
     except NfsdError as exc:
         raise HTTPException(422, str(exc)[:500]) from None
     except OSError as exc:  # a name the file system refuses (too long, bad characters)
-        raise HTTPException(422, f"model {quote(settings.model or config.model)} cannot be used ({exc.strerror or type(exc).__name__}); "
-                                 "name a model this server offers") from None
-    stored = settings.model_dump()
-    stored["model"] = model
-    try:
-        from ..distill.engine import TextureConfig
-        from ..jobs.queue import job_config_dict
+        raise HTTPException(422, f"model {quote(request.get('model') or config.model)} cannot be used "
+                                 f"({exc.strerror or type(exc).__name__}); name a model this server offers") from None
+    render_size = resolved.render_size or (entry.render_size if entry else None)
+    return Resolved(request_of(resolved, API), family, render_size)
 
-        TextureConfig.from_dict(job_config_dict(stored, config.model, config.device)).validate()
-    except ImportError:  # the engine is optional for validation; the job checks again
-        pass
-    except NfsdError as exc:
-        raise HTTPException(422, str(exc)[:500]) from None
-    return stored
+
+def model_defaults(entry: dict) -> dict | None:
+    """What a job of a ``GET /models`` entry runs when its settings leave the sizes out (the panel's
+    presets are relative to these); None for LoRAs and models that cannot be used."""
+    if entry.get("kind") == "lora" or not entry.get("supported", True):
+        return None
+    config = resolve({"prompt": "-", "model": entry["name"]}, family=entry.get("family"))
+    return {"steps": config.steps, "texture_size": config.texture_size,
+            "render_size": config.render_size or entry.get("render_size"), "batch": config.batch}
 
 
 class FileChecker:

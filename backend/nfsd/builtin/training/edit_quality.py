@@ -81,7 +81,8 @@ def colour_matches(classifier, images: torch.Tensor, prompt: str) -> torch.Tenso
 def run_benchmark(cfg: EditConfig, log=print) -> dict:
     from ...geometry.builtin_meshes import builtin_mesh
     from ...geometry.unwrap import ensure_uvs
-    from ...distill.engine import TextureConfig, texture_mesh
+    from ...distill.engine import texture_mesh
+    from ...settings import TextureConfig
     from ...priors.prior import load_prior
     from ...distill.texture import uv_coverage
 

@@ -121,7 +121,8 @@ def run_benchmark(cfg: QualityConfig, out_dir: Path | None = None, log=print) ->
     """Texture every (method, prompt, seed, mesh) and score it; returns per-run rows and the summary."""
     from ...geometry.builtin_meshes import builtin_mesh
     from ...geometry.unwrap import ensure_uvs
-    from ...distill.engine import TextureConfig, texture_mesh
+    from ...distill.engine import texture_mesh
+    from ...settings import TextureConfig
     from ...priors.prior import load_prior
 
     for p in cfg.prompts:
