@@ -18,7 +18,8 @@ import time
 import numpy as np
 
 from . import backend_status, image_io, mesh_io, mesh_write, preview, results, scene_state
-from .job import Connection, Job  # noqa: F401  (Connection: the add-on's public name for it)
+from .job import Job
+from .worker import Connection  # noqa: F401  (the add-on's public name for it)
 
 _jobs: dict[str, Job] = {}
 
@@ -125,7 +126,7 @@ def _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_o
               mesh_npz=wire, uv_map=uv_map, init_texture=init_texture, base_key=base_key, loops=loops)
     preview.begin(obj, job, uv_map=uv_map, base_key=base_key, created_uv_map=created_uv_map,
                   evaluated=evaluated, apply_into=apply_into)
-    push_undo(f"NFSD: send '{obj.name}'")
+    scene_state.push_undo(f"NFSD: send '{obj.name}'")
     _jobs[job.object_key] = job
     return job
 
@@ -181,7 +182,7 @@ def process_events(max_events: int = 50) -> bool:
             job.object_name = obj.name
         for _ in range(max_events):
             try:
-                kind, payload = job.events.get_nowait()
+                kind, payload = job.worker.events.get_nowait()
             except queue.Empty:
                 break
             changed = True
@@ -230,7 +231,7 @@ def wait(job: Job, timeout: float = 60.0) -> Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         process_events()
-        if not job.active and job.pending_result is None and job.events.empty():
+        if not job.active and job.pending_result is None and job.worker.events.empty():
             return job
         time.sleep(0.05)
     raise TimeoutError(f"job for '{job.object_name}' still {job.state} after {timeout} s")
@@ -252,17 +253,6 @@ def close_file() -> None:
         else:
             job.request_cancel()
     _jobs.clear()
-
-
-def push_undo(message: str) -> None:
-    """Make what was just changed one undo step; quietly skipped where there is no undo stack."""
-    import bpy
-
-    try:
-        if bpy.ops.ed.undo_push.poll():
-            bpy.ops.ed.undo_push(message=message)
-    except RuntimeError:
-        pass
 
 
 def status_line() -> str:

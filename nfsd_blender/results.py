@@ -49,9 +49,7 @@ def apply_pending(job, obj) -> None:
         return
     job.warnings = run.warnings.splitlines()
     preview.clear_record(obj)
-    from .jobs import push_undo
-
-    push_undo(f"NFSD texture '{obj.name}'")
+    scene_state.push_undo(f"NFSD texture '{obj.name}'")
 
 
 def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key: str = "",

@@ -145,3 +145,14 @@ def remove_if_unused(data_block) -> bool:
 def objects_sharing_mesh(obj) -> list:
     """The other objects that use ``obj``'s mesh (linked duplicates): a result changes them too."""
     return [other for other in _objects() if other.data == obj.data and other != obj]
+
+
+def push_undo(message: str) -> None:
+    """Make what was just changed one undo step; quietly skipped where there is no undo stack."""
+    import bpy
+
+    try:
+        if bpy.ops.ed.undo_push.poll():
+            bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:
+        pass

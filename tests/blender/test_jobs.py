@@ -30,7 +30,7 @@ def test_texture_selected_runs_with_live_preview_and_applies_the_result(addon, s
     cube = add_mesh("cube", name="Crate")
     assert bpy.ops.nfsd.texture_selected() == {"FINISHED"}
     job = addon.jobs.job_for(cube)
-    job.connection.poll_interval, job.connection.preview_interval = 0.01, 0.0  # no waiting in tests
+    job.worker.connection.poll_interval, job.worker.connection.preview_interval = 0.01, 0.0  # no waiting in tests
     seen_material_during_run = False
     deadline = time.monotonic() + 20
     while job.active and time.monotonic() < deadline:

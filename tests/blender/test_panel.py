@@ -314,7 +314,7 @@ def test_selected_faces_only_needs_a_run_to_continue(addon, scene, fast_connecti
 
 def test_the_backends_stage_shows_before_the_first_step(addon):
     """A UV-less mesh is unwrapped before step 1: the panel says so instead of 'Step 0/N'."""
-    job = addon.job.Job(1, "key", "Cube", {"steps": 40}, addon.job.Connection("http://127.0.0.1:1", ""))
+    job = addon.job.Job(1, "key", "Cube", {"steps": 40}, addon.worker.Connection("http://127.0.0.1:1", ""))
     job.take("status", {"state": "running", "step": 0, "total": 40, "stage": "unwrapping 81,920 faces"})
     assert job.status_text().startswith("Unwrapping 81,920 faces, ")
     job.take("status", {"state": "running", "step": 3, "total": 40, "stage": None})

@@ -222,7 +222,7 @@ def test_texture_pushes_one_undo_step_after_its_changes_and_before_sending(addon
                                                                             fake_backend, monkeypatch):
     pushed = []
     obj = add_mesh("cube", uvs=False)
-    monkeypatch.setattr(addon.jobs, "push_undo", lambda message: pushed.append(
+    monkeypatch.setattr(addon.scene_state, "push_undo", lambda message: pushed.append(
         (message, "NFSD_UV" in obj.data.uv_layers, len(fake_backend.jobs))))
     job = start(addon, scene, obj, fast_connection, unwrap=True)
     assert pushed == [(f"NFSD: send '{obj.name}'", True, 0)]
