@@ -7,8 +7,9 @@
 - An autosave or crash file may still hold a preview: when a file is opened, every object with a
   job record gets its own materials back, and the panel offers to reattach the job (its id is in
   the record) or to forget it.
-- Opening another file cancels the jobs of the closed file, except those saved while they ran,
-  which keep running on the backend for the saved file to reattach.
+- Opening another file, or quitting Blender (jobs.shutdown), cancels the jobs of the closed file
+  except those saved while they ran, which keep running on the backend for the saved file to
+  reattach. A job counts as saved once a save wrote its backend id into the file.
 """
 
 import bpy
@@ -30,7 +31,8 @@ def _objects_with_running_jobs():
 def before_save(*_args) -> None:
     _stashed.clear()
     for job, obj in _objects_with_running_jobs():
-        job.saved = True
+        if obj.nfsd_job.job_id:  # else the file has nothing to reattach: the job is not kept for it
+            job.saved = True
         stashed = preview.detach_for_save(obj)
         if stashed is not None:
             _stashed.append((job.object_uid, job.object_key, stashed))

@@ -238,9 +238,24 @@ def wait(job: Job, timeout: float = 60.0) -> Job:
 
 
 def shutdown() -> None:
-    """Cancel running jobs and forget all (the add-on is being disabled)."""
-    for job in _jobs.values():
-        job.request_cancel()
+    """The add-on is being disabled; Blender's quit does this too (``addon_utils.disable_all()``).
+
+    Nothing a saved file can pick up again is cancelled: a job whose object was saved while it ran
+    is detached (it goes on on the backend; opening the file offers Reattach, which applies the
+    result), and the preview comes off its object, which keeps the job record. A job of a file that
+    was not saved while it ran is cancelled (no file could ever reattach it) and its object is put
+    back as it was before the job. All are forgotten here."""
+    for job in list(_jobs.values()):
+        obj = None if job.object_gone else scene_state.find_object(job.object_uid, job.object_key)
+        unfinished = job.active or job.pending_result is not None
+        if job.saved and unfinished:
+            job.detach()
+            if obj is not None:
+                preview.drop_preview(obj)
+        else:
+            job.request_cancel()
+            if obj is not None and unfinished:
+                preview.discard(obj)
     _jobs.clear()
 
 
@@ -248,7 +263,7 @@ def close_file() -> None:
     """Another file is being opened: jobs of a file saved while they ran keep running on the
     backend (the saved file reattaches them), the others are cancelled. All are forgotten here."""
     for job in _jobs.values():
-        if job.saved and job.active:
+        if job.saved and (job.active or job.pending_result is not None):
             job.detach()
         else:
             job.request_cancel()

@@ -49,6 +49,7 @@ class FakeBackend:
         self.models = models  # what GET /models serves; None: the route does not exist (404)
         self.jobs: dict[str, dict] = {}
         self.unloaded = 0
+        self.cancels: list[str] = []  # the job ids POST /jobs/{id}/cancel was called for
         self.mesh_warnings: list[str] = []  # what results report in meta["mesh"]["warnings"]
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -220,6 +221,7 @@ class FakeBackend:
                     return self._send(202, {"id": new_id, "state": "queued", "queue_position": 1})
                 if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "cancel":
                     with backend.lock:
+                        backend.cancels.append(parts[1])
                         job = self._job(parts[1])
                         if job is not None:
                             if job["state"] in ("queued", "running"):

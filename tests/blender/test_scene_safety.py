@@ -4,6 +4,7 @@ a failed, cancelled or orphaned job leaves the scene as it was; objects are trac
 
 import time
 
+import addon_utils
 import bpy
 import numpy as np
 import pytest
@@ -127,6 +128,56 @@ def test_a_save_during_a_run_reopens_with_the_artists_materials_and_reattaches(
     assert slot_names(obj) == ["NFSD: a weathered bronze statue"] * 2 and not obj.nfsd_job.job_id
     addon.results.restore_original(obj)
     assert slot_names(obj) == ["Wood", "Metal"] and face_materials(obj) == FACES
+
+
+def quit_blender():
+    """What Blender runs when it quits (wm_exit: ``addon_utils.disable_all()``: every add-on's
+    unregister), then the add-ons enabled again for the tests that follow."""
+    enabled = list(bpy.context.preferences.addons.keys())
+    try:
+        addon_utils.disable_all()
+    finally:
+        for name in enabled:
+            addon_utils.enable(name)
+
+
+def test_quitting_blender_keeps_a_saved_files_job_running_and_the_reopened_file_applies_it(
+        addon, scene, fast_connection, fake_backend, tmp_path):
+    fake_backend.total_steps = 10_000
+    obj = two_material_cube()
+    job = start(addon, scene, obj, fast_connection)
+    run_until_previewed(addon, job)
+    path = str(tmp_path / "saved_then_quit.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+
+    quit_blender()
+    job.worker.thread.join(5)
+    assert not job.worker.thread.is_alive() and addon.jobs.all_jobs() == []
+    assert fake_backend.cancels == [] and fake_backend.jobs[job.job_id]["state"] == "running"
+    assert slot_names(obj) == ["Wood", "Metal"] and nfsd_leftovers() == ([], [])  # the preview came off
+
+    bpy.ops.wm.open_mainfile(filepath=path)
+    obj = bpy.data.objects["Crate"]
+    assert obj.nfsd_job.job_id == job.job_id and bpy.ops.nfsd.reattach.poll()
+    fake_backend.jobs[job.job_id]["total"] = fake_backend.jobs[job.job_id]["step"] + 2
+    reattached = addon.jobs.wait(addon.jobs.reattach(obj, fast_connection))
+    assert reattached.state == "done", reattached.error
+    assert [run.job_id for run in obj.nfsd_runs] == [job.job_id] and not obj.nfsd_job.job_id
+    assert slot_names(obj) == ["NFSD: a weathered bronze statue"] * 2 and face_materials(obj) == FACES
+    assert fake_backend.cancels == []
+
+
+def test_quitting_blender_cancels_the_job_of_an_unsaved_file_and_puts_the_object_back(
+        addon, scene, fast_connection, fake_backend):
+    fake_backend.total_steps = 10_000
+    obj = two_material_cube()
+    job = start(addon, scene, obj, fast_connection)
+    run_until_previewed(addon, job)
+    quit_blender()
+    job.worker.thread.join(5)
+    assert fake_backend.cancels == [job.job_id] and fake_backend.jobs[job.job_id]["state"] == "cancelled"
+    assert slot_names(obj) == ["Wood", "Metal"] and face_materials(obj) == FACES
+    assert nfsd_leftovers() == ([], []) and not obj.nfsd_job.job_id
 
 
 def test_a_file_written_without_the_save_handlers_reopens_with_the_artists_materials(
