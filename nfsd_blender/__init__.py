@@ -13,6 +13,7 @@ Modules, one concept each:
 - ``worker``          a job's HTTP thread: submit, poll, fetch previews, UVs and the result (no bpy)
 - ``job``             one job: what was sent, the state the panel shows, what its clean-up needs (no bpy)
 - ``jobs``            the running jobs: start, pump events into the scene, cancel, resubmit, reattach
+- ``duplicates``      copies of an object (Shift+D, Alt+D) start without its job record, runs and key
 - ``preview``         a job's live preview on its object, and the clean-up when a job ends without a result
 - ``results``         results on the object and the run list (Original, delete, export)
 - ``file_handlers``   saving and opening files while jobs run

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import backend_status, image_io, mesh_io, mesh_write, preview, results, scene_state
+from . import backend_status, duplicates, image_io, mesh_io, mesh_write, preview, results, scene_state
 from .job import Job
 from .worker import Connection  # noqa: F401  (the add-on's public name for it)
 
@@ -36,6 +36,19 @@ def all_jobs() -> list[Job]:
     return list(_jobs.values())
 
 
+def is_copy(obj) -> bool:
+    """True when ``obj`` is a duplicate that still carries its original's key, record and runs
+    (read only: panels and polls; :func:`separate_copies` clears them)."""
+    job = _jobs.get(obj.nfsd_key) if obj is not None and obj.nfsd_key else None
+    return obj is not None and duplicates.is_copy(obj, job.object_uid if job is not None else None)
+
+
+def separate_copies(force: bool = True) -> list:
+    """Give duplicates their own identity, without the original's job record and runs (duplicates)."""
+    running = {key: job.object_uid for key, job in _jobs.items() if job.object_uid is not None}
+    return duplicates.separate_copies(running, force=force)
+
+
 def send_problem(obj, settings: dict, *, continuing: bool = False, faces_only: bool = False) -> str | None:
     """Why ``obj`` cannot be sent with ``settings`` now (a sentence for the panel), or None.
     ``continuing``: the run goes on from an earlier one (Continue); ``faces_only``: only the faces
@@ -46,7 +59,7 @@ def send_problem(obj, settings: dict, *, continuing: bool = False, faces_only: b
     running = job_for(obj)
     if running is not None and running.active:
         return f"'{obj.name}' is already being textured; cancel that job first"
-    if obj.nfsd_job.job_id:
+    if obj.nfsd_job.job_id and not is_copy(obj):
         return f"'{obj.name}' has a job from before the file was closed: Reattach or Forget it first"
     if settings.get("mode") == "dds" and not continuing:
         return "Edit changes an existing NFSD texture: select a run under Earlier Runs and press Continue"
@@ -76,6 +89,7 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     sending. Raises ValueError (a sentence for the artist), with nothing changed, when the object
     cannot be sent.
     """
+    separate_copies()  # a duplicate sent now must not take its original's record along
     problem = send_problem(obj, settings, continuing=continue_from is not None, faces_only=faces_only)
     if problem:
         raise ValueError(problem)
@@ -154,6 +168,7 @@ def reattach(obj, connection: Connection) -> Job:
 
 
 def _watch(obj, settings, connection, *, uv_map, base_key, loops=None, watch="", resubmit=""):
+    separate_copies()
     record = obj.nfsd_job
     if not record.before.captured:
         scene_state.capture(obj, record.before)
@@ -172,7 +187,7 @@ def forget(obj) -> None:
 
 def process_events(max_events: int = 50) -> bool:
     """Apply what the workers reported (main thread). Returns True if anything changed."""
-    changed = False
+    changed = bool(separate_copies(force=False))  # before a job's end could take a copy's materials
     for job in list(_jobs.values()):
         obj = None if job.object_gone else scene_state.find_object(job.object_uid, job.object_key)
         if obj is None and not job.object_gone and (job.active or job.pending_result is not None):
@@ -208,6 +223,8 @@ def process_events(max_events: int = 50) -> bool:
 
 
 def _object_deleted(job: Job) -> None:
+    for copy in [obj for obj in duplicates._objects() if obj.nfsd_key == job.object_key]:
+        duplicates.make_independent(copy, None)  # a duplicate of the deleted object: its own materials back
     job.object_gone = True
     job.request_cancel()
     job.pending_result = job.pending_uvs = None
@@ -219,6 +236,7 @@ def _object_deleted(job: Job) -> None:
 
 def cancel(obj) -> bool:
     """Request cancellation of ``obj``'s running job; True if there was one."""
+    separate_copies()  # the cancelled job's preview goes: a copy showing it gets its own materials first
     job = job_for(obj)
     if job is None or not job.active:
         return False

@@ -35,7 +35,7 @@ def continue_problem(context) -> str | None:
     problem = mesh_io.mesh_problem(obj, edit_mode_ok=faces_only)
     if problem:
         return problem
-    if len(obj.nfsd_runs) == 0:
+    if len(obj.nfsd_runs) == 0 or jobs.is_copy(obj):  # a copy's runs are its original's
         return f"'{obj.name}' has no NFSD texture to continue from yet"
     return jobs.send_problem(obj, properties.settings_dict(context.scene.nfsd), continuing=True,
                              faces_only=faces_only)
@@ -201,7 +201,8 @@ class NFSD_OT_reattach(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = _active_object(context)
-        return obj is not None and bool(obj.nfsd_job.job_id) and not (jobs.job_for(obj) and jobs.job_for(obj).active)
+        return (obj is not None and bool(obj.nfsd_job.job_id) and not jobs.is_copy(obj)
+                and not (jobs.job_for(obj) and jobs.job_for(obj).active))
 
     def execute(self, context):
         try:

@@ -238,6 +238,9 @@ def register() -> None:
     bpy.types.Object.nfsd_runs = CollectionProperty(type=NFSD_PG_run)
     bpy.types.Object.nfsd_run_index = IntProperty(name="Run", default=0, min=0)
     bpy.types.Object.nfsd_key = StringProperty(name="NFSD Key", description="identifies the object after a reload")
+    bpy.types.Object.nfsd_uid = IntProperty(name="NFSD Session Id", options={"HIDDEN"},
+                                            description="the session id of the object its key was made for "
+                                                        "(a copy carries its original's: duplicates module)")
     bpy.types.Object.nfsd_original = PointerProperty(type=NFSD_PG_snapshot, name="Original Materials")
     bpy.types.Object.nfsd_job = PointerProperty(type=NFSD_PG_job, name="NFSD Job")
 
@@ -245,6 +248,7 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Object.nfsd_job
     del bpy.types.Object.nfsd_original
+    del bpy.types.Object.nfsd_uid
     del bpy.types.Object.nfsd_key
     del bpy.types.Object.nfsd_run_index
     del bpy.types.Object.nfsd_runs

@@ -100,7 +100,7 @@ class NFSD_PT_main(bpy.types.Panel):
             layout.label(text=note, icon="INFO")
 
         if obj is not None and getattr(obj, "nfsd_job", None) is not None and obj.nfsd_job.job_id \
-                and not (jobs.job_for(obj) and jobs.job_for(obj).active):
+                and not (jobs.job_for(obj) and jobs.job_for(obj).active) and not jobs.is_copy(obj):
             box = layout.box()
             box.label(text="This object's job ran when the file was saved", icon="QUESTION")
             row = box.row(align=True)
@@ -180,7 +180,7 @@ class NFSD_PT_history(bpy.types.Panel):
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and len(getattr(obj, "nfsd_runs", ())) > 0
+        return obj is not None and len(getattr(obj, "nfsd_runs", ())) > 0 and not jobs.is_copy(obj)
 
     def draw(self, context):
         obj = context.active_object
