@@ -3,7 +3,7 @@
 
 import bpy
 
-from . import backend_status, jobs, mesh_io, operators, scene_state
+from . import backend_status, jobs, mesh_io, operators, properties, scene_state
 
 
 def draw_backend_line(layout) -> None:
@@ -70,8 +70,7 @@ class NFSD_PT_main(bpy.types.Panel):
         layout.prop(settings, "model_choice", text="Model")
         layout.row().prop(settings, "mode", expand=True)
         layout.row().prop(settings, "preset", expand=True)
-        layout.label(text=f"{settings.steps} steps · {settings.render_size} px render · "
-                          f"{settings.texture_size} px texture")
+        layout.label(text=properties.settings_summary(settings))
         row = layout.row(align=True)
         row.prop(settings, "seed")
         row.operator("nfsd.randomize_seed", text="", icon="FILE_REFRESH")

@@ -46,7 +46,10 @@ class FakeBackend:
     def __init__(self, total_steps: int = 4, token: str = "", models: list[dict] | None = None):
         self.total_steps = total_steps
         self.token = token
-        self.models = models  # what GET /models serves; None: the route does not exist (404)
+        # The entries GET /models serves, with the server's keys (backend/nfsd/model_files.py ModelEntry:
+        # name, kind, path, family, prediction_type, text_window, render_size, supported, note), wrapped
+        # as the server does: {"default_model": ..., "models": [...]}. None: the route does not exist (404).
+        self.models = models
         self.jobs: dict[str, dict] = {}
         self.unloaded = 0
         self.cancels: list[str] = []  # the job ids POST /jobs/{id}/cancel was called for
@@ -172,7 +175,7 @@ class FakeBackend:
                 if parts == ["models"]:
                     if backend.models is None:
                         return self._send(404, {"detail": "Not Found"})
-                    return self._send(200, backend.models)
+                    return self._send(200, {"default_model": "builtin", "models": backend.models})
                 with backend.lock:
                     job = self._job(parts[1]) if len(parts) >= 2 and parts[0] == "jobs" else None
                     if job is None:

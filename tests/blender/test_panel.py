@@ -14,8 +14,14 @@ from PIL import Image
 from conftest import RecordingLayout, add_mesh
 from fake_backend import FakeBackend, result_texture
 
-MODELS = [{"name": "builtin", "family": "builtin", "default_render_size": 64, "text_window": 77},
-          {"name": "tiny-sdxl", "family": "sdxl", "default_render_size": 128, "text_window": 77}]
+def model(name, family, render_size, kind="folder", **extra):
+    """A GET /models entry with the server's keys (backend/nfsd/model_files.py ModelEntry.to_dict)."""
+    return dict({"name": name, "kind": kind, "path": f"/models/{name}", "family": family,
+                 "prediction_type": "epsilon", "text_window": 77, "render_size": render_size, "supported": True,
+                 "note": ""}, **extra)
+
+
+MODELS = [model("builtin", "builtin", 64, kind="builtin"), model("tiny-sdxl", "sdxl", 128)]
 
 
 def draw_panel(addon):
@@ -107,9 +113,13 @@ def test_the_model_picker_lists_the_backends_models_and_runs_show_model_steps_si
         connection = addon.jobs.Connection(url=backend.url, poll_interval=0.01, preview_interval=0.0)
         addon.backend_status.check_backend(connection)
         items = [item[0] for item in addon.properties.model_items()]
-        assert items == ["", "builtin", "tiny-sdxl"]
+        assert items == ["__default__", "builtin", "tiny-sdxl"]
         scene.nfsd.model_choice = "tiny-sdxl"
-        assert scene.nfsd.model == "tiny-sdxl" and scene.nfsd.render_size == "128"  # the model's default
+        assert scene.nfsd.model == "tiny-sdxl" and scene.nfsd.render_size == "128"  # the model's render size
+        scene.nfsd.model_choice = "__default__"  # the backend's default can be chosen again
+        assert scene.nfsd.model == "" and scene.nfsd.model_choice == "__default__" and "model" not in settings(addon, scene)
+        assert scene.nfsd.render_size == "64"  # the default model's ("builtin" here)
+        scene.nfsd.model_choice = "tiny-sdxl"
         obj = add_mesh("cube")
         job = addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), connection))
         assert backend.jobs[job.job_id]["settings"]["model"] == "tiny-sdxl"
@@ -117,9 +127,33 @@ def test_the_model_picker_lists_the_backends_models_and_runs_show_model_steps_si
             "a weathered bronze statue (NFSD, tiny-sdxl, 3 steps, 64 px, seed 7)"
 
 
+def test_presets_follow_the_chosen_models_defaults_and_the_summary_says_what_will_run(addon, scene):
+    tuned = model("tuned", "sd1", 512, defaults={"steps": 300, "texture_size": 1024, "render_size": 384, "batch": 4})
+    lora = model("detail-lora", "sd1", None, kind="lora")
+    with FakeBackend(models=MODELS + [tuned, lora]) as backend:
+        addon.backend_status.check_backend(addon.jobs.Connection(url=backend.url))
+        assert [item[0] for item in addon.properties.model_items()] == ["__default__", "builtin", "tiny-sdxl", "tuned"]
+        nfsd = scene.nfsd
+        nfsd.preset = "BALANCED"
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (500, "64", "1024")  # builtin's render size
+        nfsd.model_choice = "tuned"  # Balanced stays Balanced: the model's own defaults
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size, nfsd.preset) == (300, "384", "1024", "BALANCED")
+        nfsd.preset = "FAST"
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (150, "384", "512")
+        assert ("label", "150 steps · 384 px render · 512 px texture · 4 views/step", "NONE") in draw_panel(addon).log
+        nfsd.preset = "HIGH"
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (600, "384", "2048")
+        nfsd.batch = 2
+        assert "600 steps · 384 px render · 2048 px texture · 2 views/step" in draw_panel(addon).texts()
+        nfsd.batch = 0
+        nfsd.model_choice = "tiny-sdxl"  # no defaults: today's presets at the model's render size
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size, nfsd.preset) == (1000, "128", "2048", "HIGH")
+        assert "1000 steps · 128 px render · 2048 px texture · views/step: backend default" in draw_panel(addon).texts()
+
+
 def test_without_get_models_the_picker_offers_the_backends_default(addon, scene, fast_connection):
     addon.backend_status.check_backend(fast_connection)  # the fake serves no /models by default
-    assert [item[:2] for item in addon.properties.model_items()] == [("", "Backend default (builtin)")]
+    assert [item[:2] for item in addon.properties.model_items()] == [("__default__", "Backend default (builtin)")]
     assert "model" not in settings(addon, scene)
 
 
