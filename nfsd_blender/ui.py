@@ -3,7 +3,7 @@
 
 import bpy
 
-from . import backend_status, jobs, mesh_io, operators, properties, scene_state
+from . import backend_status, jobs, mesh_io, operators, properties, results, scene_state
 
 
 def draw_backend_line(layout) -> None:
@@ -77,6 +77,9 @@ class NFSD_PT_main(bpy.types.Panel):
         layout.prop(settings, "texture_size")
         layout.prop(settings, "unwrap_in_blender")
         layout.prop(settings, "apply_into_material")
+        obj = context.active_object
+        if settings.apply_into_material and obj is not None and obj.type == "MESH":
+            layout.label(text=results.into_note(obj), icon="MATERIAL")
         layout.prop(settings, "selected_faces_only")
         row = layout.row(align=True)
         row.prop(settings, "offsets")

@@ -100,6 +100,45 @@ def test_apply_into_existing_material_feeds_base_color_of_a_copy_and_keeps_the_r
     assert slot_names(obj) == ["Wood + NFSD: a weathered bronze statue", "Metal"]
 
 
+def test_the_applied_texture_is_the_materials_active_node_and_the_panel_names_the_material(
+        addon, scene, fast_connection):
+    from types import SimpleNamespace
+
+    from conftest import RecordingLayout
+
+    def panel_log():
+        layout = RecordingLayout()
+        addon.ui.NFSD_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
+        return layout.log
+
+    obj = two_material_cube()
+    obj.active_material_index = 0
+    scene.nfsd.apply_into_material = True
+    assert ("label", "Into a copy of 'Wood' (Base Color)", "MATERIAL") in panel_log()
+    addon.jobs.wait(start(addon, scene, obj, fast_connection, apply_into=True))
+    first = obj.nfsd_runs[0]
+    active = first.material.node_tree.nodes.active  # Workbench's Texture colour, Texture Paint, bake
+    assert active.type == "TEX_IMAGE" and active.image == first.image
+    # The slot now shows "Wood + NFSD: ...": the panel, and the next run, still mean Wood.
+    assert ("label", "Into a copy of 'Wood' (Base Color)", "MATERIAL") in panel_log()
+    scene.nfsd.prompt = "green copper"
+    addon.jobs.wait(start(addon, scene, obj, fast_connection, apply_into=True))
+    second = obj.nfsd_runs[1]
+    assert second.target_material == bpy.data.materials["Wood"]
+    assert slot_names(obj) == ["Wood + NFSD: green copper", "Metal"] and face_materials(obj) == FACES
+    assert second.material.node_tree.nodes.active.image == second.image
+
+    obj.active_material_index = 1  # Metal: a material without nodes (Blender 4.2), so no Principled BSDF
+    if bpy.data.materials["Metal"].node_tree is not None:  # 5.0: materials always have nodes
+        tree = bpy.data.materials["Metal"].node_tree
+        tree.nodes.remove(next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"))
+    assert ("label", "'Metal' has no Principled BSDF: a new NFSD material instead", "MATERIAL") in panel_log()
+    scene.nfsd.apply_into_material = False
+    addon.jobs.wait(start(addon, scene, obj, fast_connection))
+    third = obj.nfsd_runs[2]
+    assert third.material.node_tree.nodes.active.image == third.image  # a new NFSD material too
+
+
 def test_a_save_during_a_run_reopens_with_the_artists_materials_and_reattaches(
         addon, scene, fast_connection, fake_backend, tmp_path):
     fake_backend.total_steps = 10_000
