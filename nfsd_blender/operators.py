@@ -230,6 +230,31 @@ class NFSD_OT_forget(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class NFSD_OT_error_details(bpy.types.Operator):
+    """The whole message of the active object's failed job"""
+
+    bl_idname = "nfsd.error_details"
+    bl_label = "Details"
+
+    @classmethod
+    def poll(cls, context):
+        return bool(_job_error(context))
+
+    @classmethod
+    def description(cls, context, _properties):
+        return _job_error(context) or cls.__doc__
+
+    def execute(self, context):
+        self.report({"WARNING"}, _job_error(context))  # the Info editor keeps it, to read or copy
+        return {"FINISHED"}
+
+
+def _job_error(context) -> str:
+    obj = _active_object(context)
+    job = jobs.job_for(obj) if obj is not None else None
+    return job.error if job is not None and job.state in ("failed", "interrupted") else ""
+
+
 class NFSD_OT_randomize_seed(bpy.types.Operator):
     """Pick a new random seed"""
 
@@ -243,7 +268,7 @@ class NFSD_OT_randomize_seed(bpy.types.Operator):
 
 
 classes = (NFSD_OT_texture_selected, NFSD_OT_continue, NFSD_OT_cancel, NFSD_OT_resubmit, NFSD_OT_reattach,
-           NFSD_OT_forget, NFSD_OT_randomize_seed)
+           NFSD_OT_forget, NFSD_OT_error_details, NFSD_OT_randomize_seed)
 
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)

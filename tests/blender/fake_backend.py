@@ -13,6 +13,7 @@ import email.policy
 import io
 import json
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -87,18 +88,22 @@ class FakeBackend:
     def _advance(self, job: dict) -> None:
         if job["state"] == "queued":
             job["state"] = "running"
+            job["started"] = job.get("started") or time.time()
         elif job["state"] == "running":
             job["step"] += 1
             if job["settings"]["prompt"].startswith("fail") and job["step"] >= 2:
                 job["state"], job["error"] = "failed", FAIL_MESSAGE
             elif job["step"] >= job["total"]:
                 job["state"] = "done"
+            if job["state"] != "running":
+                job["finished"] = time.time()
 
     def _status(self, job: dict) -> dict:
         return {"id": job["id"], "state": job["state"], "queue_position": 0, "step": job["step"],
                 "total": job["total"], "eta_seconds": 2.0 * (job["total"] - job["step"]),
                 "elapsed_seconds": 1.0 * job["step"], "loss": 0.5 / (1 + job["step"]), "error": job["error"],
-                "created": 0.0, "settings": job["settings"], "progress": job["step"] / job["total"],
+                "created": 0.0, "started": job.get("started"), "finished": job.get("finished"),
+                "settings": job["settings"], "progress": job["step"] / job["total"],
                 "has_uvs": job["state"] != "queued", "resubmit_hint": None}
 
     def uvs(self, job: dict) -> tuple[np.ndarray, bool]:
@@ -219,7 +224,7 @@ class FakeBackend:
                         if job["state"] not in ("failed", "cancelled", "interrupted"):
                             return self._send(409, {"detail": f"job {job['id']} is {job['state']}"})
                         new_id = uuid.uuid4().hex
-                        backend.jobs[new_id] = dict(job, id=new_id, state="queued", step=0, error=None,
+                        backend.jobs[new_id] = dict(job, id=new_id, state="queued", step=0, error=None, started=None, finished=None,
                                                     previews=0, uvs_requests=0, resubmitted_from=job["id"])
                     return self._send(202, {"id": new_id, "state": "queued", "queue_position": 1})
                 if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "cancel":

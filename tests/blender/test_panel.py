@@ -353,3 +353,74 @@ def test_the_backends_stage_shows_before_the_first_step(addon):
     assert job.status_text().startswith("Unwrapping 81,920 faces, ")
     job.take("status", {"state": "running", "step": 3, "total": 40, "stage": None})
     assert job.status_text().startswith("Step 3/40")
+
+
+def test_a_reattached_job_says_how_long_it_really_ran(addon, scene, fast_connection, fake_backend):
+    fake_backend.total_steps = 10_000
+    obj = add_mesh("cube")
+    job = addon.jobs.start_job(obj, settings(addon, scene), fast_connection)
+    while job.state != "running":
+        addon.jobs.process_events()
+        time.sleep(0.01)
+    job.detach()  # as when its saved file was closed
+    addon.jobs._jobs.clear()
+    backend_job = fake_backend.jobs[job.job_id]
+    backend_job["started"] = time.time() - 125  # it started two minutes before this Blender watched it
+    backend_job["total"] = backend_job["step"] + 2
+    again = addon.jobs.wait(addon.jobs.reattach(obj, fast_connection))
+    assert again.state == "done", again.error
+    assert again.status_text().startswith("Done in 2:0")  # not "Done in 0:00"
+
+
+def test_a_wrong_token_fails_the_job_with_one_short_line(addon, scene):
+    with FakeBackend(token="s3cret") as backend:
+        obj = add_mesh("cube")
+        connection = addon.jobs.Connection(url=backend.url, token="wrong", poll_interval=0.01)
+        job = addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), connection))
+    assert (job.state, job.error) == ("failed", "The backend refused the token: check it in the add-on preferences")
+    log = draw_panel(addon).log
+    assert ("label", "The backend refused the token: check it in the", "ERROR") in log
+    assert ("operator", "nfsd.error_details") in log and len(obj.material_slots) == 0
+
+
+def test_errors_are_a_sentence_per_line_wrapped_to_the_panel_and_whole_in_details(addon, scene):
+    error = ("Cannot reach the NFSD backend at http://127.0.0.1:9 (connection refused). Start it with "
+             "`nfsd serve` in a terminal and check the backend URL there. It may still be loading. Or not.")
+    narrow, wide = addon.ui.error_lines(error, 30), addon.ui.error_lines(error, 120)
+    assert all(len(line) <= 30 for line in narrow) and len(wide) == 4 and wide[-1] == "... (Details)"
+    assert wide[0] == "Cannot reach the NFSD backend at http://127.0.0.1:9 (connection refused)."
+    assert wide[1].startswith("Start it with") and wide[2] == "It may still be loading."
+    region = SimpleNamespace(width=800)
+    assert addon.ui.panel_chars(SimpleNamespace(region=region, preferences=bpy.context.preferences)) > 100
+    assert addon.ui.panel_chars(bpy.context) == 48  # no region (a script): the old width
+
+    scene.nfsd.prompt = "fail please"
+    obj = add_mesh("cube")
+    with FakeBackend() as backend:
+        connection = addon.jobs.Connection(url=backend.url, poll_interval=0.01)
+        addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), connection))
+    description = addon.operators.NFSD_OT_error_details.description(bpy.context, None)
+    assert description == addon.jobs.job_for(obj).error and bpy.ops.nfsd.error_details() == {"FINISHED"}
+
+
+@pytest.mark.parametrize("need", ["edit_mode", "selected_faces_only"])
+def test_edit_and_selected_faces_show_the_runs_and_original_in_the_main_panel(addon, scene, fast_connection,
+                                                                              need):
+    obj = add_mesh("cube")
+    assert ("template_list", "NFSD_UL_runs") not in draw_panel(addon).log
+    addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), fast_connection))
+    assert ("template_list", "NFSD_UL_runs") not in draw_panel(addon).log  # Texture needs no run
+    if need == "edit_mode":
+        scene.nfsd.mode = "dds"
+    else:
+        scene.nfsd.selected_faces_only = True
+    log = draw_panel(addon).log
+    assert ("template_list", "NFSD_UL_runs") in log and ("operator", "nfsd.restore_original") in log
+    assert "DEFAULT_CLOSED" not in getattr(addon.ui.NFSD_PT_history, "bl_options", set())
+
+
+def test_modes_have_plain_labels_and_tooltips_and_keep_their_identifiers(addon, scene):
+    items = {item.identifier: item for item in scene.nfsd.bl_rna.properties["mode"].enum_items}
+    assert [(key, items[key].name) for key in items] == [
+        ("nfsd", "Clean (NFSD)"), ("sds", "Classic (SDS)"), ("csd", "Prompt only (CSD)"), ("dds", "Edit (DDS)")]
+    assert all(len(item.description) > 30 for item in items.values())
