@@ -30,7 +30,8 @@ def begin(obj, job, *, uv_map: str, base_key: str, created_uv_map: str, evaluate
     record.uv_map, record.base_key, record.created_uv_map = uv_map, base_key, created_uv_map
     record.evaluated, record.apply_into_material = evaluated, apply_into
     job.cleanup.mesh_name = obj.data.name
-    job.cleanup.slots_before = [(item.material.name if item.material else "", item.link) for item in record.before.slots]
+    job.cleanup.slots_before = [(item.material.name if item.material else "", item.link)
+                                for item in record.before.slots]
 
 
 def show_png(job, obj, png: bytes) -> None:

@@ -242,7 +242,8 @@ def test_panel_shows_progress_and_why_the_button_is_disabled(addon, scene, fast_
     bpy.ops.object.light_add(type="POINT")
     layout = draw_panel(addon)
     assert ("label", "'Point' is not a mesh (it is a light)", "INFO") in layout.log
-    assert ("prop", "preset") in layout.log and "3 steps · 64 px render · 64 px texture · views/step: backend default" in layout.texts()
+    assert ("prop", "preset") in layout.log
+    assert "3 steps · 64 px render · 64 px texture · views/step: backend default" in layout.texts()
     assert not bpy.ops.nfsd.texture_selected.poll()
 
     fake_backend.total_steps = 10_000

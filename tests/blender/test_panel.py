@@ -117,7 +117,8 @@ def test_the_model_picker_lists_the_backends_models_and_runs_show_model_steps_si
         scene.nfsd.model_choice = "tiny-sdxl"
         assert scene.nfsd.model == "tiny-sdxl" and scene.nfsd.render_size == "128"  # the model's render size
         scene.nfsd.model_choice = "__default__"  # the backend's default can be chosen again
-        assert scene.nfsd.model == "" and scene.nfsd.model_choice == "__default__" and "model" not in settings(addon, scene)
+        assert scene.nfsd.model == "" and scene.nfsd.model_choice == "__default__"
+        assert "model" not in settings(addon, scene)
         assert scene.nfsd.render_size == "64"  # the default model's ("builtin" here)
         scene.nfsd.model_choice = "tiny-sdxl"
         obj = add_mesh("cube")
