@@ -9,9 +9,11 @@ Modules, one concept each:
 - ``mesh_io``         mesh object -> wire .npz; the backend's answers parsed
 - ``mesh_write``      a result into the object: UV map, shape keys, image, material
 - ``scene_state``     snapshot/restore of an object's materials, face indices, UV map, key values;
-                      object identity
-- ``job``             one job: its state and the worker thread that talks to the backend
+                      object identity; one undo step
+- ``worker``          a job's HTTP thread: submit, poll, fetch previews, UVs and the result (no bpy)
+- ``job``             one job: what was sent, the state the panel shows, what its clean-up needs (no bpy)
 - ``jobs``            the running jobs: start, pump events into the scene, cancel, resubmit, reattach
+- ``duplicates``      copies of an object (Shift+D, Alt+D) start without its job record, runs and key
 - ``preview``         a job's live preview on its object, and the clean-up when a job ends without a result
 - ``results``         results on the object and the run list (Original, delete, export)
 - ``file_handlers``   saving and opening files while jobs run

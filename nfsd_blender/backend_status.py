@@ -45,16 +45,31 @@ def _short(model: str) -> str:
     return model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or model
 
 
+DEFAULT_KEYS = ("steps", "texture_size", "render_size", "batch")  # an entry's optional "defaults"
+
+
 def read_models(answer) -> list[dict]:
-    """The entries of a ``GET /models`` answer (a list, or ``{"models": [...]}``) that have a
-    ``name``; each keeps ``family``, ``default_render_size`` and ``text_window`` when present."""
+    """The models a job can name from a ``GET /models`` answer (the server's ``{"default_model",
+    "models": [...]}``, or a bare list): entries with a ``name`` that are neither LoRAs (``kind``
+    "lora") nor marked ``supported: false``. Each keeps ``name``, ``kind``, ``family``,
+    ``render_size`` (the family's render size), ``text_window``, ``default`` and ``defaults``
+    (positive ints among steps, texture_size, render_size, batch; {} when the entry has none)."""
     entries = answer.get("models") if isinstance(answer, dict) else answer
     models = []
     for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]:
-            models.append({"name": entry["name"], "family": str(entry.get("family") or ""),
-                           "default_render_size": entry.get("default_render_size"),
-                           "text_window": entry.get("text_window"), "default": bool(entry.get("default"))})
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]):
+            continue
+        if entry.get("kind") == "lora" or entry.get("supported") is False:
+            continue
+        given = entry.get("defaults") if isinstance(entry.get("defaults"), dict) else {}
+        defaults = {key: given[key] for key in DEFAULT_KEYS
+                    if isinstance(given.get(key), int) and not isinstance(given[key], bool) and given[key] > 0}
+        render = entry.get("render_size")
+        models.append({"name": entry["name"], "kind": str(entry.get("kind") or ""),
+                       "family": str(entry.get("family") or ""),
+                       "render_size": render if isinstance(render, int) and render > 0 else None,
+                       "text_window": entry.get("text_window"), "default": bool(entry.get("default")),
+                       "defaults": defaults})
     return models
 
 
@@ -164,8 +179,8 @@ def check_backend(connection) -> tuple[bool, str]:
             found = client.models()
         except BackendError:
             found = None  # the model list is a convenience: the backend's default still works
-        _backend.set(True, text, read_models(found) if found is not None else [],
-                     str(health.get("default_model") or ""))
+        default = health.get("default_model") or (found.get("default_model") if isinstance(found, dict) else "")
+        _backend.set(True, text, read_models(found) if found is not None else [], str(default or ""))
     except BackendError as error:
         _backend.set(False, str(error))
     return _backend.ok, _backend.text

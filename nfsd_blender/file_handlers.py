@@ -7,13 +7,14 @@
 - An autosave or crash file may still hold a preview: when a file is opened, every object with a
   job record gets its own materials back, and the panel offers to reattach the job (its id is in
   the record) or to forget it.
-- Opening another file cancels the jobs of the closed file, except those saved while they ran,
-  which keep running on the backend for the saved file to reattach.
+- Opening another file, or quitting Blender (jobs.shutdown), cancels the jobs of the closed file
+  except those saved while they ran, which keep running on the backend for the saved file to
+  reattach. A job counts as saved once a save wrote its backend id into the file.
 """
 
 import bpy
 
-from . import jobs, preview, scene_state
+from . import duplicates, jobs, preview, scene_state
 
 _stashed: list = []  # (session_uid, nfsd_key, what preview.detach_for_save returned)
 
@@ -29,8 +30,10 @@ def _objects_with_running_jobs():
 @bpy.app.handlers.persistent
 def before_save(*_args) -> None:
     _stashed.clear()
+    jobs.separate_copies()  # the file never holds two objects claiming one job
     for job, obj in _objects_with_running_jobs():
-        job.saved = True
+        if obj.nfsd_job.job_id:  # else the file has nothing to reattach: the job is not kept for it
+            job.saved = True
         stashed = preview.detach_for_save(obj)
         if stashed is not None:
             _stashed.append((job.object_uid, job.object_key, stashed))
@@ -53,6 +56,8 @@ def before_load(*_args) -> None:
 
 @bpy.app.handlers.persistent
 def after_load(*_args) -> None:
+    jobs.separate_copies()
+    duplicates.stamp_all()
     for obj in pending_objects():
         preview.drop_preview(obj)
 
@@ -62,7 +67,7 @@ def pending_objects() -> list:
     found = []
     for obj in bpy.data.objects:
         record = getattr(obj, "nfsd_job", None)
-        if record is None or not record.job_id:
+        if record is None or not record.job_id or jobs.is_copy(obj):
             continue
         job = jobs.job_for(obj)
         if job is None or (not job.active and job.pending_result is None):

@@ -1,46 +1,28 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""One texturing job: its state as the panel shows it, and the worker thread that talks to the backend.
+"""One texturing job as the add-on keeps it: what was sent, the state the panel shows, and what the
+scene needs to be put back. Its HTTP thread is a :class:`worker.Worker`. No bpy.
 
-Threading rule: the worker thread only does HTTP and numpy; it never touches bpy. It reports
-through ``events`` (kind, payload) tuples; :func:`jobs.process_events` drains them on the main
-thread and calls :meth:`Job.take` for the state, and :mod:`preview`/:mod:`results` for the scene.
+Three parts, one concern each:
+
+- ``job.worker`` (:mod:`worker`): the thread that submits, polls and fetches;
+- the :class:`Job` itself: the object it belongs to, what was sent (settings, UV map, shape key,
+  triangle corners: what a result needs to be applied) and the panel-visible state (state, step,
+  ETA, messages), updated from the worker's events by :meth:`Job.take` on the main thread;
+- ``job.cleanup`` (:class:`SceneCleanup`): what to put back should the object be deleted while the
+  job runs (the snapshot on the object goes with it).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import image_io, local_backend, mesh_io
-from .client import BackendError, Client
+from .worker import Connection, Worker
 
 ACTIVE_STATES = {"starting", "submitting", "queued", "loading", "running", "cancelling"}
 FINAL_STATES = {"done", "failed", "cancelled", "interrupted"}
-
-
-@dataclass
-class Connection:
-    """How to reach the backend; built from the add-on preferences on the main thread.
-
-    ``start_command``: when set and the backend is unreachable, a job starts it with that command
-    (see :func:`local_backend.build_command`). Intervals are in seconds; ``reconnect_timeout``: how
-    long a job waits for a backend that stopped answering before it gives up.
-    """
-
-    url: str = "127.0.0.1:7870"
-    token: str = ""
-    online_access: bool = True
-    start_command: str = ""
-    poll_interval: float = 0.5
-    preview_interval: float = 3.0
-    reconnect_timeout: float = 600.0
-
-    def client(self, **kwargs) -> Client:
-        return Client(self.url, self.token, online_access=self.online_access, **kwargs)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -52,9 +34,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-INTERRUPTED_TEXT = "The backend stopped while this job ran. Press Resubmit to run it again."
-GONE_TEXT = ("The backend no longer has this job (it was deleted, or the backend restarted with other "
-             "data). Texture the object again.")
+@dataclass
+class SceneCleanup:
+    """What a job put on its object, by name, to clean up after the object was deleted: the mesh,
+    the materials its slots held at the start (name, link), the preview material and image."""
+
+    mesh_name: str = ""
+    slots_before: list[tuple[str, str]] = field(default_factory=list)
+    preview_material_name: str = ""
+    preview_image_name: str = ""
 
 
 class Job:
@@ -77,14 +65,10 @@ class Job:
         self.uv_map = uv_map  # the UV map whose UVs were sent; "" = the backend unwraps
         self.base_key = base_key  # the shape key whose positions were sent; "" = the basis
         self.loops = loops  # int32 [F, 3] loop of each sent triangle corner (mesh_io.loop_triangles)
-        self.connection = connection
-        self._mesh_npz = mesh_npz
-        self._init_texture = init_texture  # uint8 [H, W, 4], row 0 = bottom (Continue)
-        self._watch = watch
-        self._resubmit = resubmit
-        self.events: queue.Queue = queue.Queue()
-        self._cancel = threading.Event()
-        self.thread = threading.Thread(target=self._work, name=f"nfsd-job-{object_name}", daemon=True)
+        self.worker = Worker(object_name, settings, connection, mesh_npz=mesh_npz, init_texture=init_texture,
+                             watch=watch, resubmit=resubmit, want_uvs=not uv_map)
+        self.cleanup = SceneCleanup()
+        self.reattached = bool(watch)
 
         self.job_id = watch
         self.state = "submitting"
@@ -100,26 +84,21 @@ class Job:
         self.queue_position = 0
         self.started = time.monotonic()
         self.finished_at: float | None = None
+        self.backend_seconds: float | None = None  # the run's duration as the backend measured it
         self.reconnecting_since: float | None = None  # monotonic time the backend stopped answering
         self.previews = 0  # live previews shown (counted by preview.show_png)
         self.preview_uv_map = ""  # the UV map the live preview is laid on, once there is one
         self.object_gone = False  # the object was deleted: the job is cancelled, nothing applies
-        # What the object's slots held at the start, by name: to clean up a mesh whose object was
-        # deleted (the snapshot on the object went with it).
-        self.mesh_name = ""
-        self.preview_material_name = self.preview_image_name = ""
-        self.slots_before: list[tuple[str, str]] = []
-        self.saved = False  # the file was saved while the job ran: opening another file keeps it running
+        self.saved = False  # the file was saved while the job ran: closing it (or quitting) keeps it running
         self.pending_uvs: np.ndarray | None = None  # the backend's unwrap, until it can be applied
         self.pending_result: bytes | None = None  # the result .npz, until it can be applied
 
-    # -- main thread ---------------------------------------------------------------------------
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
     def start(self) -> "Job":
-        self.thread.start()
+        self.worker.start()
         return self
 
     def request_cancel(self) -> None:
@@ -128,15 +107,17 @@ class Job:
         if self.active:
             self.state = "cancelling"
             self.phase = "Cancelling"
-            self._cancel.set()
+            self.worker.cancel()
 
     def detach(self) -> None:
         """Stop watching without cancelling the backend job (its file was closed after a save)."""
-        self._cancel.set()
-        self._watch = "detached"
+        self.worker.detach()
 
     def elapsed_seconds(self) -> float:
-        """Seconds since the artist pressed the button (queue and model loading included)."""
+        """Seconds since the artist pressed the button (queue and model loading included); for a
+        reattached job, which started before this Blender watched it, the backend's own count."""
+        if self.reattached and self.backend_seconds is not None:
+            return self.backend_seconds
         end = self.finished_at if self.finished_at is not None else time.monotonic()
         return end - self.started
 
@@ -211,119 +192,14 @@ class Job:
         self.eta = status.get("eta_seconds")
         stage = status.get("stage")
         self.stage = stage[:80] if isinstance(stage, str) and stage else None
+        self.backend_seconds = _backend_seconds(status, self.backend_seconds)
 
-    # -- worker thread -------------------------------------------------------------------------
-    def _post(self, kind: str, payload=None) -> None:
-        self.events.put((kind, payload))
 
-    def _work(self) -> None:
-        try:
-            client = self.connection.client()
-            if self._resubmit:
-                job_id = client.resubmit(self._resubmit)
-            elif self._watch:
-                job_id = self._watch
-            else:
-                init_png = image_io.encode_png(self._init_texture) if self._init_texture is not None else None
-                job_id = self._submit(client, init_png)
-                self._mesh_npz = b""
-            self._post("submitted", job_id)
-            self._poll(client, job_id)
-        except BackendError as error:
-            if error.status == 404 and self.job_id:
-                self._post("error", GONE_TEXT)
-            else:
-                self._post("cancelled" if self._cancel.is_set() else "error", str(error))
-        except Exception as error:  # a bug must still end the job with a message, not a silent thread
-            self._post("error", f"Unexpected error in the NFSD add-on: {error!r}")
-
-    def _submit(self, client: Client, init_png: bytes | None) -> str:
-        try:
-            return client.submit(self._mesh_npz, self.settings, init_png)
-        except BackendError as error:
-            if error.kind != "unreachable" or not self.connection.start_command:
-                raise
-        self._post("phase", "Starting the local backend")
-        local_backend.start(self.connection.start_command, client.url)
-        local_backend.wait_until_up(client.url, client.token, timeout=180.0, cancel=self._cancel)
-        self._post("phase", "Uploading mesh")
-        return client.submit(self._mesh_npz, self.settings, init_png)
-
-    def _poll(self, client: Client, job_id: str) -> None:
-        seen = {"preview_at": time.monotonic(), "snapshot": None, "want_uvs": not self.uv_map}
-        unreachable_since: float | None = None
-        while True:
-            if self._cancel.is_set():
-                if self._watch == "detached":
-                    return  # the file was closed: the backend job goes on, a reopened file reattaches
-                try:
-                    client.cancel(job_id)
-                except BackendError:
-                    pass  # gone, finished meanwhile, or the backend is down: cancelled here all the same
-                self._post("cancelled")
-                return
-            try:
-                if self._poll_once(client, job_id, seen):
-                    return
-                unreachable_since = None
-            except BackendError as error:
-                if error.kind != "unreachable":
-                    raise
-                # A restarting backend: keep asking, and say so, until it answers or we give up.
-                now = time.monotonic()
-                unreachable_since = now if unreachable_since is None else unreachable_since
-                if now - unreachable_since > self.connection.reconnect_timeout:
-                    raise
-                self._post("reconnecting", now - unreachable_since)
-                self._cancel.wait(min(1.0, max(self.connection.poll_interval, 0.05)))
-                continue
-            self._cancel.wait(self.connection.poll_interval)
-
-    def _poll_once(self, client: Client, job_id: str, seen: dict) -> bool:
-        """One status poll (and the previews and UVs it announces); True when the job ended."""
-        status = client.status(job_id)
-        self._post("status", status)
-        state = status.get("state")
-        if state == "done":
-            self._post("result", client.result(job_id))
-            return True
-        if state == "failed":
-            self._post("error", status.get("error") or "The backend reported the job as failed.")
-            return True
-        if state == "cancelled":
-            self._post("cancelled")
-            return True
-        if state == "interrupted":
-            self._post("interrupted", INTERRUPTED_TEXT)
-            return True
-        if seen["want_uvs"] and state in ("loading", "running"):
-            seen["want_uvs"] = self._fetch_uvs(client, job_id, status)
-        now = time.monotonic()
-        # The backend says which step its snapshot is from: fetch each new one at most once.
-        snapshot = status.get("preview_step", status.get("step"))
-        if (state == "running" and snapshot != seen["snapshot"] and snapshot is not None
-                and now - seen["preview_at"] >= self.connection.preview_interval):
-            png = client.preview_png(job_id)
-            seen["preview_at"] = now
-            if png:
-                seen["snapshot"] = snapshot
-                self._post("preview", png)
-        return False
-
-    def _fetch_uvs(self, client: Client, job_id: str, status: dict) -> bool:
-        """Fetch the backend's unwrap once it is known and post it; returns whether to try again."""
-        # A backend that does not report has_uvs predates GET /jobs/{id}/uvs: one try once running.
-        if not status.get("has_uvs", status.get("state") == "running"):
-            return True
-        try:
-            data = client.uvs(job_id)
-        except BackendError as error:
-            return error.kind == "unreachable"  # a missed poll; anything else: the result brings them
-        if data is None:  # 404 although announced (or an older backend): the result brings them
-            return False
-        try:
-            uvs, _generated = mesh_io.read_uvs(data)
-        except ValueError:
-            return False
-        self._post("uvs", uvs)
-        return False
+def _backend_seconds(status: dict, before: float | None) -> float | None:
+    """How long the backend has run the job (``finished - started`` once finished, else its
+    ``elapsed_seconds``); ``before`` when the status says neither."""
+    started, finished = status.get("started"), status.get("finished")
+    if isinstance(started, (int, float)) and isinstance(finished, (int, float)) and finished >= started:
+        return float(finished - started)
+    elapsed = status.get("elapsed_seconds")
+    return float(elapsed) if isinstance(elapsed, (int, float)) and elapsed >= 0 else before

@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 
-from . import backend_status, image_io, mesh_io, mesh_write, preview, results, scene_state
-from .job import Connection, Job  # noqa: F401  (Connection: the add-on's public name for it)
+from . import backend_status, duplicates, image_io, mesh_io, mesh_write, preview, results, scene_state
+from .job import Job
+from .worker import Connection  # noqa: F401  (the add-on's public name for it)
 
 _jobs: dict[str, Job] = {}
 
@@ -35,6 +36,19 @@ def all_jobs() -> list[Job]:
     return list(_jobs.values())
 
 
+def is_copy(obj) -> bool:
+    """True when ``obj`` is a duplicate that still carries its original's key, record and runs
+    (read only: panels and polls; :func:`separate_copies` clears them)."""
+    job = _jobs.get(obj.nfsd_key) if obj is not None and obj.nfsd_key else None
+    return obj is not None and duplicates.is_copy(obj, job.object_uid if job is not None else None)
+
+
+def separate_copies(force: bool = True) -> list:
+    """Give duplicates their own identity, without the original's job record and runs (duplicates)."""
+    running = {key: job.object_uid for key, job in _jobs.items() if job.object_uid is not None}
+    return duplicates.separate_copies(running, force=force)
+
+
 def send_problem(obj, settings: dict, *, continuing: bool = False, faces_only: bool = False) -> str | None:
     """Why ``obj`` cannot be sent with ``settings`` now (a sentence for the panel), or None.
     ``continuing``: the run goes on from an earlier one (Continue); ``faces_only``: only the faces
@@ -45,7 +59,7 @@ def send_problem(obj, settings: dict, *, continuing: bool = False, faces_only: b
     running = job_for(obj)
     if running is not None and running.active:
         return f"'{obj.name}' is already being textured; cancel that job first"
-    if obj.nfsd_job.job_id:
+    if obj.nfsd_job.job_id and not is_copy(obj):
         return f"'{obj.name}' has a job from before the file was closed: Reattach or Forget it first"
     if settings.get("mode") == "dds" and not continuing:
         return "Edit changes an existing NFSD texture: select a run under Earlier Runs and press Continue"
@@ -75,6 +89,7 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     sending. Raises ValueError (a sentence for the artist), with nothing changed, when the object
     cannot be sent.
     """
+    separate_copies()  # a duplicate sent now must not take its original's record along
     problem = send_problem(obj, settings, continuing=continue_from is not None, faces_only=faces_only)
     if problem:
         raise ValueError(problem)
@@ -125,7 +140,7 @@ def _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_o
               mesh_npz=wire, uv_map=uv_map, init_texture=init_texture, base_key=base_key, loops=loops)
     preview.begin(obj, job, uv_map=uv_map, base_key=base_key, created_uv_map=created_uv_map,
                   evaluated=evaluated, apply_into=apply_into)
-    push_undo(f"NFSD: send '{obj.name}'")
+    scene_state.push_undo(f"NFSD: send '{obj.name}'")
     _jobs[job.object_key] = job
     return job
 
@@ -153,6 +168,7 @@ def reattach(obj, connection: Connection) -> Job:
 
 
 def _watch(obj, settings, connection, *, uv_map, base_key, loops=None, watch="", resubmit=""):
+    separate_copies()
     record = obj.nfsd_job
     if not record.before.captured:
         scene_state.capture(obj, record.before)
@@ -171,7 +187,7 @@ def forget(obj) -> None:
 
 def process_events(max_events: int = 50) -> bool:
     """Apply what the workers reported (main thread). Returns True if anything changed."""
-    changed = False
+    changed = bool(separate_copies(force=False))  # before a job's end could take a copy's materials
     for job in list(_jobs.values()):
         obj = None if job.object_gone else scene_state.find_object(job.object_uid, job.object_key)
         if obj is None and not job.object_gone and (job.active or job.pending_result is not None):
@@ -181,7 +197,7 @@ def process_events(max_events: int = 50) -> bool:
             job.object_name = obj.name
         for _ in range(max_events):
             try:
-                kind, payload = job.events.get_nowait()
+                kind, payload = job.worker.events.get_nowait()
             except queue.Empty:
                 break
             changed = True
@@ -207,6 +223,8 @@ def process_events(max_events: int = 50) -> bool:
 
 
 def _object_deleted(job: Job) -> None:
+    for copy in [obj for obj in duplicates._objects() if obj.nfsd_key == job.object_key]:
+        duplicates.make_independent(copy, None)  # a duplicate of the deleted object: its own materials back
     job.object_gone = True
     job.request_cancel()
     job.pending_result = job.pending_uvs = None
@@ -218,6 +236,7 @@ def _object_deleted(job: Job) -> None:
 
 def cancel(obj) -> bool:
     """Request cancellation of ``obj``'s running job; True if there was one."""
+    separate_copies()  # the cancelled job's preview goes: a copy showing it gets its own materials first
     job = job_for(obj)
     if job is None or not job.active:
         return False
@@ -230,16 +249,31 @@ def wait(job: Job, timeout: float = 60.0) -> Job:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         process_events()
-        if not job.active and job.pending_result is None and job.events.empty():
+        if not job.active and job.pending_result is None and job.worker.events.empty():
             return job
         time.sleep(0.05)
     raise TimeoutError(f"job for '{job.object_name}' still {job.state} after {timeout} s")
 
 
 def shutdown() -> None:
-    """Cancel running jobs and forget all (the add-on is being disabled)."""
-    for job in _jobs.values():
-        job.request_cancel()
+    """The add-on is being disabled; Blender's quit does this too (``addon_utils.disable_all()``).
+
+    Nothing a saved file can pick up again is cancelled: a job whose object was saved while it ran
+    is detached (it goes on on the backend; opening the file offers Reattach, which applies the
+    result), and the preview comes off its object, which keeps the job record. A job of a file that
+    was not saved while it ran is cancelled (no file could ever reattach it) and its object is put
+    back as it was before the job. All are forgotten here."""
+    for job in list(_jobs.values()):
+        obj = None if job.object_gone else scene_state.find_object(job.object_uid, job.object_key)
+        unfinished = job.active or job.pending_result is not None
+        if job.saved and unfinished:
+            job.detach()
+            if obj is not None:
+                preview.drop_preview(obj)
+        else:
+            job.request_cancel()
+            if obj is not None and unfinished:
+                preview.discard(obj)
     _jobs.clear()
 
 
@@ -247,22 +281,11 @@ def close_file() -> None:
     """Another file is being opened: jobs of a file saved while they ran keep running on the
     backend (the saved file reattaches them), the others are cancelled. All are forgotten here."""
     for job in _jobs.values():
-        if job.saved and job.active:
+        if job.saved and (job.active or job.pending_result is not None):
             job.detach()
         else:
             job.request_cancel()
     _jobs.clear()
-
-
-def push_undo(message: str) -> None:
-    """Make what was just changed one undo step; quietly skipped where there is no undo stack."""
-    import bpy
-
-    try:
-        if bpy.ops.ed.undo_push.poll():
-            bpy.ops.ed.undo_push(message=message)
-    except RuntimeError:
-        pass
 
 
 def status_line() -> str:

@@ -114,7 +114,8 @@ def texture_material(name: str, image, uv_map: str):
 
 def wire_base_color(material, bsdf, image, uv_map: str) -> None:
     """Feed ``bsdf``'s Base Color from a new Image Texture node of ``image`` that reads UV map
-    ``uv_map`` through a new UV Map node; only Base Color's link is replaced."""
+    ``uv_map`` through a new UV Map node, made the material's active node; only Base Color's
+    link is replaced."""
     nodes, links = material.node_tree.nodes, material.node_tree.links
     texture = nodes.new("ShaderNodeTexImage")
     texture.name = texture.label = "NFSD Texture"
@@ -126,6 +127,7 @@ def wire_base_color(material, bsdf, image, uv_map: str) -> None:
     uv_node.location = (texture.location.x - 220, texture.location.y - 120)
     links.new(uv_node.outputs["UV"], texture.inputs["Vector"])
     links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
+    nodes.active = texture  # what Workbench's Texture colour, Texture Paint and baking use
 
 
 def set_uv_map_of_material(material, uv_map: str) -> None:

@@ -35,7 +35,7 @@ def continue_problem(context) -> str | None:
     problem = mesh_io.mesh_problem(obj, edit_mode_ok=faces_only)
     if problem:
         return problem
-    if len(obj.nfsd_runs) == 0:
+    if len(obj.nfsd_runs) == 0 or jobs.is_copy(obj):  # a copy's runs are its original's
         return f"'{obj.name}' has no NFSD texture to continue from yet"
     return jobs.send_problem(obj, properties.settings_dict(context.scene.nfsd), continuing=True,
                              faces_only=faces_only)
@@ -201,7 +201,8 @@ class NFSD_OT_reattach(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = _active_object(context)
-        return obj is not None and bool(obj.nfsd_job.job_id) and not (jobs.job_for(obj) and jobs.job_for(obj).active)
+        return (obj is not None and bool(obj.nfsd_job.job_id) and not jobs.is_copy(obj)
+                and not (jobs.job_for(obj) and jobs.job_for(obj).active))
 
     def execute(self, context):
         try:
@@ -229,6 +230,31 @@ class NFSD_OT_forget(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class NFSD_OT_error_details(bpy.types.Operator):
+    """The whole message of the active object's failed job"""
+
+    bl_idname = "nfsd.error_details"
+    bl_label = "Details"
+
+    @classmethod
+    def poll(cls, context):
+        return bool(_job_error(context))
+
+    @classmethod
+    def description(cls, context, _properties):
+        return _job_error(context) or cls.__doc__
+
+    def execute(self, context):
+        self.report({"WARNING"}, _job_error(context))  # the Info editor keeps it, to read or copy
+        return {"FINISHED"}
+
+
+def _job_error(context) -> str:
+    obj = _active_object(context)
+    job = jobs.job_for(obj) if obj is not None else None
+    return job.error if job is not None and job.state in ("failed", "interrupted") else ""
+
+
 class NFSD_OT_randomize_seed(bpy.types.Operator):
     """Pick a new random seed"""
 
@@ -242,7 +268,7 @@ class NFSD_OT_randomize_seed(bpy.types.Operator):
 
 
 classes = (NFSD_OT_texture_selected, NFSD_OT_continue, NFSD_OT_cancel, NFSD_OT_resubmit, NFSD_OT_reattach,
-           NFSD_OT_forget, NFSD_OT_randomize_seed)
+           NFSD_OT_forget, NFSD_OT_error_details, NFSD_OT_randomize_seed)
 
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)

@@ -6,7 +6,7 @@ from bpy.props import BoolProperty, FloatProperty, StringProperty
 
 from . import backend_status, local_backend
 from .client import BackendError, normalize_url
-from .job import Connection
+from .worker import Connection
 
 
 def get_preferences(context=None):

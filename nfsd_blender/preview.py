@@ -29,8 +29,9 @@ def begin(obj, job, *, uv_map: str, base_key: str, created_uv_map: str, evaluate
     record.settings = json.dumps(job.settings)
     record.uv_map, record.base_key, record.created_uv_map = uv_map, base_key, created_uv_map
     record.evaluated, record.apply_into_material = evaluated, apply_into
-    job.mesh_name = obj.data.name
-    job.slots_before = [(item.material.name if item.material else "", item.link) for item in record.before.slots]
+    job.cleanup.mesh_name = obj.data.name
+    job.cleanup.slots_before = [(item.material.name if item.material else "", item.link)
+                                for item in record.before.slots]
 
 
 def show_png(job, obj, png: bytes) -> None:
@@ -48,7 +49,7 @@ def show_png(job, obj, png: bytes) -> None:
         image = mesh_write.new_texture_image(image_name(obj, job.settings), pixels.shape[1], pixels.shape[0])
         scene_state.tag(image)
         record.preview_image = image
-        job.preview_image_name = image.name
+        job.cleanup.preview_image_name = image.name
     image_io.set_image_pixels(image, pixels)
     job.previews += 1
     show_material(job, obj)
@@ -64,7 +65,7 @@ def show_material(job, obj) -> None:
     material = mesh_write.texture_material(material_name(job.settings), record.preview_image, uv_map)
     scene_state.tag(material)
     record.preview_material = material
-    job.preview_material_name = material.name
+    job.cleanup.preview_material_name = material.name
     mesh_write.assign_material(obj, material)
 
 
@@ -160,14 +161,15 @@ def discard_orphan(job) -> None:
     still used by other objects (linked duplicates) gets its materials back."""
     import bpy
 
-    mesh = bpy.data.meshes.get(job.mesh_name) if job.mesh_name else None
+    cleanup = job.cleanup
+    mesh = bpy.data.meshes.get(cleanup.mesh_name) if cleanup.mesh_name else None
     if mesh is not None:
-        for index, (name, link) in enumerate(job.slots_before):
+        for index, (name, link) in enumerate(cleanup.slots_before):
             if link == "DATA" and index < len(mesh.materials):
                 mesh.materials[index] = bpy.data.materials.get(name) if name else None
-    material = bpy.data.materials.get(job.preview_material_name) if job.preview_material_name else None
+    material = bpy.data.materials.get(cleanup.preview_material_name) if cleanup.preview_material_name else None
     if scene_state.is_ours(material):
         bpy.data.materials.remove(material)
-    image = bpy.data.images.get(job.preview_image_name) if job.preview_image_name else None
+    image = bpy.data.images.get(cleanup.preview_image_name) if cleanup.preview_image_name else None
     if scene_state.is_ours(image):
         bpy.data.images.remove(image)

@@ -7,14 +7,17 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
                        PointerProperty, StringProperty)
 
 MODES = [
-    ("nfsd", "NFSD", "Noise-Free Score Distillation: clean detail at normal guidance (recommended)"),
-    ("sds", "SDS", "Score Distillation Sampling: the classic baseline, needs very high guidance"),
-    ("csd", "CSD", "Classifier Score Distillation: the guidance direction alone"),
-    ("dds", "Edit", "Delta Denoising Score: change what the prompt says and keep the rest of the selected "
-                    "run's texture (use Continue)"),
+    ("nfsd", "Clean (NFSD)", "Noise-Free Score Distillation: clean detail at normal guidance (recommended)"),
+    ("sds", "Classic (SDS)", "Score Distillation Sampling: the classic method; needs very high guidance and "
+                             "gives flatter, more saturated colours"),
+    ("csd", "Prompt only (CSD)", "Classifier Score Distillation: follows the prompt's direction alone; "
+                                 "strong, stylised results"),
+    ("dds", "Edit (DDS)", "Delta Denoising Score: change what the prompt says and keep the rest of the selected "
+                          "run's texture (select a run and press Continue)"),
 ]
 
-# What each quality preset sets. Values are shown next to the preset in the panel.
+# What each quality preset sets when the model does not say its own defaults (GET /models entries
+# without "defaults"); the model's render size, when known, replaces render_size.
 PRESETS = {
     "FAST": {"steps": 200, "render_size": 256, "texture_size": 512},
     "BALANCED": {"steps": 500, "render_size": 512, "texture_size": 1024},
@@ -40,29 +43,76 @@ def _size_items(sizes):
     return [(str(size), f"{size} px", f"{size} x {size} pixels", size) for size in sizes]
 
 
-def preset_summary(name: str) -> str:
-    """``"500 steps · 512 px render · 1024 px texture"`` for a preset name."""
-    values = PRESETS[name]
-    return f"{values['steps']} steps · {values['render_size']} px render · {values['texture_size']} px texture"
+def _snap(value: int, sizes) -> int:
+    """The largest of ``sizes`` not above ``value`` (the smallest when all are)."""
+    return max([size for size in sizes if size <= value] or [min(sizes)])
+
+
+def presets_for(model: str) -> dict:
+    """What each preset sets for ``model`` ("" = the backend's default). From the model's
+    ``defaults`` (GET /models): Fast = half the steps and half the texture, Balanced = the
+    defaults, High = twice the steps and twice the texture; else :data:`PRESETS`, with the model's
+    render size when the backend says it."""
+    from . import backend_status
+
+    entry = backend_status.model_entry(model) or {}
+    defaults = entry.get("defaults") or {}
+    render = defaults.get("render_size") or entry.get("render_size")
+    render = _snap(render, RENDER_SIZES) if render else None
+    if "steps" in defaults:
+        steps, texture = defaults["steps"], _snap(defaults.get("texture_size", 1024), TEXTURE_SIZES)
+        render = render or 512
+        return {"FAST": {"steps": max(1, round(steps / 2)), "render_size": render,
+                         "texture_size": _snap(texture // 2, TEXTURE_SIZES)},
+                "BALANCED": {"steps": steps, "render_size": render, "texture_size": texture},
+                "HIGH": {"steps": steps * 2, "render_size": render, "texture_size": _snap(texture * 2, TEXTURE_SIZES)}}
+    return {name: dict(values, render_size=render or values["render_size"]) for name, values in PRESETS.items()}
+
+
+def settings_summary(settings) -> str:
+    """What will run: ``"500 steps · 512 px render · 1024 px texture · 4 views/step"``."""
+    from . import backend_status
+
+    batch = settings.batch
+    if batch <= 0:
+        batch = ((backend_status.model_entry(settings.model) or {}).get("defaults") or {}).get("batch")
+    views = f"{batch} views/step" if batch else "views/step: backend default"
+    return f"{settings.steps} steps · {settings.render_size} px render · {settings.texture_size} px texture · {views}"
+
+
+def current_preset(settings) -> str:
+    """The preset the current values match ("CUSTOM" when none does)."""
+    current = {key: int(getattr(settings, key)) for key in PRESETS["FAST"]}
+    return next((name for name, values in presets_for(settings.model).items() if values == current), "CUSTOM")
 
 
 def _get_preset(self) -> int:
     # The preset shown is the one the current values match: editing a value shows "Custom".
-    current = {key: int(getattr(self, key)) for key in PRESETS["FAST"]}
-    for index, (name, *_rest) in enumerate(PRESET_ITEMS):
-        if PRESETS.get(name) == current:
-            return index
-    return len(PRESET_ITEMS) - 1
+    name = current_preset(self)
+    return next(index for index, item in enumerate(PRESET_ITEMS) if item[0] == name)
 
 
 def _set_preset(self, index: int) -> None:
-    values = PRESETS.get(PRESET_ITEMS[index][0])
+    values = presets_for(self.model).get(PRESET_ITEMS[index][0])
     for key, value in (values or {}).items():
         setattr(self, key, str(value) if key in SIZE_KEYS else value)
 
 
+_preset_items: list = []
+
+
+def preset_items(self, _context=None):
+    global _preset_items
+    values = presets_for(getattr(self, "model", "") or "")
+    _preset_items = [(name, label, desc.format(**values.get(name, {})), n)
+                     for n, (name, label, desc) in enumerate(PRESET_ITEMS)]
+    return _preset_items
+
+
 # The model list comes from the backend (GET /models, see backend_status); Blender needs the item
-# tuples kept alive while it shows them, hence this cache.
+# tuples kept alive while it shows them, hence this cache. The backend's default has an identifier
+# of its own: Blender takes an item with identifier "" for a heading that cannot be chosen.
+DEFAULT_MODEL_ID = "__default__"
 _model_items: list = []
 
 
@@ -70,7 +120,7 @@ def model_items(_self=None, _context=None):
     from . import backend_status
 
     global _model_items
-    items = [("", f"Backend default ({backend_status.default_model_name()})",
+    items = [(DEFAULT_MODEL_ID, f"Backend default ({backend_status.default_model_name()})",
               "The model the backend was started with (--model)", 0)]
     for n, entry in enumerate(backend_status.models(), start=1):
         name = entry["name"]
@@ -81,22 +131,20 @@ def model_items(_self=None, _context=None):
 
 
 def _get_model(self) -> int:
-    for _identifier, _label, _description, number in model_items():
-        if _identifier == self.model:
-            return number
-    return 0
+    identifier = self.model or DEFAULT_MODEL_ID
+    return next((number for ident, _label, _description, number in model_items() if ident == identifier), 0)
 
 
 def _set_model(self, number: int) -> None:
-    from . import backend_status
-
-    for identifier, _label, _description, n in model_items():
-        if n == number:
-            self.model = identifier
-            entry = backend_status.model_entry(identifier)
-            size = entry.get("default_render_size") if entry else None
-            if isinstance(size, int) and size in RENDER_SIZES:
-                self.render_size = str(size)
+    """Choose a model; the sizes follow it: a named preset is applied again for the new model,
+    Custom keeps steps and texture and takes the model's render size."""
+    preset = current_preset(self)
+    identifier = next((ident for ident, _label, _description, n in model_items() if n == number), DEFAULT_MODEL_ID)
+    self.model = "" if identifier == DEFAULT_MODEL_ID else identifier
+    presets = presets_for(self.model)
+    values = presets.get(preset) or {"render_size": presets["BALANCED"]["render_size"]}
+    for key, value in values.items():
+        setattr(self, key, str(value) if key in SIZE_KEYS else value)
 
 
 class NFSD_PG_settings(bpy.types.PropertyGroup):
@@ -110,11 +158,9 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
     model: StringProperty(name="Model", description="The backend's model id ('' = its default)")
     model_choice: EnumProperty(name="Model", items=model_items, get=_get_model, set=_set_model,
                                description="The models the backend offers")
-    preset: EnumProperty(
-        name="Quality",
-        items=[(n, label, desc.format(**PRESETS.get(n, {}))) for n, label, desc in PRESET_ITEMS],
-        get=_get_preset, set=_set_preset,
-        description="Sets steps, render size and texture size")
+    preset: EnumProperty(name="Quality", items=preset_items, get=_get_preset, set=_set_preset,
+                         description="Sets steps, render size and texture size (relative to the model's "
+                                     "defaults when the backend says them)")
     steps: IntProperty(name="Steps", default=500, min=1, soft_max=3000,
                        description="Optimization steps; time grows linearly with them")
     render_size: EnumProperty(name="Render Size", items=_size_items(RENDER_SIZES), default="512",
@@ -238,6 +284,9 @@ def register() -> None:
     bpy.types.Object.nfsd_runs = CollectionProperty(type=NFSD_PG_run)
     bpy.types.Object.nfsd_run_index = IntProperty(name="Run", default=0, min=0)
     bpy.types.Object.nfsd_key = StringProperty(name="NFSD Key", description="identifies the object after a reload")
+    bpy.types.Object.nfsd_uid = IntProperty(name="NFSD Session Id", options={"HIDDEN"},
+                                            description="the session id of the object its key was made for "
+                                                        "(a copy carries its original's: duplicates module)")
     bpy.types.Object.nfsd_original = PointerProperty(type=NFSD_PG_snapshot, name="Original Materials")
     bpy.types.Object.nfsd_job = PointerProperty(type=NFSD_PG_job, name="NFSD Job")
 
@@ -245,6 +294,7 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Object.nfsd_job
     del bpy.types.Object.nfsd_original
+    del bpy.types.Object.nfsd_uid
     del bpy.types.Object.nfsd_key
     del bpy.types.Object.nfsd_run_index
     del bpy.types.Object.nfsd_runs

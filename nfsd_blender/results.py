@@ -49,9 +49,7 @@ def apply_pending(job, obj) -> None:
         return
     job.warnings = run.warnings.splitlines()
     preview.clear_record(obj)
-    from .jobs import push_undo
-
-    push_undo(f"NFSD texture '{obj.name}'")
+    scene_state.push_undo(f"NFSD texture '{obj.name}'")
 
 
 def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key: str = "",
@@ -95,7 +93,7 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
 
     target = None
     if apply_into:
-        target = _artists_active_material(obj)
+        target = into_material(obj)
         if target is None or _principled(target) is None:
             warnings.append("The active material has no Principled BSDF, so the texture went into a new "
                             "NFSD material instead.")
@@ -141,15 +139,29 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
 
 
 # -- "Apply into existing material" ---------------------------------------------------------------
-def _artists_active_material(obj):
-    """The artist's material in the active slot: from the snapshot taken before the job when the
-    preview is on the slot, else the slot's own."""
+def into_material(obj):
+    """The artist's material a run with "Apply into existing material" goes into: the active
+    slot's, as it was before a running job; an NFSD copy of one ("Wood + NFSD: ...", from an
+    earlier run) stands for the material it was made from. None: there is none."""
     index = obj.active_material_index
     record = obj.nfsd_job
     if record.before.captured and index < len(record.before.slots):
-        return record.before.slots[index].material
-    material = obj.active_material
-    return None if scene_state.is_ours(material) else material
+        material = record.before.slots[index].material
+    else:
+        material = obj.active_material
+    if scene_state.is_ours(material):
+        material = next((run.target_material for run in obj.nfsd_runs if run.material == material), None)
+    return material
+
+
+def into_note(obj) -> str:
+    """The panel's line for "Apply into existing material": where the texture will go."""
+    target = into_material(obj)
+    if target is None:
+        return "No material in the active slot: a new NFSD material instead"
+    if _principled(target) is None:
+        return f"'{target.name}' has no Principled BSDF: a new NFSD material instead"
+    return f"Into a copy of '{target.name}' (Base Color)"
 
 
 def _principled(material):
@@ -173,8 +185,10 @@ def put_into_slots_of(obj, target, material) -> None:
         scene_state.restore(obj, obj.nfsd_job.before)
     elif obj.nfsd_original.captured:
         scene_state.restore(obj, obj.nfsd_original)
+    # Slots showing an earlier run's copy of the same material take the new copy too.
+    earlier = [run.material for run in obj.nfsd_runs if run.target_material == target and run.material]
     for slot in obj.material_slots:
-        if slot.material == target:
+        if slot.material == target or any(slot.material == copy for copy in earlier):
             slot.material = material
 
 

@@ -29,6 +29,7 @@ def object_key(obj) -> str:
     key = obj.nfsd_key
     if not key or any(other.nfsd_key == key and other != obj for other in _objects()):
         key = obj.nfsd_key = uuid.uuid4().hex
+    obj.nfsd_uid = session_uid(obj) or 0  # a copy carries this stamp, not its own id (duplicates)
     return key
 
 
@@ -37,13 +38,13 @@ def session_uid(obj) -> int | None:
 
 
 def find_object(uid: int | None, key: str):
-    """The object with session id ``uid`` (what Blender keeps across renames and undo), else the one
-    object carrying ``key``; None when it was deleted (or several claim the key)."""
+    """The object with session id ``uid`` (what Blender keeps across renames and undo); without one,
+    the one object carrying ``key``; None when it was deleted (or several claim the key)."""
     if uid is not None:
         for obj in _objects():
             if session_uid(obj) == uid:
                 return obj if obj.users else None
-    if key:
+    if key and uid is None:  # with a session id, an object carrying the key is a copy (duplicates)
         found = [obj for obj in _objects() if obj.nfsd_key == key]
         if len(found) == 1 and found[0].users:
             return found[0]
@@ -145,3 +146,14 @@ def remove_if_unused(data_block) -> bool:
 def objects_sharing_mesh(obj) -> list:
     """The other objects that use ``obj``'s mesh (linked duplicates): a result changes them too."""
     return [other for other in _objects() if other.data == obj.data and other != obj]
+
+
+def push_undo(message: str) -> None:
+    """Make what was just changed one undo step; quietly skipped where there is no undo stack."""
+    import bpy
+
+    try:
+        if bpy.ops.ed.undo_push.poll():
+            bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:
+        pass

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The sidebar panel (View3D > Sidebar > NFSD) and the status bar line. Drawing only."""
 
+import re
+
 import bpy
 
-from . import backend_status, jobs, mesh_io, operators, scene_state
+from . import backend_status, jobs, mesh_io, operators, properties, results, scene_state
 
 
 def draw_backend_line(layout) -> None:
@@ -15,32 +17,53 @@ def draw_backend_line(layout) -> None:
     row.operator("nfsd.test_connection", text="", icon="FILE_REFRESH")
 
 
-def draw_job(layout, job) -> None:
-    """Progress bar, Cancel, and the outcome of the active object's latest job."""
+def draw_job(layout, job, chars: int = 48) -> None:
+    """Progress bar, Cancel, and the outcome of the active object's latest job; an error is shown a
+    short sentence per line, wrapped to ``chars`` (the Details button has the whole text)."""
     if job.active:
         layout.progress(factor=job.progress, type="BAR", text=job.status_text())
         layout.operator("nfsd.cancel", icon="CANCEL")
     elif job.state in ("failed", "interrupted"):
         box = layout.box()
         box.alert = True
-        for line in _wrap(job.error, 48):
-            box.label(text=line)
-        box.label(text="", icon="ERROR")
+        for n, line in enumerate(error_lines(job.error, chars)):
+            box.label(text=line, icon="ERROR" if n == 0 else "BLANK1")
+        row = layout.row(align=True)
+        row.operator("nfsd.error_details", icon="INFO")
         if job.state == "interrupted":
-            layout.operator("nfsd.resubmit", icon="RECOVER_LAST")
+            row.operator("nfsd.resubmit", icon="RECOVER_LAST")
     else:
         layout.label(text=job.status_text(), icon="CHECKMARK" if job.state == "done" else "INFO")
-        draw_warnings(layout, job.warnings)
+        draw_warnings(layout, job.warnings, chars)
 
 
-def draw_warnings(layout, warnings: list[str]) -> None:
+def draw_warnings(layout, warnings: list[str], chars: int = 48) -> None:
     """A box with each warning, wrapped, under an alert icon (nothing when there are none)."""
     if not warnings:
         return
     box = layout.box()
     for warning in warnings:
-        for n, line in enumerate(_wrap(warning, 48)):
+        for n, line in enumerate(_wrap(warning, chars)):
             box.label(text=line, icon="ERROR" if n == 0 else "BLANK1")
+
+
+def panel_chars(context) -> int:
+    """About how many characters of label text fit across the sidebar (48 when unknown)."""
+    region = getattr(context, "region", None)
+    if region is None or region.width <= 1:
+        return 48
+    preferences = getattr(context, "preferences", None)
+    scale = preferences.system.ui_scale if preferences is not None else 1.0
+    return max(20, min(200, int((region.width / max(scale, 0.1) - 40) / 6.5)))
+
+
+def error_lines(text: str, chars: int, sentences: int = 3) -> list[str]:
+    """The first ``sentences`` sentences of ``text``, each starting a line, wrapped to ``chars``."""
+    found = [part.strip() for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part.strip()]
+    lines = [line for sentence in found[:sentences] for line in _wrap(sentence, chars)]
+    if len(found) > sentences:
+        lines.append("... (Details)")
+    return lines
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -53,6 +76,16 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {word}".strip()
     return lines + ([line] if line else [])
+
+
+def draw_runs_for_continue(layout, obj) -> None:
+    """Edit and Selected Faces Only continue a run: the run list and Original, in the main panel."""
+    box = layout.box()
+    box.label(text="Continue from the selected run:", icon="TRIA_RIGHT")
+    box.template_list("NFSD_UL_runs", "continue", obj, "nfsd_runs", obj, "nfsd_run_index", rows=2)
+    row = box.row(align=True)
+    row.label(text=f"Original: {len(obj.nfsd_original.slots)} material slot(s)", icon="MATERIAL")
+    row.operator("nfsd.restore_original", text="", icon="LOOP_BACK")
 
 
 class NFSD_PT_main(bpy.types.Panel):
@@ -70,14 +103,16 @@ class NFSD_PT_main(bpy.types.Panel):
         layout.prop(settings, "model_choice", text="Model")
         layout.row().prop(settings, "mode", expand=True)
         layout.row().prop(settings, "preset", expand=True)
-        layout.label(text=f"{settings.steps} steps · {settings.render_size} px render · "
-                          f"{settings.texture_size} px texture")
+        layout.label(text=properties.settings_summary(settings))
         row = layout.row(align=True)
         row.prop(settings, "seed")
         row.operator("nfsd.randomize_seed", text="", icon="FILE_REFRESH")
         layout.prop(settings, "texture_size")
         layout.prop(settings, "unwrap_in_blender")
         layout.prop(settings, "apply_into_material")
+        obj = context.active_object
+        if settings.apply_into_material and obj is not None and obj.type == "MESH":
+            layout.label(text=results.into_note(obj), icon="MATERIAL")
         layout.prop(settings, "selected_faces_only")
         row = layout.row(align=True)
         row.prop(settings, "offsets")
@@ -98,9 +133,12 @@ class NFSD_PT_main(bpy.types.Panel):
         note = operators.continue_note(context)
         if note:
             layout.label(text=note, icon="INFO")
+        needs_run = settings.mode == "dds" or settings.selected_faces_only
+        if needs_run and obj is not None and len(getattr(obj, "nfsd_runs", ())) and not jobs.is_copy(obj):
+            draw_runs_for_continue(layout, obj)
 
         if obj is not None and getattr(obj, "nfsd_job", None) is not None and obj.nfsd_job.job_id \
-                and not (jobs.job_for(obj) and jobs.job_for(obj).active):
+                and not (jobs.job_for(obj) and jobs.job_for(obj).active) and not jobs.is_copy(obj):
             box = layout.box()
             box.label(text="This object's job ran when the file was saved", icon="QUESTION")
             row = box.row(align=True)
@@ -108,7 +146,7 @@ class NFSD_PT_main(bpy.types.Panel):
             row.operator("nfsd.forget", icon="X")
         job = jobs.job_for(obj) if obj is not None else None
         if job is not None:
-            draw_job(layout, job)
+            draw_job(layout, job, panel_chars(context))
         others = [j for j in jobs.all_jobs() if j.active and j is not job]
         if others:
             layout.label(text=f"{len(others)} more job(s) running: " + ", ".join(j.object_name for j in others))
@@ -174,13 +212,12 @@ class NFSD_PT_history(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "NFSD"
-    bl_parent_id = "NFSD_PT_main"
-    bl_options = {"DEFAULT_CLOSED"}
+    bl_parent_id = "NFSD_PT_main"  # open by default: Original and the runs are one look away
 
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return obj is not None and len(getattr(obj, "nfsd_runs", ())) > 0
+        return obj is not None and len(getattr(obj, "nfsd_runs", ())) > 0 and not jobs.is_copy(obj)
 
     def draw(self, context):
         obj = context.active_object
@@ -194,7 +231,8 @@ class NFSD_PT_history(bpy.types.Panel):
         row.operator("nfsd.export_run", text="", icon="EXPORT")
         row.operator("nfsd.delete_run", text="", icon="TRASH")
         if 0 <= obj.nfsd_run_index < len(obj.nfsd_runs):
-            draw_warnings(self.layout, obj.nfsd_runs[obj.nfsd_run_index].warnings.splitlines())
+            draw_warnings(self.layout, obj.nfsd_runs[obj.nfsd_run_index].warnings.splitlines(),
+                          panel_chars(context))
 
 
 def draw_status_bar(self, _context) -> None:

@@ -84,7 +84,7 @@ def scene(addon):
     yield bpy.context.scene
     for job in addon.jobs.all_jobs():
         job.request_cancel()
-        job.thread.join(5)
+        job.worker.thread.join(5)
     addon.jobs._jobs.clear()
 
 

@@ -13,6 +13,7 @@ import email.policy
 import io
 import json
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -46,9 +47,13 @@ class FakeBackend:
     def __init__(self, total_steps: int = 4, token: str = "", models: list[dict] | None = None):
         self.total_steps = total_steps
         self.token = token
-        self.models = models  # what GET /models serves; None: the route does not exist (404)
+        # The entries GET /models serves, with the server's keys (backend/nfsd/model_files.py ModelEntry:
+        # name, kind, path, family, prediction_type, text_window, render_size, supported, note), wrapped
+        # as the server does: {"default_model": ..., "models": [...]}. None: the route does not exist (404).
+        self.models = models
         self.jobs: dict[str, dict] = {}
         self.unloaded = 0
+        self.cancels: list[str] = []  # the job ids POST /jobs/{id}/cancel was called for
         self.mesh_warnings: list[str] = []  # what results report in meta["mesh"]["warnings"]
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -83,18 +88,22 @@ class FakeBackend:
     def _advance(self, job: dict) -> None:
         if job["state"] == "queued":
             job["state"] = "running"
+            job["started"] = job.get("started") or time.time()
         elif job["state"] == "running":
             job["step"] += 1
             if job["settings"]["prompt"].startswith("fail") and job["step"] >= 2:
                 job["state"], job["error"] = "failed", FAIL_MESSAGE
             elif job["step"] >= job["total"]:
                 job["state"] = "done"
+            if job["state"] != "running":
+                job["finished"] = time.time()
 
     def _status(self, job: dict) -> dict:
         return {"id": job["id"], "state": job["state"], "queue_position": 0, "step": job["step"],
                 "total": job["total"], "eta_seconds": 2.0 * (job["total"] - job["step"]),
                 "elapsed_seconds": 1.0 * job["step"], "loss": 0.5 / (1 + job["step"]), "error": job["error"],
-                "created": 0.0, "settings": job["settings"], "progress": job["step"] / job["total"],
+                "created": 0.0, "started": job.get("started"), "finished": job.get("finished"),
+                "settings": job["settings"], "progress": job["step"] / job["total"],
                 "has_uvs": job["state"] != "queued", "resubmit_hint": None}
 
     def uvs(self, job: dict) -> tuple[np.ndarray, bool]:
@@ -171,7 +180,7 @@ class FakeBackend:
                 if parts == ["models"]:
                     if backend.models is None:
                         return self._send(404, {"detail": "Not Found"})
-                    return self._send(200, backend.models)
+                    return self._send(200, {"default_model": "builtin", "models": backend.models})
                 with backend.lock:
                     job = self._job(parts[1]) if len(parts) >= 2 and parts[0] == "jobs" else None
                     if job is None:
@@ -215,11 +224,12 @@ class FakeBackend:
                         if job["state"] not in ("failed", "cancelled", "interrupted"):
                             return self._send(409, {"detail": f"job {job['id']} is {job['state']}"})
                         new_id = uuid.uuid4().hex
-                        backend.jobs[new_id] = dict(job, id=new_id, state="queued", step=0, error=None,
+                        backend.jobs[new_id] = dict(job, id=new_id, state="queued", step=0, error=None, started=None, finished=None,
                                                     previews=0, uvs_requests=0, resubmitted_from=job["id"])
                     return self._send(202, {"id": new_id, "state": "queued", "queue_position": 1})
                 if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "cancel":
                     with backend.lock:
+                        backend.cancels.append(parts[1])
                         job = self._job(parts[1])
                         if job is not None:
                             if job["state"] in ("queued", "running"):

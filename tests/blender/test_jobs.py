@@ -30,7 +30,7 @@ def test_texture_selected_runs_with_live_preview_and_applies_the_result(addon, s
     cube = add_mesh("cube", name="Crate")
     assert bpy.ops.nfsd.texture_selected() == {"FINISHED"}
     job = addon.jobs.job_for(cube)
-    job.connection.poll_interval, job.connection.preview_interval = 0.01, 0.0  # no waiting in tests
+    job.worker.connection.poll_interval, job.worker.connection.preview_interval = 0.01, 0.0  # no waiting in tests
     seen_material_during_run = False
     deadline = time.monotonic() + 20
     while job.active and time.monotonic() < deadline:
@@ -242,7 +242,8 @@ def test_panel_shows_progress_and_why_the_button_is_disabled(addon, scene, fast_
     bpy.ops.object.light_add(type="POINT")
     layout = draw_panel(addon)
     assert ("label", "'Point' is not a mesh (it is a light)", "INFO") in layout.log
-    assert ("prop", "preset") in layout.log and "3 steps · 64 px render · 64 px texture" in layout.texts()
+    assert ("prop", "preset") in layout.log
+    assert "3 steps · 64 px render · 64 px texture · views/step: backend default" in layout.texts()
     assert not bpy.ops.nfsd.texture_selected.poll()
 
     fake_backend.total_steps = 10_000

@@ -14,8 +14,14 @@ from PIL import Image
 from conftest import RecordingLayout, add_mesh
 from fake_backend import FakeBackend, result_texture
 
-MODELS = [{"name": "builtin", "family": "builtin", "default_render_size": 64, "text_window": 77},
-          {"name": "tiny-sdxl", "family": "sdxl", "default_render_size": 128, "text_window": 77}]
+def model(name, family, render_size, kind="folder", **extra):
+    """A GET /models entry with the server's keys (backend/nfsd/model_files.py ModelEntry.to_dict)."""
+    return dict({"name": name, "kind": kind, "path": f"/models/{name}", "family": family,
+                 "prediction_type": "epsilon", "text_window": 77, "render_size": render_size, "supported": True,
+                 "note": ""}, **extra)
+
+
+MODELS = [model("builtin", "builtin", 64, kind="builtin"), model("tiny-sdxl", "sdxl", 128)]
 
 
 def draw_panel(addon):
@@ -107,9 +113,14 @@ def test_the_model_picker_lists_the_backends_models_and_runs_show_model_steps_si
         connection = addon.jobs.Connection(url=backend.url, poll_interval=0.01, preview_interval=0.0)
         addon.backend_status.check_backend(connection)
         items = [item[0] for item in addon.properties.model_items()]
-        assert items == ["", "builtin", "tiny-sdxl"]
+        assert items == ["__default__", "builtin", "tiny-sdxl"]
         scene.nfsd.model_choice = "tiny-sdxl"
-        assert scene.nfsd.model == "tiny-sdxl" and scene.nfsd.render_size == "128"  # the model's default
+        assert scene.nfsd.model == "tiny-sdxl" and scene.nfsd.render_size == "128"  # the model's render size
+        scene.nfsd.model_choice = "__default__"  # the backend's default can be chosen again
+        assert scene.nfsd.model == "" and scene.nfsd.model_choice == "__default__"
+        assert "model" not in settings(addon, scene)
+        assert scene.nfsd.render_size == "64"  # the default model's ("builtin" here)
+        scene.nfsd.model_choice = "tiny-sdxl"
         obj = add_mesh("cube")
         job = addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), connection))
         assert backend.jobs[job.job_id]["settings"]["model"] == "tiny-sdxl"
@@ -117,9 +128,33 @@ def test_the_model_picker_lists_the_backends_models_and_runs_show_model_steps_si
             "a weathered bronze statue (NFSD, tiny-sdxl, 3 steps, 64 px, seed 7)"
 
 
+def test_presets_follow_the_chosen_models_defaults_and_the_summary_says_what_will_run(addon, scene):
+    tuned = model("tuned", "sd1", 512, defaults={"steps": 300, "texture_size": 1024, "render_size": 384, "batch": 4})
+    lora = model("detail-lora", "sd1", None, kind="lora")
+    with FakeBackend(models=MODELS + [tuned, lora]) as backend:
+        addon.backend_status.check_backend(addon.jobs.Connection(url=backend.url))
+        assert [item[0] for item in addon.properties.model_items()] == ["__default__", "builtin", "tiny-sdxl", "tuned"]
+        nfsd = scene.nfsd
+        nfsd.preset = "BALANCED"
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (500, "64", "1024")  # builtin's render size
+        nfsd.model_choice = "tuned"  # Balanced stays Balanced: the model's own defaults
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size, nfsd.preset) == (300, "384", "1024", "BALANCED")
+        nfsd.preset = "FAST"
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (150, "384", "512")
+        assert ("label", "150 steps · 384 px render · 512 px texture · 4 views/step", "NONE") in draw_panel(addon).log
+        nfsd.preset = "HIGH"
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (600, "384", "2048")
+        nfsd.batch = 2
+        assert "600 steps · 384 px render · 2048 px texture · 2 views/step" in draw_panel(addon).texts()
+        nfsd.batch = 0
+        nfsd.model_choice = "tiny-sdxl"  # no defaults: today's presets at the model's render size
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size, nfsd.preset) == (1000, "128", "2048", "HIGH")
+        assert "1000 steps · 128 px render · 2048 px texture · views/step: backend default" in draw_panel(addon).texts()
+
+
 def test_without_get_models_the_picker_offers_the_backends_default(addon, scene, fast_connection):
     addon.backend_status.check_backend(fast_connection)  # the fake serves no /models by default
-    assert [item[:2] for item in addon.properties.model_items()] == [("", "Backend default (builtin)")]
+    assert [item[:2] for item in addon.properties.model_items()] == [("__default__", "Backend default (builtin)")]
     assert "model" not in settings(addon, scene)
 
 
@@ -314,8 +349,79 @@ def test_selected_faces_only_needs_a_run_to_continue(addon, scene, fast_connecti
 
 def test_the_backends_stage_shows_before_the_first_step(addon):
     """A UV-less mesh is unwrapped before step 1: the panel says so instead of 'Step 0/N'."""
-    job = addon.job.Job(1, "key", "Cube", {"steps": 40}, addon.job.Connection("http://127.0.0.1:1", ""))
+    job = addon.job.Job(1, "key", "Cube", {"steps": 40}, addon.worker.Connection("http://127.0.0.1:1", ""))
     job.take("status", {"state": "running", "step": 0, "total": 40, "stage": "unwrapping 81,920 faces"})
     assert job.status_text().startswith("Unwrapping 81,920 faces, ")
     job.take("status", {"state": "running", "step": 3, "total": 40, "stage": None})
     assert job.status_text().startswith("Step 3/40")
+
+
+def test_a_reattached_job_says_how_long_it_really_ran(addon, scene, fast_connection, fake_backend):
+    fake_backend.total_steps = 10_000
+    obj = add_mesh("cube")
+    job = addon.jobs.start_job(obj, settings(addon, scene), fast_connection)
+    while job.state != "running":
+        addon.jobs.process_events()
+        time.sleep(0.01)
+    job.detach()  # as when its saved file was closed
+    addon.jobs._jobs.clear()
+    backend_job = fake_backend.jobs[job.job_id]
+    backend_job["started"] = time.time() - 125  # it started two minutes before this Blender watched it
+    backend_job["total"] = backend_job["step"] + 2
+    again = addon.jobs.wait(addon.jobs.reattach(obj, fast_connection))
+    assert again.state == "done", again.error
+    assert again.status_text().startswith("Done in 2:0")  # not "Done in 0:00"
+
+
+def test_a_wrong_token_fails_the_job_with_one_short_line(addon, scene):
+    with FakeBackend(token="s3cret") as backend:
+        obj = add_mesh("cube")
+        connection = addon.jobs.Connection(url=backend.url, token="wrong", poll_interval=0.01)
+        job = addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), connection))
+    assert (job.state, job.error) == ("failed", "The backend refused the token: check it in the add-on preferences")
+    log = draw_panel(addon).log
+    assert ("label", "The backend refused the token: check it in the", "ERROR") in log
+    assert ("operator", "nfsd.error_details") in log and len(obj.material_slots) == 0
+
+
+def test_errors_are_a_sentence_per_line_wrapped_to_the_panel_and_whole_in_details(addon, scene):
+    error = ("Cannot reach the NFSD backend at http://127.0.0.1:9 (connection refused). Start it with "
+             "`nfsd serve` in a terminal and check the backend URL there. It may still be loading. Or not.")
+    narrow, wide = addon.ui.error_lines(error, 30), addon.ui.error_lines(error, 120)
+    assert all(len(line) <= 30 for line in narrow) and len(wide) == 4 and wide[-1] == "... (Details)"
+    assert wide[0] == "Cannot reach the NFSD backend at http://127.0.0.1:9 (connection refused)."
+    assert wide[1].startswith("Start it with") and wide[2] == "It may still be loading."
+    region = SimpleNamespace(width=800)
+    assert addon.ui.panel_chars(SimpleNamespace(region=region, preferences=bpy.context.preferences)) > 100
+    assert addon.ui.panel_chars(bpy.context) == 48  # no region (a script): the old width
+
+    scene.nfsd.prompt = "fail please"
+    obj = add_mesh("cube")
+    with FakeBackend() as backend:
+        connection = addon.jobs.Connection(url=backend.url, poll_interval=0.01)
+        addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), connection))
+    description = addon.operators.NFSD_OT_error_details.description(bpy.context, None)
+    assert description == addon.jobs.job_for(obj).error and bpy.ops.nfsd.error_details() == {"FINISHED"}
+
+
+@pytest.mark.parametrize("need", ["edit_mode", "selected_faces_only"])
+def test_edit_and_selected_faces_show_the_runs_and_original_in_the_main_panel(addon, scene, fast_connection,
+                                                                              need):
+    obj = add_mesh("cube")
+    assert ("template_list", "NFSD_UL_runs") not in draw_panel(addon).log
+    addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), fast_connection))
+    assert ("template_list", "NFSD_UL_runs") not in draw_panel(addon).log  # Texture needs no run
+    if need == "edit_mode":
+        scene.nfsd.mode = "dds"
+    else:
+        scene.nfsd.selected_faces_only = True
+    log = draw_panel(addon).log
+    assert ("template_list", "NFSD_UL_runs") in log and ("operator", "nfsd.restore_original") in log
+    assert "DEFAULT_CLOSED" not in getattr(addon.ui.NFSD_PT_history, "bl_options", set())
+
+
+def test_modes_have_plain_labels_and_tooltips_and_keep_their_identifiers(addon, scene):
+    items = {item.identifier: item for item in scene.nfsd.bl_rna.properties["mode"].enum_items}
+    assert [(key, items[key].name) for key in items] == [
+        ("nfsd", "Clean (NFSD)"), ("sds", "Classic (SDS)"), ("csd", "Prompt only (CSD)"), ("dds", "Edit (DDS)")]
+    assert all(len(item.description) > 30 for item in items.values())

@@ -4,6 +4,7 @@ a failed, cancelled or orphaned job leaves the scene as it was; objects are trac
 
 import time
 
+import addon_utils
 import bpy
 import numpy as np
 import pytest
@@ -99,6 +100,45 @@ def test_apply_into_existing_material_feeds_base_color_of_a_copy_and_keeps_the_r
     assert slot_names(obj) == ["Wood + NFSD: a weathered bronze statue", "Metal"]
 
 
+def test_the_applied_texture_is_the_materials_active_node_and_the_panel_names_the_material(
+        addon, scene, fast_connection):
+    from types import SimpleNamespace
+
+    from conftest import RecordingLayout
+
+    def panel_log():
+        layout = RecordingLayout()
+        addon.ui.NFSD_PT_main.draw(SimpleNamespace(layout=layout), bpy.context)
+        return layout.log
+
+    obj = two_material_cube()
+    obj.active_material_index = 0
+    scene.nfsd.apply_into_material = True
+    assert ("label", "Into a copy of 'Wood' (Base Color)", "MATERIAL") in panel_log()
+    addon.jobs.wait(start(addon, scene, obj, fast_connection, apply_into=True))
+    first = obj.nfsd_runs[0]
+    active = first.material.node_tree.nodes.active  # Workbench's Texture colour, Texture Paint, bake
+    assert active.type == "TEX_IMAGE" and active.image == first.image
+    # The slot now shows "Wood + NFSD: ...": the panel, and the next run, still mean Wood.
+    assert ("label", "Into a copy of 'Wood' (Base Color)", "MATERIAL") in panel_log()
+    scene.nfsd.prompt = "green copper"
+    addon.jobs.wait(start(addon, scene, obj, fast_connection, apply_into=True))
+    second = obj.nfsd_runs[1]
+    assert second.target_material == bpy.data.materials["Wood"]
+    assert slot_names(obj) == ["Wood + NFSD: green copper", "Metal"] and face_materials(obj) == FACES
+    assert second.material.node_tree.nodes.active.image == second.image
+
+    obj.active_material_index = 1  # Metal: a material without nodes (Blender 4.2), so no Principled BSDF
+    if bpy.data.materials["Metal"].node_tree is not None:  # 5.0: materials always have nodes
+        tree = bpy.data.materials["Metal"].node_tree
+        tree.nodes.remove(next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED"))
+    assert ("label", "'Metal' has no Principled BSDF: a new NFSD material instead", "MATERIAL") in panel_log()
+    scene.nfsd.apply_into_material = False
+    addon.jobs.wait(start(addon, scene, obj, fast_connection))
+    third = obj.nfsd_runs[2]
+    assert third.material.node_tree.nodes.active.image == third.image  # a new NFSD material too
+
+
 def test_a_save_during_a_run_reopens_with_the_artists_materials_and_reattaches(
         addon, scene, fast_connection, fake_backend, tmp_path):
     fake_backend.total_steps = 10_000
@@ -127,6 +167,56 @@ def test_a_save_during_a_run_reopens_with_the_artists_materials_and_reattaches(
     assert slot_names(obj) == ["NFSD: a weathered bronze statue"] * 2 and not obj.nfsd_job.job_id
     addon.results.restore_original(obj)
     assert slot_names(obj) == ["Wood", "Metal"] and face_materials(obj) == FACES
+
+
+def quit_blender():
+    """What Blender runs when it quits (wm_exit: ``addon_utils.disable_all()``: every add-on's
+    unregister), then the add-ons enabled again for the tests that follow."""
+    enabled = list(bpy.context.preferences.addons.keys())
+    try:
+        addon_utils.disable_all()
+    finally:
+        for name in enabled:
+            addon_utils.enable(name)
+
+
+def test_quitting_blender_keeps_a_saved_files_job_running_and_the_reopened_file_applies_it(
+        addon, scene, fast_connection, fake_backend, tmp_path):
+    fake_backend.total_steps = 10_000
+    obj = two_material_cube()
+    job = start(addon, scene, obj, fast_connection)
+    run_until_previewed(addon, job)
+    path = str(tmp_path / "saved_then_quit.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+
+    quit_blender()
+    job.worker.thread.join(5)
+    assert not job.worker.thread.is_alive() and addon.jobs.all_jobs() == []
+    assert fake_backend.cancels == [] and fake_backend.jobs[job.job_id]["state"] == "running"
+    assert slot_names(obj) == ["Wood", "Metal"] and nfsd_leftovers() == ([], [])  # the preview came off
+
+    bpy.ops.wm.open_mainfile(filepath=path)
+    obj = bpy.data.objects["Crate"]
+    assert obj.nfsd_job.job_id == job.job_id and bpy.ops.nfsd.reattach.poll()
+    fake_backend.jobs[job.job_id]["total"] = fake_backend.jobs[job.job_id]["step"] + 2
+    reattached = addon.jobs.wait(addon.jobs.reattach(obj, fast_connection))
+    assert reattached.state == "done", reattached.error
+    assert [run.job_id for run in obj.nfsd_runs] == [job.job_id] and not obj.nfsd_job.job_id
+    assert slot_names(obj) == ["NFSD: a weathered bronze statue"] * 2 and face_materials(obj) == FACES
+    assert fake_backend.cancels == []
+
+
+def test_quitting_blender_cancels_the_job_of_an_unsaved_file_and_puts_the_object_back(
+        addon, scene, fast_connection, fake_backend):
+    fake_backend.total_steps = 10_000
+    obj = two_material_cube()
+    job = start(addon, scene, obj, fast_connection)
+    run_until_previewed(addon, job)
+    quit_blender()
+    job.worker.thread.join(5)
+    assert fake_backend.cancels == [job.job_id] and fake_backend.jobs[job.job_id]["state"] == "cancelled"
+    assert slot_names(obj) == ["Wood", "Metal"] and face_materials(obj) == FACES
+    assert nfsd_leftovers() == ([], []) and not obj.nfsd_job.job_id
 
 
 def test_a_file_written_without_the_save_handlers_reopens_with_the_artists_materials(
@@ -222,7 +312,7 @@ def test_texture_pushes_one_undo_step_after_its_changes_and_before_sending(addon
                                                                             fake_backend, monkeypatch):
     pushed = []
     obj = add_mesh("cube", uvs=False)
-    monkeypatch.setattr(addon.jobs, "push_undo", lambda message: pushed.append(
+    monkeypatch.setattr(addon.scene_state, "push_undo", lambda message: pushed.append(
         (message, "NFSD_UV" in obj.data.uv_layers, len(fake_backend.jobs))))
     job = start(addon, scene, obj, fast_connection, unwrap=True)
     assert pushed == [(f"NFSD: send '{obj.name}'", True, 0)]
