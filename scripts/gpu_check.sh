@@ -173,7 +173,7 @@ texture_job() {
 import sys, time
 import trimesh
 from diffusers import AutoencoderTiny
-from nfsd.geometry.mesh import builtin_mesh
+from nfsd.geometry.builtin_meshes import builtin_mesh
 from nfsd.priors.tiny import TINY_AUTOENCODER, build_random_model
 work, arch = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
@@ -229,7 +229,7 @@ serve_job() {
     $PY - "$port" "$SERVE_STEPS" "$SERVE_SIZES" <<'EOF'
 import http.client, io, json, sys, time, uuid
 import numpy as np
-from nfsd.geometry.mesh import builtin_mesh
+from nfsd.geometry.builtin_meshes import builtin_mesh
 from nfsd.geometry.wire import write_wire_npz
 
 port, steps, (render, texture) = int(sys.argv[1]), int(sys.argv[2]), map(int, sys.argv[3].split(","))
@@ -309,8 +309,9 @@ profile_steps() {
     $PY - "$DEVICE" "$ARCH" "$RENDER_SIZE" "$WORK/texture/model" <<'EOF'
 import os, sys, torch
 from torch.profiler import ProfilerActivity, profile
-from nfsd.distill.engine import TextureConfig, TextureJob
-from nfsd.geometry.mesh import builtin_mesh
+from nfsd.distill.engine import TextureJob
+from nfsd.settings import TextureConfig
+from nfsd.geometry.builtin_meshes import builtin_mesh
 from nfsd.priors.prior import load_prior
 from nfsd.priors.tiny import build_random_prior
 device, arch, render, saved = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
