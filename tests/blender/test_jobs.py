@@ -64,7 +64,7 @@ def test_each_selected_mesh_is_its_own_job(addon, scene, fast_connection, fake_b
 
 
 def test_a_mesh_without_uvs_gets_nfsd_uv_and_offsets_a_shape_key(addon, scene, fast_connection):
-    scene.nfsd.distill.offsets = True
+    scene.nfsd.offsets = True
     obj = add_mesh("sphere", uvs=False)
     job = addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection)
     addon.jobs.wait(job)
@@ -209,7 +209,7 @@ def test_continue_sends_the_current_texture_as_init_texture(addon, scene, fast_c
 
 def test_continue_from_a_refined_shape_sends_it_and_adds_the_new_offsets(addon, scene, fast_connection,
                                                                          fake_backend):
-    scene.nfsd.distill.offsets = True  # the fake backend moves every vertex by +0.1 in z
+    scene.nfsd.offsets = True  # the fake backend moves every vertex by +0.1 in z
     obj = add_mesh("cube")
     basis = np.array([v.co[:] for v in obj.data.vertices], np.float32)
     addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection))
@@ -225,7 +225,7 @@ def test_continue_from_a_refined_shape_sends_it_and_adds_the_new_offsets(addon, 
     assert second.shape_key == "NFSD offsets 2"
     assert np.allclose(addon.mesh_io.shape_key_offsets(obj, second.shape_key), [0, 0, 0.2])  # old + new
 
-    scene.nfsd.distill.offsets = False  # texture only: the run belongs to the refined shape it continued on
+    scene.nfsd.offsets = False  # texture only: the run belongs to the refined shape it continued on
     addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), fast_connection,
                                          continue_from=second))
     third = obj.nfsd_runs[2]

@@ -179,7 +179,7 @@ def test_texture_only_sends_the_evaluated_mesh_and_refine_shape_the_base_mesh(ad
     assert ("label", "Modifiers are applied for texturing (the mesh as the viewport shows it)", "INFO") \
         in draw_panel(addon).log
 
-    scene.nfsd.distill.offsets = True
+    scene.nfsd.offsets = True
     job = addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), fast_connection))
     assert job.state == "done" and fake_backend.jobs[job.job_id]["mesh"]["positions"].shape == (8, 3)
     assert ("label", "Refine Shape works on the base mesh: modifiers are ignored for the shape", "INFO") \
@@ -198,7 +198,7 @@ def test_linked_duplicates_are_named_in_the_panel(addon, scene):
 
 
 def test_run_housekeeping_deletes_what_nothing_uses_and_exports_a_png(addon, scene, fast_connection, tmp_path):
-    scene.nfsd.distill.offsets = True
+    scene.nfsd.offsets = True
     obj = add_mesh("cube")
     paint = bpy.data.materials.new("Paint")
     obj.data.materials.append(paint)

@@ -126,7 +126,7 @@ def test_a_save_mid_run_reopens_clean_and_reattaches_to_the_running_job(addon, s
 
 
 def test_texture_a_cube_with_offsets(addon, scene, connection):
-    scene.nfsd.distill.offsets = True
+    scene.nfsd.offsets = True
     obj = add_mesh("cube")
     job = addon.jobs.wait(addon.jobs.start_job(obj, addon.properties.settings_dict(scene.nfsd), connection),
                           timeout=240)
