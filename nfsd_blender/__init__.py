@@ -5,6 +5,7 @@ Modules, one concept each:
 
 - ``client``          HTTP client of the backend API (standard library only, no bpy)
 - ``backend_status``  the backend line: health, token check, the models offered (no bpy)
+- ``estimate``        what the settings will run and how long, asked of the backend in the background (no bpy)
 - ``image_io``        pixels between Blender images, numpy and PNG
 - ``mesh_io``         mesh object -> wire .npz; the backend's answers parsed
 - ``mesh_write``      a result into the object: UV map, shape keys, image, material

@@ -147,6 +147,18 @@ class Client:
                 return None
             raise
 
+    def resolve_settings(self, settings: dict) -> dict | None:
+        """``POST /settings/resolve``: what a job with ``settings`` would run (``settings`` resolved for
+        its model, ``render_size``) and ``estimate_seconds`` (None before such a job ran there); None
+        from a backend without the route."""
+        try:
+            return self._json("POST", "/settings/resolve", body=json.dumps(settings).encode("utf-8"),
+                              content_type="application/json")
+        except BackendError as error:
+            if error.status in (404, 405):
+                return None
+            raise
+
     def resubmit(self, job_id: str) -> str:
         """``POST /jobs/{id}/resubmit``: run an interrupted, failed or cancelled job again with the
         same inputs; returns the new job's id."""

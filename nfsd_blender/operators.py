@@ -7,7 +7,7 @@ import time
 
 import bpy
 
-from . import backend_status, jobs, mesh_io, preferences, properties
+from . import backend_status, estimate, jobs, mesh_io, preferences, properties
 
 
 def texture_targets(context) -> tuple[list, str | None]:
@@ -65,7 +65,7 @@ HEALTH_REFRESH_SECONDS = 15.0
 def timer_tick() -> float:
     """The main-thread pump: apply what job threads reported, redraw what shows it, and keep
     the backend line fresh while the panel is on screen."""
-    if jobs.process_events():
+    if jobs.process_events() | estimate.take_changed():  # both: each takes what it reported
         tag_redraw()
     if (backend_status.status_wanted_recently()
             and time.monotonic() - backend_status.backend_checked_at() > HEALTH_REFRESH_SECONDS):

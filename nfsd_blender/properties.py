@@ -70,14 +70,14 @@ def presets_for(model: str) -> dict:
 
 
 def settings_summary(settings) -> str:
-    """What will run: ``"500 steps · 512 px render · 1024 px texture · 4 views/step"``."""
-    from . import backend_status
+    """What will run, from the panel's own values: ``"500 steps · 512 px render · 1024 px texture ·
+    4 views/step"`` (the panel shows the backend's resolution instead once it answered: estimate)."""
+    from . import backend_status, estimate
 
     batch = settings.batch
     if batch <= 0:
         batch = ((backend_status.model_entry(settings.model) or {}).get("defaults") or {}).get("batch")
-    views = f"{batch} views/step" if batch else "views/step: backend default"
-    return f"{settings.steps} steps · {settings.render_size} px render · {settings.texture_size} px texture · {views}"
+    return estimate.what_runs(settings.steps, settings.render_size, settings.texture_size, batch)
 
 
 def current_preset(settings) -> str:

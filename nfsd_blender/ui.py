@@ -5,7 +5,7 @@ import re
 
 import bpy
 
-from . import backend_status, jobs, mesh_io, operators, properties, results, scene_state
+from . import backend_status, estimate, jobs, mesh_io, operators, preferences, properties, results, scene_state
 
 
 def draw_backend_line(layout) -> None:
@@ -15,6 +15,23 @@ def draw_backend_line(layout) -> None:
     row.alert = ok is False
     row.label(text=text, icon="CHECKMARK" if ok else ("ERROR" if ok is False else "QUESTION"))
     row.operator("nfsd.test_connection", text="", icon="FILE_REFRESH")
+
+
+def draw_summary(layout, settings, context) -> None:
+    """What will run and how long: the backend's resolution of the panel's settings (POST
+    /settings/resolve, asked in the background) once it answered, else the panel's own values and no
+    time (backend unreachable, not asked yet, or refusing these settings: never an error here)."""
+    found = []
+    try:
+        prefs = preferences.get_preferences(context)
+        connection = jobs.Connection(url=prefs.backend_url, token=prefs.token, online_access=bpy.app.online_access)
+        finished = sum(1 for job in jobs.all_jobs() if job.state == "done")  # a new speed was measured
+        found = estimate.lines(estimate.lookup(connection, properties.settings_dict(settings), finished))
+    except KeyError:  # the add-on is being disabled
+        pass
+    layout.label(text=found[0] if found else properties.settings_summary(settings))
+    if len(found) > 1:
+        layout.label(text=found[1], icon="TIME")
 
 
 def draw_job(layout, job, chars: int = 48) -> None:
@@ -103,7 +120,7 @@ class NFSD_PT_main(bpy.types.Panel):
         layout.prop(settings, "model_choice", text="Model")
         layout.row().prop(settings, "mode", expand=True)
         layout.row().prop(settings, "preset", expand=True)
-        layout.label(text=properties.settings_summary(settings))
+        draw_summary(layout, settings, context)
         row = layout.row(align=True)
         row.prop(settings, "seed")
         row.operator("nfsd.randomize_seed", text="", icon="FILE_REFRESH")

@@ -66,6 +66,7 @@ def scene(addon):
     """An empty scene with the add-on's job registry cleared, and a prompt typed."""
     addon.jobs._jobs.clear()
     addon.backend_status._backend.__init__()
+    addon.estimate.wait()
     for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.images):
         for item in list(collection):
             collection.remove(item)
@@ -81,6 +82,11 @@ def scene(addon):
     settings.mode = "nfsd"
     settings.model = ""
     settings.seed = 7
+    settings.batch = 0
+    settings.guidance_scale = 0.0
+    settings.negative_prompt = ""
+    settings.offset_strength = 0.1
+    addon.estimate.clear()
     yield bpy.context.scene
     for job in addon.jobs.all_jobs():
         job.request_cancel()

@@ -1,26 +1,56 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A scripted stand-in for `nfsd serve` (docs/API.md), standard library + numpy + PIL.
+"""A scripted stand-in for `nfsd serve` (docs/API.md) whose answers are the server's own.
 
-Deterministic: every ``GET /jobs/{id}`` advances a running job by one step, so tests control
-progress by polling, not by sleeping. Prompts steer it: "fail" fails the job with a
-backend-style message. Files the add-on sent are kept in ``jobs[id]`` for assertions.
+Scripted and deterministic: every ``GET /jobs/{id}`` advances a running job by one step, so tests
+control progress by polling, not by sleeping. Prompts steer it: "fail" fails the job with a
+backend-style message. :meth:`FakeBackend.stop` / :meth:`FakeBackend.restart` take it away and bring
+it back. Files the add-on sent are kept in ``jobs[id]`` for assertions (``request``: the settings
+as sent; ``settings``: as the server stores them, resolved).
+
+A contract, not a hand-written imitation: every JSON body is built by the backend's code, imported
+here (after bpy: nothing below loads pymeshlab, see test_contract.py). Job statuses are
+``nfsd.server.schemas.status_dict`` of a real ``JobRecord``; health is ``Health``; ``GET /models`` is
+``ModelEntry.to_dict()`` plus ``nfsd.server.validation.model_defaults``; a submission's settings go
+through the server's ``resolve_request(read_request(...))`` against a ``Catalog`` of the fake's models
+(a key the server refuses gets the server's 422) and its files through ``nfsd.jobs.inputcheck``;
+``POST /settings/resolve`` answers ``ResolvedSettings`` from a real ``SpeedBook`` that finished jobs
+record into; errors are ``ErrorBody``. A key renamed on the server changes what this fake sends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.parser
 import email.policy
 import io
 import json
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fastapi import HTTPException  # noqa: E402  (the backend's own exception, as its routes raise it)
+from nfsd import __version__
+from nfsd.jobs import inputcheck
+from nfsd.jobs.speeds import SpeedBook
+from nfsd.jobs.store import JobRecord
+from nfsd.limits import LIMITS
+from nfsd.priors.catalog import Catalog
+from nfsd.priors.model_files import ModelEntry
+from nfsd.server.config import ServerConfig
+from nfsd.server.schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, ResolvedSettings, SubmitResponse,
+                                 Unloaded, status_dict)
+from nfsd.server.validation import model_defaults, read_request, resolve_request
+
 FAIL_MESSAGE = "CUDA out of memory at render_size 512: lower render_size or texture_size"
+AUTH_MESSAGE = ("missing or wrong token: send 'Authorization: Bearer <token>' with the token the server was "
+                "started with (--token)")  # nfsd.server.security.require_token's
 
 
 def result_texture(size: int) -> np.ndarray:
@@ -41,21 +71,55 @@ def preview_png(size: int) -> bytes:
     return buffer.getvalue()
 
 
-class FakeBackend:
-    """``with FakeBackend(total_steps=4) as backend: backend.url ...``"""
+@dataclasses.dataclass
+class FakeCatalog(Catalog):
+    """The server's catalog (its allowlist, ``check_model``, ``entry_of``, ``check_loras``) over the
+    fake's entries instead of folders on disk."""
 
-    def __init__(self, total_steps: int = 4, token: str = "", models: list[dict] | None = None):
+    offered: list = dataclasses.field(default_factory=list)
+
+    def models(self) -> list[ModelEntry]:
+        return [e for e in self.offered if e.kind != "lora"]
+
+    def loras(self) -> list[ModelEntry]:
+        return [e for e in self.offered if e.kind == "lora"]
+
+
+@dataclasses.dataclass
+class FakeConfig(ServerConfig):
+    """The server's config, its catalog being the fake's models."""
+
+    offered: list = dataclasses.field(default_factory=list)
+
+    def catalog(self) -> FakeCatalog:
+        return FakeCatalog(default_model=self.model, offered=self.offered)
+
+
+class FakeBackend:
+    """``with FakeBackend(total_steps=4) as backend: backend.url ...``
+
+    ``models``: the ``ModelEntry`` fields of each model it offers (dicts or entries); None: it has no
+    ``GET /models`` (404) and offers its default model only. ``steps_per_second``: the speed a finished
+    job records (what ``POST /settings/resolve`` then estimates from)."""
+
+    def __init__(self, total_steps: int = 4, token: str = "", models: list | None = None,
+                 default_model: str = "builtin", steps_per_second: float = 2.0):
         self.total_steps = total_steps
         self.token = token
-        # The entries GET /models serves, with the server's keys (backend/nfsd/model_files.py ModelEntry:
-        # name, kind, path, family, prediction_type, text_window, render_size, supported, note), wrapped
-        # as the server does: {"default_model": ..., "models": [...]}. None: the route does not exist (404).
-        self.models = models
+        self.models = None if models is None else [m if isinstance(m, ModelEntry) else ModelEntry(**m)
+                                                    for m in models]
+        self.steps_per_second = steps_per_second
+        self._dir = Path(tempfile.mkdtemp(prefix="nfsd-fake-"))
+        self.config = FakeConfig(model=default_model, token=token or None, data_dir=self._dir,
+                                 offered=self.models or [])
+        self.speeds = SpeedBook(self._dir / "speeds.json")
         self.jobs: dict[str, dict] = {}
         self.unloaded = 0
         self.cancels: list[str] = []  # the job ids POST /jobs/{id}/cancel was called for
+        self.resolves: list[dict] = []  # the bodies POST /settings/resolve was called with
         self.mesh_warnings: list[str] = []  # what results report in meta["mesh"]["warnings"]
         self.lock = threading.Lock()
+        self._seq = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -68,6 +132,7 @@ class FakeBackend:
     def __exit__(self, *_exc) -> None:
         if self.server is not None:
             self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def stop(self) -> None:
         """The backend goes away (nothing listens on its port until :meth:`restart`)."""
@@ -85,6 +150,17 @@ class FakeBackend:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
+    # -- the scripted jobs ----------------------------------------------------------------------
+    def _new_job(self, settings: dict, request: dict, mesh: dict, init_texture: bytes | None, **extra) -> dict:
+        self._seq += 1
+        job = {"id": uuid.uuid4().hex, "seq": self._seq, "created": time.time(), "state": "queued", "step": 0,
+               "total": self.total_steps, "error": None, "started": None, "finished": None, "settings": settings,
+               "request": request, "mesh": mesh, "init_texture": init_texture, "previews": 0, "uvs_requests": 0,
+               "resubmitted_from": None}
+        job.update(extra)
+        self.jobs[job["id"]] = job
+        return job
+
     def _advance(self, job: dict) -> None:
         if job["state"] == "queued":
             job["state"] = "running"
@@ -95,16 +171,29 @@ class FakeBackend:
                 job["state"], job["error"] = "failed", FAIL_MESSAGE
             elif job["step"] >= job["total"]:
                 job["state"] = "done"
+                self.speeds.record(job["settings"], self.steps_per_second)  # as the server's worker does
             if job["state"] != "running":
                 job["finished"] = time.time()
 
+    def _position(self, job: dict) -> int:
+        queued = sorted((j["seq"], j["id"]) for j in self.jobs.values() if j["state"] == "queued")
+        return next((n for n, (_seq, ident) in enumerate(queued, start=1) if ident == job["id"]), 0)
+
+    def record(self, job: dict) -> JobRecord:
+        """The server's record of a scripted job."""
+        step, total, state = job["step"], job["total"], job["state"]
+        active = state in ("queued", "running")
+        return JobRecord(
+            id=job["id"], seq=job["seq"], created=job["created"], settings=job["settings"], state=state, step=step,
+            total=total, loss=0.5 / (1 + step) if step else None, eta_seconds=2.0 * (total - step) if active else None,
+            elapsed_seconds=1.0 * step, progress=step / total if total else 0.0,
+            steps_per_second=self.steps_per_second if step else None, preview_step=step or None, error=job["error"],
+            started=job.get("started"), finished=job.get("finished"), has_init_texture=job["init_texture"] is not None,
+            has_uvs=state != "queued", resubmitted_from=job.get("resubmitted_from"),
+            stage="optimizing" if state == "running" else None)
+
     def _status(self, job: dict) -> dict:
-        return {"id": job["id"], "state": job["state"], "queue_position": 0, "step": job["step"],
-                "total": job["total"], "eta_seconds": 2.0 * (job["total"] - job["step"]),
-                "elapsed_seconds": 1.0 * job["step"], "loss": 0.5 / (1 + job["step"]), "error": job["error"],
-                "created": 0.0, "started": job.get("started"), "finished": job.get("finished"),
-                "settings": job["settings"], "progress": job["step"] / job["total"],
-                "has_uvs": job["state"] != "queued", "resubmit_hint": None}
+        return status_dict(self.record(job), self._position(job))  # what GET /jobs/{id} sends
 
     def uvs(self, job: dict) -> tuple[np.ndarray, bool]:
         """``(uvs [F, 3, 2], generated)`` of a job: the mesh's own, else a made-up unwrap in [0, 1]
@@ -124,11 +213,11 @@ class FakeBackend:
 
     def _result(self, job: dict) -> bytes:
         mesh = job["mesh"]
-        size = int(job["settings"].get("texture_size", 64))
+        size = int(job["settings"]["texture_size"])
         uvs, generated = self.uvs(job)
         arrays = {"texture": result_texture(size), "uvs": uvs,
                   "uvs_generated": np.array(generated),
-                  "meta": np.array(json.dumps({"prompt": job["settings"]["prompt"],
+                  "meta": np.array(json.dumps({"prompt": job["settings"]["prompt"], "config": job["settings"],
                                                "mesh": {"warnings": self.mesh_warnings}}))}
         if job["settings"].get("offsets"):
             count = mesh["positions"].shape[0]
@@ -136,6 +225,55 @@ class FakeBackend:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         return buffer.getvalue()
+
+    # -- the answers, built by the server's code ---------------------------------------------------
+    def health(self, authorized: bool) -> dict:
+        if not authorized:
+            return Health(status="ok", version=__version__, auth_required=True).model_dump(exclude_unset=True)
+        running = next((j["id"] for j in self.jobs.values() if j["state"] == "running"), None)
+        return Health(status="ok", version=__version__, device="cpu", gpu_name=None, gpu_free_bytes=None,
+                      model_loaded=None, model_loading=None, default_model=self.config.model,
+                      queue_length=sum(j["state"] == "queued" for j in self.jobs.values()), running_job=running,
+                      auth_required=bool(self.token)).model_dump(exclude_unset=True)
+
+    def models_answer(self) -> dict:
+        entries = [entry.to_dict() for entry in self.config.catalog().entries()]
+        for entry in entries:  # as routes.models
+            entry["defaults"] = model_defaults(entry)
+        return {"default_model": self.config.model, "models": entries}
+
+    def resolve(self, text: str) -> dict:
+        """``POST /settings/resolve`` as routes.resolve_settings answers it."""
+        resolved = resolve_request(read_request(text), self.config)
+        settings = resolved.settings
+        return ResolvedSettings(settings=settings, model_family=resolved.family, render_size=resolved.render_size,
+                                steps_per_second=self.speeds.steps_per_second(settings),
+                                estimate_seconds=self.speeds.estimate(settings)).model_dump()
+
+    def submit(self, fields: dict) -> dict:
+        """``POST /jobs`` as routes.submit checks it (settings, dds, files) and answers it."""
+        text = fields["settings"].decode("utf-8", errors="replace")
+        settings = resolve_request(read_request(text), self.config).settings  # = validation.parse_settings
+        init = fields.get("init_texture")
+        if settings.get("mode") == "dds" and init is None:
+            raise HTTPException(422, "mode dds edits a texture: send the current texture as init_texture")
+        spool = Path(tempfile.mkdtemp(dir=self._dir))
+        try:
+            (spool / "mesh.npz").write_bytes(fields["mesh"])
+            if init is not None:
+                (spool / "init.png").write_bytes(init)
+            problem = inputcheck.check_files(str(spool / "mesh.npz"), str(spool / "init.png") if init else None,
+                                             self.config.max_faces, self.config.max_vertices,
+                                             int(LIMITS["max_init_texture_side"]))
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
+        if problem:
+            raise HTTPException(422, problem)
+        with np.load(io.BytesIO(fields["mesh"]), allow_pickle=False) as npz:
+            mesh = {key: npz[key] for key in npz.files}
+        with self.lock:
+            job = self._new_job(settings, json.loads(text), mesh, init)
+            return SubmitResponse(id=job["id"], state=job["state"], queue_position=self._position(job)).model_dump()
 
     def _handler(self):
         backend = self
@@ -153,114 +291,119 @@ class FakeBackend:
                 self.wfile.write(data)
 
             def _authorized(self) -> bool:
-                if backend.token and self.headers.get("Authorization") != f"Bearer {backend.token}":
-                    self._send(401, {"detail": "missing or wrong bearer token"})
-                    return False
-                return True
+                return not backend.token or self.headers.get("Authorization") == f"Bearer {backend.token}"
 
-            def _job(self, job_id: str):
+            def _answer(self, route) -> None:
+                """Run ``route`` (returns ``(code, body[, content type])``); the server's errors as it sends them."""
+                try:
+                    if self.path.strip("/") not in ("health", "explode") and not self._authorized():
+                        raise HTTPException(401, AUTH_MESSAGE)
+                    self._send(*route())
+                except HTTPException as exc:
+                    self._send(exc.status_code, ErrorBody(detail=exc.detail).model_dump())
+
+            def _job(self, job_id: str) -> dict:
                 job = backend.jobs.get(job_id)
                 if job is None:
-                    self._send(404, {"detail": f"no job {job_id}"})
+                    raise HTTPException(404, f"no job {job_id} on this server (it may have been deleted or pruned)")
                 return job
 
             def do_GET(self):
-                parts = self.path.strip("/").split("/")
-                if parts == ["health"]:
-                    return self._send(200, {"status": "ok", "version": "0.1.0", "device": "cpu", "gpu_name": None,
-                                            "gpu_free_bytes": None, "model_loaded": False, "queue_length": 0,
-                                            "auth_required": bool(backend.token)})
-                if parts == ["explode"]:  # a backend bug: HTTP 500 with no JSON detail
-                    return self._send(500, b"Internal Server Error", "text/plain")
-                if not self._authorized():
-                    return
-                if parts == ["jobs"]:
-                    with backend.lock:
-                        return self._send(200, {"jobs": [backend._status(j) for j in backend.jobs.values()]})
-                if parts == ["models"]:
-                    if backend.models is None:
-                        return self._send(404, {"detail": "Not Found"})
-                    return self._send(200, {"default_model": "builtin", "models": backend.models})
-                with backend.lock:
-                    job = self._job(parts[1]) if len(parts) >= 2 and parts[0] == "jobs" else None
-                    if job is None:
-                        return None if len(parts) >= 2 else self._send(404, {"detail": "not found"})
-                    if len(parts) == 2:
-                        backend._advance(job)
-                        return self._send(200, backend._status(job))
-                    if parts[2] == "preview.png":
-                        if job["step"] == 0:
-                            return self._send(404, {"detail": "no snapshot yet"})
-                        job["previews"] += 1
-                        return self._send(200, preview_png(int(job["settings"].get("texture_size", 64))),
-                                          "image/png")
-                    if parts[2] == "uvs":
-                        if job["state"] == "queued":
-                            return self._send(404, {"detail": "UVs not known yet"})
-                        job["uvs_requests"] += 1
-                        return self._send(200, backend._uvs_npz(job), "application/octet-stream")
-                    if parts[2] == "result":
-                        if job["state"] != "done":
-                            return self._send(409, {"detail": "job not done"})
-                        return self._send(200, backend._result(job), "application/octet-stream")
-                self._send(404, {"detail": "not found"})
+                self._answer(self._get)
 
             def do_POST(self):
-                if not self._authorized():
-                    return
+                self._answer(self._post)
+
+            def do_DELETE(self):
+                self._answer(self._delete)
+
+            def _get(self):
+                parts = self.path.strip("/").split("/")
+                if parts == ["health"]:
+                    return 200, backend.health(self._authorized())
+                if parts == ["explode"]:  # a backend bug: HTTP 500 with no JSON detail
+                    return 500, b"Internal Server Error", "text/plain"
+                if parts == ["jobs"]:
+                    with backend.lock:
+                        jobs = sorted(backend.jobs.values(), key=lambda j: -j["seq"])
+                        return 200, JobList(jobs=[JobStatus(**backend._status(j)) for j in jobs]).model_dump()
+                if parts == ["models"]:
+                    if backend.models is None:
+                        raise HTTPException(404, "Not Found")
+                    return 200, backend.models_answer()
+                if len(parts) < 2 or parts[0] != "jobs":
+                    raise HTTPException(404, "Not Found")
+                with backend.lock:
+                    job = self._job(parts[1])
+                    if len(parts) == 2:
+                        backend._advance(job)
+                        return 200, backend._status(job)
+                    if parts[2] == "preview.png":
+                        if job["step"] == 0:
+                            raise HTTPException(404, f"job {job['id']} has no preview yet")
+                        job["previews"] += 1
+                        return 200, preview_png(int(job["settings"]["texture_size"])), "image/png"
+                    if parts[2] == "uvs":
+                        if job["state"] == "queued":
+                            raise HTTPException(404, f"job {job['id']} is queued: its UVs are known once its mesh "
+                                                     "is prepared")
+                        job["uvs_requests"] += 1
+                        return 200, backend._uvs_npz(job), "application/octet-stream"
+                    if parts[2] == "result":
+                        if job["state"] != "done":
+                            raise HTTPException(409, f"job {job['id']} is {job['state']}; its result exists once "
+                                                     "it is done")
+                        return 200, backend._result(job), "application/octet-stream"
+                raise HTTPException(404, "Not Found")
+
+            def _post(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 parts = self.path.strip("/").split("/")
                 if parts == ["jobs"]:
-                    return self._submit(body)
+                    return 202, backend.submit(self._fields(body))
+                if parts == ["settings", "resolve"]:
+                    text = body.decode("utf-8", errors="replace")
+                    backend.resolves.append(json.loads(text))
+                    return 200, backend.resolve(text)
                 if parts == ["model", "unload"]:
                     backend.unloaded += 1
-                    return self._send(200, {"unloaded": True})
+                    return 200, Unloaded(unloaded=True).model_dump()
                 if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "resubmit":
                     with backend.lock:
                         job = self._job(parts[1])
-                        if job is None:
-                            return None
                         if job["state"] not in ("failed", "cancelled", "interrupted"):
-                            return self._send(409, {"detail": f"job {job['id']} is {job['state']}"})
-                        new_id = uuid.uuid4().hex
-                        backend.jobs[new_id] = dict(job, id=new_id, state="queued", step=0, error=None, started=None, finished=None,
-                                                    previews=0, uvs_requests=0, resubmitted_from=job["id"])
-                    return self._send(202, {"id": new_id, "state": "queued", "queue_position": 1})
+                            raise HTTPException(409, f"job {job['id']} is {job['state']}: only failed, cancelled "
+                                                     "or interrupted jobs run again")
+                        new = backend._new_job(job["settings"], job["request"], job["mesh"], job["init_texture"],
+                                               total=job["total"], resubmitted_from=job["id"])
+                        return 202, SubmitResponse(id=new["id"], state=new["state"],
+                                                   queue_position=backend._position(new)).model_dump()
                 if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "cancel":
                     with backend.lock:
                         backend.cancels.append(parts[1])
                         job = self._job(parts[1])
-                        if job is not None:
-                            if job["state"] in ("queued", "running"):
-                                job["state"] = "cancelled"
-                            self._send(200, backend._status(job))
-                    return None
-                self._send(404, {"detail": "not found"})
+                        if job["state"] in ("queued", "running"):
+                            job["state"] = "cancelled"
+                            job["finished"] = time.time()
+                        return 200, JobStatus(**backend._status(job)).model_dump()
+                raise HTTPException(404, "Not Found")
 
-            def _submit(self, body: bytes) -> None:
+            def _delete(self):
+                parts = self.path.strip("/").split("/")
+                if len(parts) != 2 or parts[0] != "jobs":
+                    raise HTTPException(404, "Not Found")
+                with backend.lock:
+                    job = self._job(parts[1])
+                    if job["state"] in ("queued", "running"):
+                        raise HTTPException(409, f"job {job['id']} is {job['state']}: cancel it first")
+                    del backend.jobs[job["id"]]
+                return 200, Deleted(deleted=job["id"]).model_dump()
+
+            def _fields(self, body: bytes) -> dict:
                 message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
                     b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
-                fields = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-                          for part in message.iter_parts()}
-                settings = json.loads(fields["settings"])
-                unknown = set(settings) - {"prompt", "negative_prompt", "mode", "steps", "texture_size",
-                                           "render_size", "batch", "guidance_scale", "offsets",
-                                           "offset_strength", "seed", "model", "source_prompt"}
-                if unknown:
-                    return self._send(422, {"detail": f"unknown settings {sorted(unknown)}"})
-                if not settings.get("prompt", "").strip():
-                    return self._send(422, {"detail": "prompt is empty: type what the texture should show"})
-                with np.load(io.BytesIO(fields["mesh"]), allow_pickle=False) as npz:
-                    mesh = {key: npz[key] for key in npz.files}
-                mask = mesh.get("face_mask")
-                if mask is not None and (mask.dtype != np.bool_ or mask.shape != mesh["triangles"].shape[:1]):
-                    return self._send(422, {"detail": f"face_mask must be bool [F], got {mask.dtype} {list(mask.shape)}"})
-                job_id = uuid.uuid4().hex
-                with backend.lock:
-                    backend.jobs[job_id] = {"id": job_id, "state": "queued", "step": 0, "total": backend.total_steps,
-                                            "error": None, "settings": settings, "mesh": mesh, "previews": 0, "uvs_requests": 0,
-                                            "init_texture": fields.get("init_texture")}
-                self._send(202, {"id": job_id})
+                return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                        for part in message.iter_parts()}
 
         return Handler

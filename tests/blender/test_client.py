@@ -69,7 +69,8 @@ def test_submit_status_preview_and_the_backends_own_error_detail(addon, fake_bac
         client.submit(b"", {"prompt": " "})
     assert caught.value.status == 422
     buffer = io.BytesIO()
-    np.savez(buffer, positions=np.zeros((3, 3), np.float32), triangles=np.array([[0, 1, 2]], np.int32))
+    positions = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)  # the server refuses a degenerate mesh
+    np.savez(buffer, positions=positions, triangles=np.array([[0, 1, 2]], np.int32))
     job_id = client.submit(buffer.getvalue(), {"prompt": "moss", "steps": 3})
     assert len(job_id) == 32
     assert client.preview_png(job_id) is None  # 404 before the first snapshot

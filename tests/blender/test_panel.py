@@ -15,7 +15,8 @@ from conftest import RecordingLayout, add_mesh
 from fake_backend import FakeBackend, result_texture
 
 def model(name, family, render_size, kind="folder", **extra):
-    """A GET /models entry with the server's keys (backend/nfsd/model_files.py ModelEntry.to_dict)."""
+    """The fields of a GET /models entry (nfsd.priors.model_files.ModelEntry: the fake builds the entry,
+    and its "defaults", with the server's own code)."""
     return dict({"name": name, "kind": kind, "path": f"/models/{name}", "family": family,
                  "prediction_type": "epsilon", "text_window": 77, "render_size": render_size, "supported": True,
                  "note": ""}, **extra)
@@ -119,37 +120,40 @@ def test_the_model_picker_lists_the_backends_models_and_runs_show_model_steps_si
         scene.nfsd.model_choice = "__default__"  # the backend's default can be chosen again
         assert scene.nfsd.model == "" and scene.nfsd.model_choice == "__default__"
         assert "model" not in settings(addon, scene)
-        assert scene.nfsd.render_size == "64"  # the default model's ("builtin" here)
+        assert scene.nfsd.render_size == "128"  # the default model's ("builtin" here: the server's defaults)
         scene.nfsd.model_choice = "tiny-sdxl"
         obj = add_mesh("cube")
         job = addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), connection))
-        assert backend.jobs[job.job_id]["settings"]["model"] == "tiny-sdxl"
+        assert backend.jobs[job.job_id]["request"]["model"] == "tiny-sdxl"
+        assert backend.jobs[job.job_id]["settings"]["model"] == "/models/tiny-sdxl"  # the folder it loads
         assert addon.ui.run_label(obj.nfsd_runs[0]) == \
             "a weathered bronze statue (NFSD, tiny-sdxl, 3 steps, 64 px, seed 7)"
 
 
 def test_presets_follow_the_chosen_models_defaults_and_the_summary_says_what_will_run(addon, scene):
-    tuned = model("tuned", "sd1", 512, defaults={"steps": 300, "texture_size": 1024, "render_size": 384, "batch": 4})
+    # The "defaults" of each entry are the server's (nfsd.server.validation.model_defaults): builtin 600 steps,
+    # 256 px texture, 128 px render, 2 views; an SD model 400 steps, 1024 px texture, its render size, 1 view.
+    tuned = model("tuned", "sd1", 512)
     lora = model("detail-lora", "sd1", None, kind="lora")
     with FakeBackend(models=MODELS + [tuned, lora]) as backend:
         addon.backend_status.check_backend(addon.jobs.Connection(url=backend.url))
         assert [item[0] for item in addon.properties.model_items()] == ["__default__", "builtin", "tiny-sdxl", "tuned"]
         nfsd = scene.nfsd
         nfsd.preset = "BALANCED"
-        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (500, "64", "1024")  # builtin's render size
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (600, "128", "256")  # builtin's defaults
         nfsd.model_choice = "tuned"  # Balanced stays Balanced: the model's own defaults
-        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size, nfsd.preset) == (300, "384", "1024", "BALANCED")
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size, nfsd.preset) == (400, "512", "1024", "BALANCED")
         nfsd.preset = "FAST"
-        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (150, "384", "512")
-        assert ("label", "150 steps · 384 px render · 512 px texture · 4 views/step", "NONE") in draw_panel(addon).log
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (200, "512", "512")
+        assert ("label", "200 steps · 512 px render · 512 px texture · 1 view/step", "NONE") in draw_panel(addon).log
         nfsd.preset = "HIGH"
-        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (600, "384", "2048")
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (800, "512", "2048")
         nfsd.batch = 2
-        assert "600 steps · 384 px render · 2048 px texture · 2 views/step" in draw_panel(addon).texts()
+        assert "800 steps · 512 px render · 2048 px texture · 2 views/step" in draw_panel(addon).texts()
         nfsd.batch = 0
-        nfsd.model_choice = "tiny-sdxl"  # no defaults: today's presets at the model's render size
-        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size, nfsd.preset) == (1000, "128", "2048", "HIGH")
-        assert "1000 steps · 128 px render · 2048 px texture · views/step: backend default" in draw_panel(addon).texts()
+        nfsd.model_choice = "tiny-sdxl"  # High stays High: twice the model's steps and texture, its render size
+        assert (nfsd.steps, nfsd.render_size, nfsd.texture_size, nfsd.preset) == (800, "128", "2048", "HIGH")
+        assert "800 steps · 128 px render · 2048 px texture · 1 view/step" in draw_panel(addon).texts()
 
 
 def test_without_get_models_the_picker_offers_the_backends_default(addon, scene, fast_connection):

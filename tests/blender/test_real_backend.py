@@ -66,6 +66,52 @@ def test_the_backend_line_names_the_model(addon, connection):
     assert labels[0] == "Backend default (tiny-model)"
 
 
+def test_the_model_picker_reads_the_real_get_models(addon, scene, connection):
+    addon.backend_status.check_backend(connection)
+    served = connection.client().models()
+    tiny = served["default_model"]
+    assert [item[0] for item in addon.properties.model_items()] == ["__default__"] + [
+        entry["name"] for entry in served["models"] if entry["kind"] != "lora"]
+    nfsd = scene.nfsd
+    nfsd.model_choice = "builtin"  # Custom keeps steps and texture, takes the model's render size
+    assert nfsd.model == "builtin" and nfsd.render_size == "128" and nfsd.steps == 3
+    nfsd.model_choice = "__default__"  # the backend's default can be chosen again
+    assert nfsd.model == "" and nfsd.model_choice == "__default__"
+    defaults = next(entry for entry in served["models"] if entry["name"] == tiny)["defaults"]
+    nfsd.preset = "BALANCED"  # the default model's defaults, as the server says them
+    assert (nfsd.steps, nfsd.texture_size) == (defaults["steps"], str(defaults["texture_size"]))
+    nfsd.model_choice = "builtin"
+    assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (600, "128", "256")
+    nfsd.model_choice = tiny  # by name: the same model as the default, its defaults again
+    assert nfsd.model == tiny and nfsd.preset == "BALANCED" and nfsd.steps == defaults["steps"]
+    # The tiny model renders at 16 px; the panel's smallest render size stands in for it.
+    properties = addon.properties
+    assert nfsd.render_size == str(properties._snap(defaults["render_size"], properties.RENDER_SIZES))
+    answer = connection.client().resolve_settings(properties.settings_dict(nfsd))  # the real server takes them
+    assert answer["settings"]["steps"] == defaults["steps"] and answer["render_size"] == int(nfsd.render_size)
+
+
+def test_the_estimate_is_unknown_before_a_job_of_its_kind_and_measured_after(addon, scene, prefs, connection,
+                                                                            monkeypatch):
+    from test_estimate import summary
+
+    monkeypatch.setattr(addon.estimate, "DEBOUNCE_SECONDS", 0.0)
+    prefs.backend_url, prefs.token = connection.url, TOKEN
+    scene.nfsd.texture_size = "128"  # a kind of job no other test here runs
+    summary(addon)
+    addon.estimate.wait()
+    assert summary(addon) == [("label", "3 steps · 64 px render · 128 px texture · 1 view/step", "NONE"),
+                              ("label", "Time unknown until a job of this kind has run", "TIME")]
+    job = addon.jobs.wait(addon.jobs.start_job(add_mesh("cube"), addon.properties.settings_dict(scene.nfsd),
+                                               connection), timeout=240)
+    assert job.state == "done", job.error
+    summary(addon)
+    addon.estimate.wait()
+    line = summary(addon)[1]
+    assert line[0] == "label" and line[1].startswith("Time: about ") and line[2] == "TIME", line
+    prefs.token = ""
+
+
 def test_a_wrong_token_fails_test_connection(addon, backend_url):
     for token in ("wrong", ""):
         ok, text = addon.backend_status.check_backend(addon.jobs.Connection(url=backend_url, token=token))
