@@ -71,7 +71,10 @@ class ServerConfig:
     def catalog(self):
         from ..priors.catalog import Catalog
 
-        return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None)
+        # isolated: described in a child process with a timeout and cached (a FIFO or a stalled mount in
+        # the folder must not hold the server's GIL; a submit naming a model must not rescan it)
+        return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None,
+                       isolated=True)
 
     def check(self) -> None:
         """Raise ``ConfigError`` for a configuration that must not start (e.g. a public host with no token)."""
