@@ -59,6 +59,9 @@ SERVER_LIMITS: tuple[Limit, ...] = (
           "jobs waiting to run; more submissions are refused until a job finishes"),
     Limit("body_timeout", 30.0, "--body-timeout", "seconds", "408",
           "a request body that sends nothing for this long is dropped (its connection closed)"),
+    Limit("unwrap_timeout", 600.0, None, "seconds", "job fails",
+          "a mesh without UVs is unwrapped (xatlas, in a child process) within this time, else the job fails "
+          "saying to unwrap it in Blender"),
     Limit("max_jobs", 50, "--max-jobs", "jobs", "-",
           "finished jobs kept on disk, oldest pruned first; at least 1"),
     Limit("quote_chars", 60, None, "characters", "-",
