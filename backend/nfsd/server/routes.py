@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
@@ -217,12 +218,30 @@ async def uvs(job_id: str, manager: Manager):
 async def result(job_id: str, manager: Manager):
     rec, _ = lookup(manager, job_id)
     path = manager.result_path(job_id)
-    if rec.state != DONE or not path.is_file():
+    if rec.state != DONE:
         msg = f"job {job_id} is {rec.state}; its result exists once it is done"
         if rec.error:
             msg += f" (error: {json_safe(rec.error)})"
         raise HTTPException(409, msg)
-    return FileResponse(path, media_type="application/octet-stream", filename=f"nfsd-{job_id}.npz")
+    # Opened here, streamed from the open file: a DELETE that removes the job in between cannot turn
+    # the download into a 500 ("result.npz does not exist"); it is a 404 before the open, whole after.
+    try:
+        handle = await run_in_threadpool(open, path, "rb")
+    except FileNotFoundError:
+        raise HTTPException(404, f"job {job_id} was deleted (or pruned) while its result was requested; "
+                                 "its result is gone") from None
+    size = os.fstat(handle.fileno()).st_size
+    return StreamingResponse(_chunks(handle), media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="nfsd-{job_id}.npz"', "Content-Length": str(size)})
+
+
+def _chunks(handle, size: int = 1 << 20):
+    """The bytes of an open file in pieces (starlette iterates a plain generator in its thread pool)."""
+    try:
+        while chunk := handle.read(size):
+            yield chunk
+    finally:
+        handle.close()
 
 
 @private.post("/jobs/{job_id}/cancel", response_model=JobStatus, summary="cancel a queued or running job",
