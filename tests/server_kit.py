@@ -14,7 +14,7 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
-from nfsd.server import ServerConfig, create_app
+from nfsd.server import ServerConfig, create_app, uvicorn_config
 
 PROMPT = "red brick wall"
 FAST = {"prompt": PROMPT, "steps": 5, "render_size": 32, "texture_size": 64}
@@ -88,8 +88,7 @@ class LiveServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.app = create_app(config)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0,
-                                                    log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn_config(self.app, "127.0.0.1", 0, log_level="warning", access_log=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

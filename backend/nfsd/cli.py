@@ -180,6 +180,7 @@ def main(argv=None) -> int:
                   device=args.device, max_jobs=args.max_jobs, max_age_days=args.max_age_days,
                   torch_threads=args.threads, allow_hosts=args.allow_host, max_faces=args.max_faces,
                   max_vertices=args.max_vertices, max_queue=args.max_queue, body_timeout=args.body_timeout,
+                  header_timeout=args.header_timeout, max_connections=args.max_connections,
                   models_dir=args.models_dir)
         elif args.command == "models":
             import json

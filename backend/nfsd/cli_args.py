@@ -159,3 +159,8 @@ def _add_server_limits(p: argparse.ArgumentParser) -> None:
                    help="most jobs waiting to run; more get 429 (default: %(default)s)")
     p.add_argument("--body-timeout", type=float, default=LIMITS["body_timeout"],
                    help="seconds a request body may stall before it is dropped (default: %(default)s)")
+    p.add_argument("--header-timeout", type=float, default=LIMITS["header_timeout"],
+                   help="seconds a connection may take to send a whole request head (default: %(default)s)")
+    p.add_argument("--max-connections", type=int, default=LIMITS["max_connections"],
+                   help="connections open at once; more get 503 (default: %(default)s, lowered to fit the "
+                        "open-file limit)")

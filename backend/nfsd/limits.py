@@ -46,6 +46,15 @@ SERVER_LIMITS: tuple[Limit, ...] = (
           "jobs waiting to run; more submissions are refused until a job finishes"),
     Limit("body_timeout", 30.0, "--body-timeout", "seconds", "408",
           "a request body that sends nothing for this long is dropped (its connection closed)"),
+    Limit("header_timeout", 10.0, "--header-timeout", "seconds", "connection closed",
+          "a connection must send a whole request head within this time (from its start, or after its last "
+          "response): slow or stuck clients cannot hold connections open"),
+    Limit("max_connections", 512, "--max-connections", "connections", "503",
+          "connections open at once (lowered to fit the process's open-file limit); more are answered 503 "
+          "and closed at once; repeated accept errors are logged once per 10 s"),
+    Limit("unwrap_timeout", 600.0, None, "seconds", "job fails",
+          "a mesh without UVs is unwrapped (xatlas, in a child process) within this time, else the job fails "
+          "saying to unwrap it in Blender"),
     Limit("max_jobs", 50, "--max-jobs", "jobs", "-",
           "finished jobs kept on disk, oldest pruned first; at least 1"),
     Limit("quote_chars", 60, None, "characters", "-",

@@ -49,16 +49,34 @@ def encode_png(texture: np.ndarray, compress_level: int = 6) -> bytes:
     return buf.getvalue()
 
 
+def _rgb8(img) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` of a decoded image. 16-bit and 32-bit greyscale (modes ``I;16*``, ``I``, ``F``)
+    are scaled to 8 bits: Pillow's ``convert("RGB")`` clips them, so 61% grey came out white."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode == "F":
+            scaled = arr * 255.0 if arr.size and np.nanmax(arr) <= 1.0 else arr
+        else:  # 16-bit samples (a 16-bit PNG opens as I;16 or I)
+            scaled = arr / 257.0
+        grey = np.clip(np.nan_to_num(scaled) + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """PNG bytes -> uint8 ``[H, W, 3]`` with row 0 at the BOTTOM. Raises ``ConfigError`` on non-PNG data."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ConfigError("the texture is not a PNG or other image file; send a PNG") from None
+    try:
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ConfigError(f"the texture is not a readable image ({exc}); send a PNG") from exc
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"))[::-1])
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
+        reason = str(exc).split(" <", 1)[0][:80]  # never an object's repr (<_io.BytesIO object at 0x...>)
+        raise ConfigError(f"the texture is a damaged image ({type(exc).__name__}: {reason}); send a PNG") from None
+    return np.ascontiguousarray(_rgb8(img)[::-1])
 
 
 def _current_umask() -> int:
@@ -107,11 +125,18 @@ def save_png(texture: np.ndarray, path) -> None:
 
 def load_png(path) -> np.ndarray:
     """Read an image file -> uint8 ``[H, W, 3]`` with row 0 at the bottom."""
+    from ..geometry.mesh_files import shown_path
+
+    if Path(path).is_dir():
+        raise ConfigError(f"texture {shown_path(path)} is a directory; name a PNG file")
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read texture {path}: {exc.strerror or exc}") from exc
-    return decode_png(data)
+        raise ConfigError(f"cannot read texture {shown_path(path)}: {exc.strerror or exc}") from exc
+    try:
+        return decode_png(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{shown_path(path)}: {str(exc).replace('the texture', 'this')}") from None
 
 
 def grid(images: list[np.ndarray], columns: int) -> np.ndarray:

@@ -40,14 +40,19 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "auto", max_faces: int = D
     unsupported type, unreadable, or fails ``check_mesh(mesh, max_faces)``.
     """
     path = Path(path)
+    shown = shown_path(path)
     axis = str(up_axis).strip().upper()
     if axis not in ("AUTO", "Y", "Z"):
         raise ConfigError(f"up_axis must be 'auto', 'Y' or 'Z', got {up_axis!r}")
+    if path.is_dir():
+        raise MeshError(f"{shown}: is a directory, not a mesh file; name a file ({', '.join(MESH_SUFFIXES)})")
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
-        raise MeshError(f"{path}: unsupported mesh file type '{suffix}'; use one of {', '.join(MESH_SUFFIXES)}")
+        raise MeshError(f"{shown}: unsupported mesh file type {_printable(suffix)!r}; use one of {', '.join(MESH_SUFFIXES)}")
+    if not path.exists():
+        raise MeshError(f"{shown}: file not found")
     if not path.is_file():
-        raise MeshError(f"{path}: file not found")
+        raise MeshError(f"{shown}: not a regular file (a FIFO, device or socket?); name a mesh file")
 
     if suffix == ".npz":
         from .wire import read_wire_npz
@@ -55,7 +60,7 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "auto", max_faces: int = D
         try:
             mesh = read_wire_npz(path, max_faces)
         except MeshError as e:
-            raise MeshError(f"{path}: {e}") from e
+            raise MeshError(f"{shown}: {e}") from e
         if axis == "Y":
             _y_up_to_z_up(mesh)
             check_mesh(mesh, max_faces)
@@ -65,17 +70,41 @@ def load_mesh(path: str | os.PathLike, up_axis: str = "auto", max_faces: int = D
     try:
         mesh = readers[suffix](path)
     except MeshError as e:
-        raise MeshError(f"{path}: {e}") from e
-    except Exception as e:  # a parser failing on garbage: say which file and why
-        raise MeshError(f"{path}: could not read it as {suffix[1:].upper()} ({type(e).__name__}: {e})") from e
+        raise MeshError(f"{shown}: {e}") from e
+    except Exception as e:  # a parser failing on garbage: say which file, never what it holds
+        raise MeshError(f"{shown}: could not read it as {suffix[1:].upper()} ({_reason(e, suffix[1:].upper())})") from e
     y_up = axis == "Y" or (axis == "AUTO" and suffix in (".obj", ".glb", ".gltf"))
     if y_up:
         _y_up_to_z_up(mesh)
     try:
         check_mesh(mesh, max_faces)
     except MeshError as e:
-        raise MeshError(f"{path}: {e}") from e
+        raise MeshError(f"{shown}: {e}") from e
     return mesh
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    """``text`` with every non-printable or non-ASCII character escaped, cut to ``limit``: a message
+    can never carry terminal escapes."""
+    out = "".join(c if (c.isprintable() and c.isascii()) else c.encode("unicode_escape").decode("ascii")
+                  for c in text[: limit * 2])
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+def shown_path(path) -> str:
+    """A path as an error message shows it: as is when plain, else quoted with escapes."""
+    text = str(path)
+    return text if _printable(text, 10_000) == text else f"'{_printable(text, 300)}'"
+
+
+# Parser errors that quote the file's content (float('<bytes>'), decoding errors): named, never echoed.
+_CONTENT_ERRORS = (ValueError, UnicodeError, IndexError, KeyError, TypeError)
+
+
+def _reason(exc: Exception, kind: str) -> str:
+    if isinstance(exc, _CONTENT_ERRORS):
+        return f"{type(exc).__name__}: this is not valid {kind} content; is it a {kind} mesh file?"
+    return f"{type(exc).__name__}: {_printable(str(exc))}"
 
 
 def _y_up_to_z_up(mesh: Mesh) -> None:

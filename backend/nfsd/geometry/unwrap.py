@@ -27,14 +27,46 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Cancelled, MeshError
+from ..limits import LIMITS
 from .mesh import Mesh
 
 CHUNK_FACES = 20_000  # the 20,480-face icosphere unwraps whole; 81,920 faces in one piece crash
 _POLL_S = 0.05
+UNWRAP_TIMEOUT_S = float(LIMITS["unwrap_timeout"])
+# float32 resolves about 1e-7 of a coordinate: a mesh smaller than this fraction of its distance from
+# the origin has lost its shape before it reaches xatlas.
+MIN_RELATIVE_EXTENT = 1e-5
+MAX_COORDINATE = 1e30
+ADVICE = ("unwrap it in Blender (UV > Smart UV Project) so it arrives with a UV map, or lower its face count "
+          "(Decimate modifier)")
+
+
+def framed(positions: np.ndarray) -> np.ndarray:
+    """``positions`` moved to the origin and scaled to unit size (float32), what xatlas is given: its
+    tolerances are absolute, and a mesh at 1e11 units hangs it (at 1e10 it works). UVs do not change
+    under a uniform scale. Raises ``MeshError`` for non-finite or absurd coordinates."""
+    p = np.asarray(positions, np.float64)
+    if p.size == 0:
+        return np.asarray(positions, np.float32)
+    if not np.isfinite(p).all():
+        raise MeshError("the mesh has non-finite vertex coordinates (NaN or infinity); fix or remove those "
+                        "vertices before texturing it")
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    far = float(np.abs(p).max())
+    extent = float((hi - lo).max())
+    if far > MAX_COORDINATE:
+        raise MeshError(f"the mesh's coordinates reach {far:.3g}; apply a sensible scale in Blender (Object > "
+                        "Apply > Scale, or scale it down) before texturing it")
+    if extent <= 0 or extent < far * MIN_RELATIVE_EXTENT:
+        raise MeshError(f"the mesh is {extent:.3g} units across but lies {far:.3g} units from the origin: float32 "
+                        "cannot hold its shape there; move it near the origin (Object > Set Origin, or Apply > "
+                        "Location) before texturing it")
+    return ((p - (lo + hi) / 2) / extent).astype(np.float32)
 
 
 def ensure_uvs(mesh: Mesh, on_progress: Callable[[str, float], None] | None = None,
-               cancelled: Callable[[], bool] | None = None, chunk_faces: int = CHUNK_FACES) -> Mesh:
+               cancelled: Callable[[], bool] | None = None, chunk_faces: int = CHUNK_FACES,
+               timeout: float | None = None) -> Mesh:
     """Return ``mesh`` itself when it has UVs, else a copy unwrapped with xatlas (in a child process).
 
     The copy shares ``positions`` and ``triangles`` (untouched, same order) and gets per-corner
@@ -48,21 +80,28 @@ def ensure_uvs(mesh: Mesh, on_progress: Callable[[str, float], None] | None = No
             every half second while the unwrap runs.
         cancelled: polled every 50 ms; when it returns True the child is killed and ``Cancelled`` raised.
         chunk_faces: the most faces xatlas charts in one piece (see the module docstring).
+        timeout: seconds the unwrap may take (default ``UNWRAP_TIMEOUT_S``); then the child is killed.
+
+    The mesh is framed (moved to the origin, scaled to unit size) before xatlas sees it.
 
     Raises:
-        MeshError: xatlas failed or crashed (the message says what to do instead).
+        MeshError: xatlas failed, crashed or ran out of time; non-finite or absurd coordinates (the
+            message says what to do instead).
         Cancelled: ``cancelled()`` became true.
     """
     if mesh.uvs is not None:
         return mesh
-    uvs = unwrap_in_child(mesh.world_positions(), mesh.triangles, on_progress, cancelled, chunk_faces)
+    uvs = unwrap_in_child(mesh.world_positions(), mesh.triangles, on_progress, cancelled, chunk_faces, timeout)
     return dataclasses.replace(mesh, uvs=uvs, uvs_generated=True, warnings=list(mesh.warnings))
 
 
 def unwrap_in_child(positions: np.ndarray, triangles: np.ndarray,
                     on_progress: Callable[[str, float], None] | None = None,
-                    cancelled: Callable[[], bool] | None = None, chunk_faces: int = CHUNK_FACES) -> np.ndarray:
+                    cancelled: Callable[[], bool] | None = None, chunk_faces: int = CHUNK_FACES,
+                    timeout: float | None = None) -> np.ndarray:
     """``unwrap`` in a child process; per-corner uvs ``[F, 3, 2]`` float32 (see ``ensure_uvs``)."""
+    timeout = UNWRAP_TIMEOUT_S if timeout is None else float(timeout)
+    positions = framed(positions)
     n_faces = int(len(triangles))
     what = f"unwrapping {n_faces:,} faces"
     t0 = time.monotonic()
@@ -70,7 +109,7 @@ def unwrap_in_child(positions: np.ndarray, triangles: np.ndarray,
     report(what, 0.0)
     with tempfile.TemporaryDirectory(prefix="nfsd-unwrap-") as tmp:
         inp, out, err = Path(tmp) / "mesh.npz", Path(tmp) / "uvs.npy", Path(tmp) / "stderr.txt"
-        np.savez(inp, positions=np.asarray(positions, np.float32), triangles=np.asarray(triangles, np.int64),
+        np.savez(inp, positions=positions, triangles=np.asarray(triangles, np.int64),
                  chunk_faces=np.array(int(chunk_faces)))
         with open(err, "wb") as err_file:
             proc = subprocess.Popen(_child_command(inp, out), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -81,6 +120,9 @@ def unwrap_in_child(positions: np.ndarray, triangles: np.ndarray,
                     if cancelled is not None and cancelled():
                         raise Cancelled(f"cancelled while {what}")
                     elapsed = time.monotonic() - t0
+                    if elapsed > timeout:
+                        raise MeshError(f"UV unwrapping (xatlas) took more than {timeout:g} s on this mesh of "
+                                        f"{n_faces:,} faces and was stopped; {ADVICE}")
                     if elapsed - last_report >= 0.5:
                         report(what, elapsed)
                         last_report = elapsed
@@ -98,8 +140,7 @@ def unwrap_in_child(positions: np.ndarray, triangles: np.ndarray,
 
 
 def _failure_line(code: int, stderr: str, n_faces: int) -> str:
-    advice = ("unwrap it in Blender (UV > Smart UV Project) so it arrives with a UV map, or lower its face count "
-              "(Decimate modifier)")
+    advice = ADVICE
     if code < 0:
         try:
             name = signal.Signals(-code).name

@@ -36,13 +36,23 @@ _WIRE_ARRAYS = {
 }
 
 
-def _zip_entry_count(data: bytes) -> int | None:
-    """Entries in the zip's end-of-central-directory record (None if there is none): read before
-    zipfile builds an object per entry, so an archive of a million empty entries costs nothing."""
+# The central directory of a wire .npz: at most five entries of a short name, with zip64 extras.
+MAX_DIRECTORY_BYTES = 16 * 1024
+
+
+def _zip_directory(data: bytes) -> tuple[int, int] | None:
+    """``(entries, directory bytes)`` from the zip's end-of-central-directory record (zip64's when the
+    plain one says so), None if there is none: read before zipfile parses the directory, which it does
+    entry by entry up to the size the record claims, whatever the entry count says."""
     at = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
     if at < 0 or at + 22 > len(data):
         return None
-    return struct.unpack_from("<H", data, at + 10)[0]
+    count, size = struct.unpack_from("<H", data, at + 10)[0], struct.unpack_from("<I", data, at + 12)[0]
+    if (count == 0xFFFF or size == 0xFFFFFFFF) and at >= 20 and data[at - 20:at - 16] == b"PK\x06\x07":
+        offset = struct.unpack_from("<Q", data, at - 20 + 8)[0]
+        if offset + 56 <= len(data) and data[offset:offset + 4] == b"PK\x06\x06":
+            count, size = struct.unpack_from("<QQ", data, offset + 32)
+    return count, size
 
 
 def wire_header(data: bytes, max_faces: int = LIMITS["max_faces"], max_vertices: int = LIMITS["max_vertices"],
@@ -56,9 +66,14 @@ def wire_header(data: bytes, max_faces: int = LIMITS["max_faces"], max_vertices:
     exempt), a header that disagrees with the member's size, more than ``max_faces`` triangles or
     ``max_vertices`` vertices, or a missing required array.
     """
-    count = _zip_entry_count(data)
-    if count is None:
+    directory = _zip_directory(data)
+    if directory is None:
         raise MeshError("wire mesh: not a valid .npz archive (no zip directory)")
+    count, directory_bytes = directory
+    if directory_bytes > MAX_DIRECTORY_BYTES:
+        raise MeshError(f"wire mesh: the archive's directory is {directory_bytes:,} bytes; a wire .npz of at most "
+                        f"{len(_WIRE_ARRAYS)} arrays needs under {MAX_DIRECTORY_BYTES:,} (expected np.savez output "
+                        f"with {', '.join(_WIRE_ARRAYS)})")
     if count > len(_WIRE_ARRAYS):
         raise MeshError(f"wire mesh: the archive has {count} members; expected at most {len(_WIRE_ARRAYS)} "
                         f"({', '.join(_WIRE_ARRAYS)})")

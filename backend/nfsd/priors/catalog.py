@@ -15,15 +15,43 @@ exists, so ``model`` cannot be used to probe the server's file system.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
+import stat
+import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, ModelError
-from .model_files import DEFAULT_RENDER, ModelEntry, cached_hub_models, describe_checkpoint, describe_folder, describe_lora
+from .model_files import (DEFAULT_RENDER, ModelEntry, cached_hub_models, describe_checkpoint, describe_folder,
+                          describe_lora, is_regular_file)
+
+log = logging.getLogger("nfsd.catalog")
 
 LORA_SUBDIRS = ("loras", "Lora")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+SCAN_TIMEOUT_S = 20.0   # a server describes its models in a child process; one that takes longer is killed
+SCAN_TTL_S = 30.0       # a server's description is reused this long unless the folders' mtimes change
+BUILTIN_DIR = Path(__file__).parents[1] / "builtin" / "weights" / "prior"  # = loading.BUILTIN_DIR (no torch here)
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether ``path`` (resolved) lies in ``root`` (resolved): symlinks out of the folder are not offered."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def _kind(path: Path) -> str | None:
+    """``dir`` | ``file`` (regular) | None (FIFOs, devices, sockets, dangling links: never opened)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else None
 
 
 @dataclass
@@ -33,6 +61,7 @@ class Catalog:
     default_model: str = "builtin"
     models_dir: Path | None = None
     include_hub_cache: bool = True
+    isolated: bool = False  # describe the folders in a child process with a timeout, cached (the server)
 
     def check(self) -> None:
         """Raise ``ConfigError`` when ``models_dir`` is given but is no folder."""
@@ -49,49 +78,78 @@ class Catalog:
         return None
 
     def models(self) -> list[ModelEntry]:
-        from .prior import BUILTIN_DIR
+        if self.isolated:
+            return list(_scanned(self)[0])
+        return self._scan_models()
 
-        entries = [describe_folder(BUILTIN_DIR, "builtin", kind="builtin")
-                   or ModelEntry("builtin", "builtin", str(BUILTIN_DIR), "builtin", supported=False,
-                                 note="the built-in weights are missing: reinstall the package")]
-        if self.default_model != "builtin":
-            entries.append(self._describe_reference(self.default_model))
-        if self.models_dir is not None and Path(self.models_dir).is_dir():
-            for item in sorted(Path(self.models_dir).iterdir()):
-                if item.name in LORA_SUBDIRS or item.name.startswith("."):
-                    continue
-                if item.is_dir():
-                    entry = describe_folder(item.resolve(), item.name)
-                    if entry is not None:
-                        entries.append(entry)
-                elif item.suffix.lower() in CHECKPOINT_SUFFIXES:
-                    entries.append(describe_checkpoint(item.resolve(), item.name))
-        if self.include_hub_cache:
-            entries.extend(cached_hub_models())
-        seen, unique = set(), []
-        for entry in entries:  # the --model may also be in --models-dir or the cache: list it once
+    def _scan_models(self) -> list[ModelEntry]:
+        return list(self._iter_models())
+
+    def _iter_models(self):
+        """The model entries one by one (the child streams them: a stall keeps those before it)."""
+        seen = set()
+
+        def unique(entry):  # the --model may also be in --models-dir or the cache: list it once
             key = entry.path or entry.name
-            if key not in seen:
-                seen.add(key)
-                unique.append(entry)
-        return unique
+            if key in seen:
+                return False
+            seen.add(key)
+            return True
+
+        builtin = (describe_folder(BUILTIN_DIR, "builtin", kind="builtin")
+                   or ModelEntry("builtin", "builtin", str(BUILTIN_DIR), "builtin", supported=False,
+                                 note="the built-in weights are missing: reinstall the package"))
+        if unique(builtin):
+            yield builtin
+        if self.default_model != "builtin":
+            entry = self._describe_reference(self.default_model)
+            if unique(entry):
+                yield entry
+        if self.models_dir is not None and Path(self.models_dir).is_dir():
+            root = Path(os.path.abspath(Path(self.models_dir).expanduser()))
+            for item in sorted(root.iterdir()):
+                if item.name in LORA_SUBDIRS or item.name.startswith(".") or not _inside(str(item), str(root)):
+                    continue
+                kind = _kind(item)  # regular files and folders only: a FIFO would block whoever opens it
+                entry = None
+                if kind == "dir":
+                    entry = describe_folder(item, item.name)
+                elif kind == "file" and item.suffix.lower() in CHECKPOINT_SUFFIXES:
+                    entry = describe_checkpoint(item, item.name)  # the link's name says its type
+                if entry is not None and unique(entry):
+                    yield entry
+        if self.include_hub_cache:
+            for entry in cached_hub_models():
+                if unique(entry):
+                    yield entry
 
     def loras(self) -> list[ModelEntry]:
+        if self.isolated:
+            return list(_scanned(self)[1])
+        return self._scan_loras()
+
+    def _scan_loras(self) -> list[ModelEntry]:
+        return list(self._iter_loras())
+
+    def _iter_loras(self):
         root = self.lora_dir()
-        if root is None:
-            return []
-        return [describe_lora(f.resolve(), f.relative_to(root).with_suffix("").as_posix())
-                for f in sorted(root.rglob("*.safetensors"))]
+        if root is None or not _inside(str(root), str(self.models_dir)):
+            return
+        root = Path(os.path.abspath(root))
+        for f in sorted(root.rglob("*.safetensors")):
+            if _inside(str(f), str(root)) and _kind(f) == "file":
+                yield describe_lora(f, f.relative_to(root).with_suffix("").as_posix())
 
     def entries(self) -> list[ModelEntry]:
         return self.models() + self.loras()
 
     def _describe_reference(self, model: str) -> ModelEntry:
         path = Path(model).expanduser()
-        if path.is_dir():
+        kind = _kind(path)
+        if kind == "dir":
             return describe_folder(path.resolve(), model) or ModelEntry(model, "folder", str(path.resolve()), None)
-        if path.is_file():
-            return describe_checkpoint(path.resolve(), model)
+        if kind == "file":
+            return describe_checkpoint(path.resolve(), model, suffix=path.suffix)
         for entry in cached_hub_models():
             if entry.name == model:
                 return dataclasses.replace(entry, name=model)
@@ -103,8 +161,10 @@ class Catalog:
     def check_model(self, model: str | None) -> str:
         """The reference to load for a job's ``model`` (``None``: the server's default), if offered.
 
-        Accepted: an entry's ``name`` or the path of an offered folder/file (any spelling that resolves
-        to it). Returns the string ``load_prior`` takes (a path for local entries).
+        Accepted: an entry's ``name`` or the path of an offered folder/file as GET /models spells it
+        (compared as strings after ``os.path.normpath``: the client's string never touches the file
+        system, so the answer tells nothing about links or files). Returns the string ``load_prior``
+        takes (a path for local entries).
 
         Raises:
             ModelError: not offered; one message whatever the reason (missing or existing path).
@@ -116,12 +176,12 @@ class Catalog:
         entries = self.models()
         match = next((e for e in entries if e.name == model), None)
         if match is None and _looks_like_path(model):
-            real = os.path.realpath(os.path.expanduser(model))
-            match = next((e for e in entries if e.path and os.path.realpath(e.path) == real), None)
+            spelled = _spelling(model)
+            match = next((e for e in entries if e.path and _spelling(e.path) == spelled), None)
         if match is None:
-            shown = model if len(model) <= 80 else model[:77] + "..."
-            raise ModelError(f"model {shown!r} is not offered by this server: use 'builtin', the server's --model, "
-                             "or a name from GET /models (models in the server's --models-dir, hub ids in its cache)")
+            raise ModelError(f"model {_shown(model)} is not offered by this server: use 'builtin', the server's --model, "
+                             "or a name from GET /models (models in the server's --models-dir, hub ids in its cache)"
+                             + _incomplete_note(self))
         if not match.supported:
             raise ModelError(f"model {match.name!r} cannot be used: {match.note}")
         return match.path if match.kind in ("folder", "file") else match.name
@@ -150,29 +210,170 @@ class Catalog:
         if not entries:
             return []
         offered = {e.name: e for e in self.loras()}
-        by_path = {os.path.realpath(e.path): e for e in offered.values()}
+        by_path = {_spelling(e.path): e for e in offered.values()}
         out, matches = [], []
         for entry in entries:
             ref = entry.get("name") or entry.get("path")
             match = offered.get(ref)
             if match is None and _looks_like_path(ref):
-                match = by_path.get(os.path.realpath(os.path.expanduser(ref)))
+                match = by_path.get(_spelling(ref))
             if match is None:
-                shown = ref if len(ref) <= 80 else ref[:77] + "..."
-                where = "the server has no --models-dir" if self.lora_dir() is None else "see GET /models (kind lora)"
-                raise ModelError(f"LoRA {shown!r} is not offered by this server: {where}")
+                where = "the server has no --models-dir" if self.models_dir is None else "see GET /models (kind lora)"
+                raise ModelError(f"LoRA {_shown(ref)} is not offered by this server: {where}" + _incomplete_note(self))
+            if not match.supported:
+                raise ModelError(f"LoRA {match.name!r} cannot be used: {match.note or 'not a supported LoRA'}; "
+                                 "see GET /models (kind lora, supported true)")
             out.append({"path": match.path, "weight": entry["weight"]})
             matches.append(match)
         family = self.family_of(model) if model else None
+        known = set(DEFAULT_RENDER) | {"builtin"}
         for entry in matches:
-            if family in DEFAULT_RENDER and entry.family in DEFAULT_RENDER and entry.family != family:
-                raise ModelError(f"LoRA {entry.name!r} was trained for {entry.family} but model {model!r} is "
-                                 f"{family}: choose a LoRA of the model's family")
+            if family in known and entry.family in DEFAULT_RENDER and entry.family != family:
+                what = "the built-in model" if family == "builtin" else f"model {_shown(model)} is {family}"
+                raise ModelError(f"LoRA {entry.name!r} was trained for {entry.family} but {what}: choose a LoRA "
+                                 "of the model's family (GET /models lists both families)")
         return out
+
+    def check_encoder(self, model: str | None, encoder: str | None) -> None:
+        """Refuse ``encoder: tiny`` for a model (a ``check_model`` result) whose folder has no ``vae_tiny/``.
+
+        Raises ``ModelError`` in words for an API user (no CLI option is named).
+        """
+        if encoder != "tiny":
+            return
+        entry = self.entry_of(model or self.default_model)
+        if entry is not None and entry.tiny_encoder:
+            return
+        raise ModelError(f"encoder 'tiny' needs a tiny autoencoder (a vae_tiny/ folder: TAESD or TAESDXL) in the "
+                         f"model's folder, and model {_shown(model or self.default_model)} has none on this server: use encoder 'full', "
+                         "or a model whose GET /models entry says tiny_encoder true")
+
+
+def _spelling(path: str) -> str:
+    """A path as a string, normalised lexically (``a/../b`` is ``b``); the file system is never asked."""
+    return os.path.normpath(path)
+
+
+def _shown(ref: str) -> str:
+    return repr(ref if len(ref) <= 80 else ref[:77] + "...")
 
 
 def _looks_like_path(ref: str) -> bool:
     return os.sep in ref or "/" in ref or ref.startswith(("~", ".")) or ref.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------------------------
+# The server's description: a child process with a timeout, cached
+
+_CACHE: dict[tuple, tuple[float, tuple, list, list, bool]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _key(catalog: Catalog) -> tuple:
+    models_dir = os.path.abspath(os.path.expanduser(str(catalog.models_dir))) if catalog.models_dir else None
+    return (catalog.default_model, models_dir, catalog.include_hub_cache)
+
+
+def _signature(catalog: Catalog) -> tuple:
+    """The mtimes that say the folders changed (a new file, a removed one): a rescan before the TTL."""
+    paths = []
+    if catalog.models_dir is not None:
+        paths += [Path(catalog.models_dir).expanduser()] + [Path(catalog.models_dir).expanduser() / s
+                                                            for s in LORA_SUBDIRS]
+    if catalog.include_hub_cache:
+        from .model_files import _hub_cache
+
+        paths.append(_hub_cache())
+    out = []
+    for path in paths:
+        try:
+            out.append(os.stat(path).st_mtime_ns)
+        except (OSError, ValueError):
+            out.append(None)
+    return tuple(out)
+
+
+def _scanned(catalog: Catalog) -> tuple[list[ModelEntry], list[ModelEntry], bool]:
+    """``(models, loras, complete)`` of an isolated catalog: from the cache while the folders' mtimes are
+    unchanged and the description is younger than ``SCAN_TTL_S``, else described again by a child."""
+    key = _key(catalog)
+    with _CACHE_LOCK:  # one description at a time; the others wait for it (in worker threads)
+        signature = _signature(catalog)
+        hit = _CACHE.get(key)
+        if hit is not None and hit[1] == signature and time.monotonic() - hit[0] < SCAN_TTL_S:
+            return hit[2], hit[3], hit[4]
+        models, loras, complete = scan_in_child(catalog)
+        _CACHE[key] = (time.monotonic(), signature, models, loras, complete)
+        return models, loras, complete
+
+
+def _incomplete_note(catalog: Catalog) -> str:
+    if not catalog.isolated or _scanned(catalog)[2]:
+        return ""
+    return (f" (this server could not read its --models-dir in full within {SCAN_TIMEOUT_S:g} s, e.g. a stalled "
+            "network mount; the models read before that are offered)")
+
+
+def scan_in_child(catalog: Catalog, timeout: float | None = None) -> tuple[list[ModelEntry], list[ModelEntry], bool]:
+    """Describe ``catalog``'s models and LoRAs in a child process (``python -m nfsd.priors.catalog``):
+    a file that blocks whoever reads it (a stalled network mount) costs the child, killed after
+    ``timeout`` seconds, never the server's GIL. Entries the child described before that are kept."""
+    timeout = SCAN_TIMEOUT_S if timeout is None else timeout
+    args = json.dumps({"default_model": catalog.default_model,
+                       "models_dir": str(catalog.models_dir) if catalog.models_dir is not None else None,
+                       "include_hub_cache": catalog.include_hub_cache})
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen([sys.executable, "-m", "nfsd.priors.catalog", "--scan", args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    complete = True
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        complete = False
+        log.warning("describing the models folder %s took more than %g s (a FIFO or a stalled network mount?); "
+                    "offering what was read before", catalog.models_dir, timeout)
+    models: list[ModelEntry] = []
+    loras: list[ModelEntry] = []
+    for line in out.decode("utf-8", "replace").splitlines():
+        try:
+            item = json.loads(line)
+            (models if item["list"] == "models" else loras).append(ModelEntry(**item["entry"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    if complete and proc.returncode != 0:
+        complete = False
+        log.warning("describing the models folder %s failed (exit %s): %s", catalog.models_dir, proc.returncode,
+                    err.decode("utf-8", "replace").strip().splitlines()[-1:] or "")
+    if not models:  # builtin is always offered
+        models = [ModelEntry("builtin", "builtin", str(BUILTIN_DIR), "builtin")]
+    return models, loras, complete
+
+
+def _scan_main(args_json: str) -> int:
+    """The child's side of :func:`scan_in_child`: one JSON line per entry, flushed as it is described."""
+    import threading as _threading
+
+    parent = os.getppid()
+
+    def watch() -> None:  # never describe for nobody: end with the server (killed mid-scan)
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    _threading.Thread(target=watch, daemon=True).start()
+    args = json.loads(args_json)
+    catalog = Catalog(default_model=args["default_model"],
+                      models_dir=Path(args["models_dir"]) if args["models_dir"] else None,
+                      include_hub_cache=bool(args["include_hub_cache"]))
+    for name, describe in (("models", catalog._iter_models), ("loras", catalog._iter_loras)):
+        for entry in describe():
+            print(json.dumps({"list": name, "entry": entry.to_dict()}), flush=True)
+    return 0
 
 
 def format_table(entries: list[ModelEntry]) -> str:
@@ -185,6 +386,12 @@ def format_table(entries: list[ModelEntry]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + ("  " + r[6] if r[6] else "")
                      for r in rows)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--scan":
+        sys.exit(_scan_main(sys.argv[2]))
+    sys.exit("usage: python -m nfsd.priors.catalog --scan JSON (the server's model description)")
 
 
 __all__ = ["Catalog", "ModelEntry", "describe_folder", "describe_checkpoint", "describe_lora", "format_table"]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +33,30 @@ class ModelEntry:
     render_size: int | None = None      # default render size of the family
     supported: bool = True
     note: str = ""
+    tiny_encoder: bool = False          # the folder has vae_tiny/ (what settings' encoder "tiny" needs)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def _read_json(path: Path) -> dict:
+MAX_JSON_BYTES = 1 << 20
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
+
+
+def is_regular_file(path: Path) -> bool:
+    """A regular file (links followed): never a FIFO, device or socket, which could block whoever opens it."""
     try:
-        data = json.loads(path.read_text())
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _read_json(path: Path) -> dict:
+    if not is_regular_file(path):
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(MAX_JSON_BYTES + 1)[:MAX_JSON_BYTES].decode("utf-8"))
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -79,23 +98,43 @@ def describe_folder(path: Path, name: str, kind: str = "folder") -> ModelEntry |
     if not supported:
         note = f"{family}: {UNSUPPORTED_HINT}"
     return ModelEntry(name, kind, str(path), family, sched.get("prediction_type", "epsilon"), window, render,
-                      supported, note)
+                      supported, note, tiny_encoder=is_regular_file(path / "vae_tiny" / "config.json"))
 
 
-def _safetensors_keys(path: Path) -> tuple[list[str], dict, object]:
-    from safetensors import safe_open
+def _safetensors_keys(path: Path) -> tuple[list[str], dict, dict[str, list[int]]]:
+    """Keys, metadata and shapes from a safetensors header (8-byte length, then JSON): nothing else is
+    read, no library that maps the file. Regular files only."""
+    if not is_regular_file(path):
+        raise ValueError("not a regular file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES:
+            raise ValueError(f"a header of {n:,} bytes is claimed (not a safetensors file?)")
+        raw = f.read(n)
+    if len(raw) != n:
+        raise ValueError("the header is cut short")
+    header = json.loads(raw.decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("the header is no JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    shapes = {k: list(v.get("shape", [])) for k, v in header.items() if isinstance(v, dict)}
+    return list(header), meta if isinstance(meta, dict) else {}, shapes
 
-    handle = safe_open(str(path), framework="pt")
-    return list(handle.keys()), handle.metadata() or {}, handle
 
+def describe_checkpoint(path: Path, name: str, suffix: str | None = None) -> ModelEntry:
+    """A single-file checkpoint's entry, from its safetensors header (a ``.ckpt`` is a pickle: not opened).
 
-def describe_checkpoint(path: Path, name: str) -> ModelEntry:
-    """A single-file checkpoint's entry, from its safetensors header (a ``.ckpt`` is a pickle: not opened)."""
-    if path.suffix.lower() != ".safetensors":
+    ``suffix`` (default: ``path``'s) says the file's type: a link ``x.safetensors`` to a blob without a
+    suffix (the Hugging Face cache's layout) is a safetensors file."""
+    suffix = path.suffix if suffix is None else suffix
+    if suffix.lower() != ".safetensors":
         return ModelEntry(name, "file", str(path), None, None, 77, None, True,
                           "a pickled .ckpt: family read when it loads")
     try:
-        keys, _meta, handle = _safetensors_keys(path)
+        keys, _meta, shapes = _safetensors_keys(path)
     except Exception as exc:  # a corrupt header
         return ModelEntry(name, "file", str(path), None, supported=False, note=f"unreadable: {exc}")
     has = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
@@ -113,7 +152,7 @@ def describe_checkpoint(path: Path, name: str) -> ModelEntry:
     elif has("cond_stage_model.transformer."):
         family = "sd1"
     first_conv = "model.diffusion_model.input_blocks.0.0.weight"
-    if family in ("sd1", "sd2", "sdxl") and first_conv in keys and handle.get_slice(first_conv).get_shape()[1] == 9:
+    if family in ("sd1", "sd2", "sdxl") and first_conv in keys and shapes[first_conv][1:2] == [9]:
         family = "inpainting"
     if "v_pred" in keys:
         prediction = "v_prediction"
@@ -127,7 +166,7 @@ def describe_lora(path: Path, name: str) -> ModelEntry:
     """A LoRA file's entry: the family it was trained for, from its keys (cross-attention width) and
     kohya's ``ss_base_model_version`` metadata."""
     try:
-        keys, meta, handle = _safetensors_keys(path)
+        keys, meta, shapes = _safetensors_keys(path)
     except Exception as exc:
         return ModelEntry(name, "lora", str(path), None, supported=False, note=f"unreadable: {exc}")
     family = None
@@ -144,7 +183,8 @@ def describe_lora(path: Path, name: str) -> ModelEntry:
         else:  # attn2's to_k reads the text embedding: its width names the family
             for key in keys:
                 if ("attn2_to_k.lora_down" in key or "attn2.to_k.lora_A" in key or "attn2.to_k.lora.down" in key):
-                    family = {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(handle.get_slice(key).get_shape()[1])
+                    shape = shapes.get(key) or []
+                    family = {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(shape[1] if len(shape) > 1 else None)
                     break
     fmt = "kohya" if any(k.startswith("lora_") for k in keys) else "diffusers"
     is_lora = any("lora" in k for k in keys)

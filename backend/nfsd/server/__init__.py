@@ -13,10 +13,11 @@ Modules, one concept each:
 - ``uploads``: request bodies (``POST /jobs`` spooled into the data dir, a stall timeout);
 - ``security``: the bearer-token dependency;
 - ``routes``: the endpoints;
-- ``app``: the app factory (``create_app``) and ``serve``.
+- ``connections``: the request-head timeout, the connection cap, rate-limited flood logs;
+- ``app``: the app factory (``create_app``), ``uvicorn_config`` and ``serve``.
 """
 
-from .app import create_app, serve
+from .app import create_app, serve, uvicorn_config
 from .config import DEFAULT_PORT, ServerConfig, default_data_dir, is_loopback_host
 from .schemas import Health, JobList, JobSettings, JobStatus, SubmitResponse
 from .validation import FileChecker, parse_settings
@@ -33,6 +34,7 @@ __all__ = [
     "default_data_dir",
     "is_loopback_host",
     "serve",
+    "uvicorn_config",
     "FileChecker",
     "parse_settings",
 ]

@@ -98,6 +98,20 @@ async def _unexpected(request: Request, exc: Exception):
                         status_code=500)
 
 
+def uvicorn_config(app: FastAPI, host: str, port: int, **kw):
+    """The ``uvicorn.Config`` of ``app``: its config's request-head timeout and connection cap
+    (:mod:`.connections`), and loggers a connection flood cannot fill."""
+    import uvicorn
+
+    from .connections import protocol_class, quiet_floods
+
+    config: ServerConfig = app.state.config
+    out = uvicorn.Config(app, host=host, port=port, http=protocol_class(config.header_timeout, config.max_connections),
+                         **kw)
+    quiet_floods()  # after uvicorn's logging set-up
+    return out
+
+
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
           data_dir: str | Path | None = None, log_level: str = "info", **options) -> None:
     """Run the server until interrupted (what ``nfsd serve`` calls); ``options`` are other
@@ -118,4 +132,5 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None =
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM / Ctrl-C: open requests get 2 s, then the job manager stops its worker within ~3 s.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=2)
+    uvicorn.Server(uvicorn_config(app, host, port, log_level=log_level, access_log=False,
+                                  timeout_graceful_shutdown=2)).run()

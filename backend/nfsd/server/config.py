@@ -42,6 +42,8 @@ class ServerConfig:
         max_faces, max_vertices: largest accepted mesh (422 beyond), read from the .npz headers.
         max_queue: most jobs waiting to run (429 beyond).
         body_timeout: seconds a request body may send nothing before it is dropped (408).
+        header_timeout: seconds a connection may take to send a whole request head (then it is closed).
+        max_connections: connections open at once (more get 503 and are closed).
         torch_threads: CPU threads of torch in the worker process (0: torch's default).
         models_dir: diffusers folders and single files offered besides ``builtin`` and ``model``, LoRAs
             in its ``loras/``; jobs may name only offered models (``nfsd.priors.catalog``, ``GET /models``).
@@ -63,6 +65,8 @@ class ServerConfig:
     max_vertices: int = LIMITS["max_vertices"]
     max_queue: int = LIMITS["max_queue"]
     body_timeout: float = LIMITS["body_timeout"]
+    header_timeout: float = LIMITS["header_timeout"]
+    max_connections: int = LIMITS["max_connections"]
     preview_interval: float = 2.0
     status_interval: float = 0.5
     torch_threads: int = 0
@@ -71,7 +75,10 @@ class ServerConfig:
     def catalog(self):
         from ..priors.catalog import Catalog
 
-        return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None)
+        # isolated: described in a child process with a timeout and cached (a FIFO or a stalled mount in
+        # the folder must not hold the server's GIL; a submit naming a model must not rescan it)
+        return Catalog(default_model=self.model, models_dir=Path(self.models_dir).expanduser() if self.models_dir else None,
+                       isolated=True)
 
     def check(self) -> None:
         """Raise ``ConfigError`` for a configuration that must not start (e.g. a public host with no token)."""
@@ -85,7 +92,9 @@ class ServerConfig:
             )
         if not (0 <= int(self.port) <= 65535):
             raise ConfigError(f"--port {self.port} is out of range 0..65535")
-        for name in ("max_jobs", "max_upload_bytes", "max_faces", "max_vertices", "max_queue"):
+        if not self.header_timeout > 0:
+            raise ConfigError(f"header_timeout must be a positive number of seconds, got {self.header_timeout}")
+        for name in ("max_jobs", "max_upload_bytes", "max_faces", "max_vertices", "max_queue", "max_connections"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.body_timeout > 0:

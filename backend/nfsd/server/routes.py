@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
@@ -15,7 +18,7 @@ from ..limits import LIMITS
 from ..jobs.queue import CANCELLED, DONE, FAILED, INTERRUPTED, JobManager, JobRecord, is_job_id
 from .config import ServerConfig
 from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, ResolvedSettings, SubmitResponse, Unloaded,
-                      job_status, status_dict)
+                      status_dict)
 from .security import bearer, require_token, token_ok
 from .uploads import DISK_FULL, disk_full, read_submission
 from .validation import FileChecker, model_defaults, parse_settings, read_request, resolve_request
@@ -37,6 +40,8 @@ Manager = Annotated[JobManager, Depends(_manager)]
 Config = Annotated[ServerConfig, Depends(_config)]
 Checker = Annotated[FileChecker, Depends(_checker)]
 
+log = logging.getLogger("nfsd.server")
+
 router = APIRouter()
 private = APIRouter(dependencies=[Depends(require_token)])
 
@@ -51,6 +56,44 @@ def lookup(manager: JobManager, job_id: str) -> tuple[JobRecord, int]:
     if found is None:
         raise HTTPException(404, f"no job {job_id} on this server (it may have been deleted or pruned)")
     return found
+
+
+def json_safe(value, depth: int = 0):
+    """``value`` with everything JSON cannot carry made harmless: text that UTF-8 cannot encode (a lone
+    surrogate stored by an older server) escaped as ``\\udXXX``, NaN and infinities as null, other
+    objects as their text. A record that cannot be listed would make every listing a 500."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth > 32:
+        return "..."
+    if isinstance(value, dict):
+        return {json_safe(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, depth + 1) for v in value]
+    return json_safe(str(value))
+
+
+def listed(rec: JobRecord, position: int) -> dict:
+    """``status_dict`` made JSON-safe; a record that cannot even be read into one is listed as failed
+    with an error saying so (never a 500 for every listing)."""
+    try:
+        return json_safe(status_dict(rec, position))
+    except Exception as exc:  # a record on disk of another version, hand-edited, half-corrupt
+        log.warning("job %r: its record cannot be listed (%s: %s)", getattr(rec, "id", "?"), type(exc).__name__, exc)
+        job_id = json_safe(str(getattr(rec, "id", "")))
+        return {"id": job_id, "state": FAILED, "queue_position": 0, "step": 0, "total": 0, "progress": 0.0,
+                "eta_seconds": None, "elapsed_seconds": 0.0, "steps_per_second": None, "loss": None,
+                "error": "this job's record on the server cannot be read; delete the job (DELETE /jobs/{id})",
+                "created": 0.0, "started": None, "finished": None, "settings": {}, "preview_step": None,
+                "has_result": False, "has_uvs": False, "resubmit_hint": None, "resubmitted_from": None, "stage": None}
 
 
 def _submitted(manager: JobManager, rec: JobRecord) -> SubmitResponse:
@@ -129,12 +172,12 @@ def _refuse_when_queue_full(manager: JobManager, config: ServerConfig) -> None:
 
 @private.get("/jobs", response_model=JobList, summary="all jobs, newest first")
 async def list_jobs(manager: Manager) -> JobList:
-    return JobList(jobs=[job_status(r, pos) for r, pos in manager.list()])
+    return JSONResponse({"jobs": [listed(r, pos) for r, pos in manager.list()]})  # JobList's fields, made JSON-safe
 
 
 @private.get("/jobs/{job_id}", response_model=JobStatus, summary="one job's status", responses=NOT_FOUND)
 async def get_job(job_id: str, manager: Manager) -> JobStatus:
-    return JSONResponse(status_dict(*lookup(manager, job_id)))  # same fields as JobStatus (tested), no re-validation
+    return JSONResponse(listed(*lookup(manager, job_id)))  # same fields as JobStatus (tested), no re-validation
 
 
 @private.get("/jobs/{job_id}/preview.png", response_class=Response,
@@ -162,7 +205,7 @@ async def uvs(job_id: str, manager: Manager):
         if rec.state in (FAILED, CANCELLED, INTERRUPTED):
             msg = f"job {job_id} is {rec.state} and its UVs were never known"
             if rec.error:
-                msg += f" (error: {rec.error})"
+                msg += f" (error: {json_safe(rec.error)})"
         else:
             msg = (f"job {job_id} is {rec.state}: its UVs are known once its mesh is prepared, when it "
                    "leaves the queue; poll GET /jobs/{id} until has_uvs is true")
@@ -177,12 +220,30 @@ async def uvs(job_id: str, manager: Manager):
 async def result(job_id: str, manager: Manager):
     rec, _ = lookup(manager, job_id)
     path = manager.result_path(job_id)
-    if rec.state != DONE or not path.is_file():
+    if rec.state != DONE:
         msg = f"job {job_id} is {rec.state}; its result exists once it is done"
         if rec.error:
-            msg += f" (error: {rec.error})"
+            msg += f" (error: {json_safe(rec.error)})"
         raise HTTPException(409, msg)
-    return FileResponse(path, media_type="application/octet-stream", filename=f"nfsd-{job_id}.npz")
+    # Opened here, streamed from the open file: a DELETE that removes the job in between cannot turn
+    # the download into a 500 ("result.npz does not exist"); it is a 404 before the open, whole after.
+    try:
+        handle = await run_in_threadpool(open, path, "rb")
+    except FileNotFoundError:
+        raise HTTPException(404, f"job {job_id} was deleted (or pruned) while its result was requested; "
+                                 "its result is gone") from None
+    size = os.fstat(handle.fileno()).st_size
+    return StreamingResponse(_chunks(handle), media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="nfsd-{job_id}.npz"', "Content-Length": str(size)})
+
+
+def _chunks(handle, size: int = 1 << 20):
+    """The bytes of an open file in pieces (starlette iterates a plain generator in its thread pool)."""
+    try:
+        while chunk := handle.read(size):
+            yield chunk
+    finally:
+        handle.close()
 
 
 @private.post("/jobs/{job_id}/cancel", response_model=JobStatus, summary="cancel a queued or running job",
@@ -190,7 +251,7 @@ async def result(job_id: str, manager: Manager):
 async def cancel(job_id: str, manager: Manager) -> JobStatus:
     lookup(manager, job_id)
     manager.cancel(job_id)
-    return job_status(*lookup(manager, job_id))
+    return JSONResponse(listed(*lookup(manager, job_id)))
 
 
 @private.post("/jobs/{job_id}/resubmit", status_code=202, response_model=SubmitResponse,

@@ -115,6 +115,7 @@ def resolve_request(request: dict, config: ServerConfig) -> Resolved:
         model = catalog.check_model(request.get("model"))  # only offered models: `model` is no file-system probe
         if "loras" in request:
             request["loras"] = catalog.check_loras(request["loras"], model)
+        catalog.check_encoder(model, request.get("encoder"))
         entry = catalog.entry_of(model)
         family = entry.family if entry else None
         resolved = resolve({**request, "model": model}, default_model=config.model, family=family)
