@@ -3,7 +3,8 @@
 
 Arrays here are ``[H, W, 4]`` RGBA with row 0 = the BOTTOM of the image, which is both Blender's
 ``image.pixels`` order and the backend's texture order. PNG files store row 0 at the TOP: the
-flip happens in :func:`encode_png` and :func:`decode_png` and nowhere else.
+flip happens in :func:`encode_png` and :func:`decode_png` and nowhere else. A UDIM result is
+``[T, H, W, 4]``, one texture per tile (:func:`new_tiled_image`).
 """
 
 from __future__ import annotations
@@ -83,3 +84,35 @@ def set_image_pixels(image, pixels: np.ndarray) -> None:
         image.scale(width, height)
     image.pixels.foreach_set(np.ascontiguousarray(pixels, dtype=np.float32).ravel())
     image.update()
+
+
+def new_tiled_image(name: str, tiles, textures: np.ndarray):
+    """A packed UDIM (tiled) image ``name`` holding tile ``tiles[k]`` (1001, 1002...) filled from
+    ``textures[k]``: float32 ``[T, H, W, 4]`` in 0..1, row 0 = bottom.
+
+    Blender's ``image.pixels`` reaches only a tiled image's first tile, so the tiles go through PNG
+    files ``<tile>`` in a temporary folder, are read as one tiled image and packed (the files go).
+    Main thread only.
+    """
+    import bpy
+
+    tiles = [int(t) for t in tiles]
+    if len(tiles) != len(textures) or not tiles:
+        raise ValueError(f"{len(tiles)} tile numbers for {len(textures)} tile textures")
+    with tempfile.TemporaryDirectory(prefix="nfsd_udim_") as folder:
+        for tile, texture in zip(tiles, textures):
+            rgba = (np.clip(np.asarray(texture, np.float32)[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            with open(os.path.join(folder, f"nfsd.{tile}.png"), "wb") as file:
+                file.write(encode_png(rgba))
+        image = bpy.data.images.load(os.path.join(folder, f"nfsd.{tiles[0]}.png"), check_existing=False)
+        image.source = "TILED"
+        image.filepath = os.path.join(folder, "nfsd.<UDIM>.png")
+        image.reload()
+        got = sorted(tile.number for tile in image.tiles)
+        if got != sorted(tiles):
+            bpy.data.images.remove(image)
+            raise ValueError(f"Blender read UDIM tiles {got}, not {sorted(tiles)}")
+        image.pack()
+    image.name = name
+    image.filepath_raw = "//" + bpy.path.clean_name(name) + ".<UDIM>.png"  # where Unpack writes the tiles
+    return image

@@ -218,13 +218,15 @@ def shape_key_offsets(obj, name: str) -> np.ndarray:
 
 @dataclass
 class Result:
-    """A parsed result .npz. ``texture`` float32 ``[H, W, 4]`` in 0..1, row 0 = bottom."""
+    """A parsed result .npz. ``texture`` float32 ``[H, W, 4]`` in 0..1, row 0 = bottom; for a mesh laid
+    out in UDIM tiles ``[T, H, W, 4]``, one per tile of ``tiles`` (int ``[T]``: 1001, 1002...)."""
 
     texture: np.ndarray
     uvs: np.ndarray
     uvs_generated: bool
     offsets: np.ndarray | None
     meta: dict = field(default_factory=dict)
+    tiles: np.ndarray | None = None
 
 
 def read_result(data: bytes) -> Result:
@@ -238,12 +240,19 @@ def read_result(data: bytes) -> Result:
         if missing:
             raise ValueError(f"the backend's result lacks {sorted(missing)}")
         texture = npz["texture"]
-        if texture.ndim != 3 or texture.shape[2] not in (3, 4):
+        tiles = np.asarray(npz["tiles"]).astype(np.int64) if "tiles" in npz.files else None
+        if tiles is not None:  # UDIM: one texture per tile
+            if tiles.ndim != 1 or texture.ndim != 4 or texture.shape[0] != len(tiles) or len(tiles) == 0:
+                raise ValueError(f"the result has {tiles.size} tile numbers and a texture of shape "
+                                 f"{list(texture.shape)}, expected [T, H, W, 4] for T tiles")
+        elif texture.ndim != 3:
+            raise ValueError(f"the result texture has shape {list(texture.shape)}, expected [H, W, 4]")
+        if texture.shape[-1] not in (3, 4):
             raise ValueError(f"the result texture has shape {list(texture.shape)}, expected [H, W, 4]")
         if texture.dtype == np.uint8:
             texture = texture.astype(np.float32) / 255.0
-        if texture.shape[2] == 3:
-            texture = np.concatenate([texture, np.ones(texture.shape[:2] + (1,), np.float32)], axis=2)
+        if texture.shape[-1] == 3:
+            texture = np.concatenate([texture, np.ones(texture.shape[:-1] + (1,), np.float32)], axis=-1)
         uvs = np.asarray(npz["uvs"], np.float32)
         offsets = np.asarray(npz["offsets"], np.float32) if "offsets" in npz.files else None
         generated = bool(npz["uvs_generated"]) if "uvs_generated" in npz.files else False
@@ -253,7 +262,7 @@ def read_result(data: bytes) -> Result:
                 meta = json.loads(str(npz["meta"]))
             except ValueError:
                 meta = {}
-    return Result(texture.astype(np.float32), uvs, generated, offsets, meta)
+    return Result(texture.astype(np.float32), uvs, generated, offsets, meta, tiles)
 
 
 def read_uvs(data: bytes) -> tuple[np.ndarray, bool]:

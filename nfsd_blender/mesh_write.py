@@ -98,6 +98,24 @@ def new_texture_image(name: str, width: int, height: int):
     return image
 
 
+def new_tiled_texture_image(name: str, tiles, textures: np.ndarray):
+    """An sRGB UDIM image for an NFSD result laid out in tiles: tile ``tiles[k]`` holds ``textures[k]``
+    (float32 ``[T, H, W, 4]``, row 0 bottom), packed. Wired like a single image: Blender's Image
+    Texture node reads a tiled image through the mesh's own UDIM UVs."""
+    from .image_io import new_tiled_image
+
+    image = new_tiled_image(name, tiles, textures)
+    image.colorspace_settings.name = "sRGB"
+    return image
+
+
+def set_image_of_material(material, image) -> None:
+    """Point the material's NFSD Texture node at ``image``."""
+    node = material.node_tree.nodes.get("NFSD Texture") if material.node_tree else None
+    if node is not None:
+        node.image = image
+
+
 def texture_material(name: str, image, uv_map: str):
     """A material ``name``: Principled BSDF's Base Color fed by an Image Texture of ``image``,
     which reads UV map ``uv_map`` through a UV Map node."""

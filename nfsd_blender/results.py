@@ -84,12 +84,26 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
             warnings.append(f"The backend's unwrap cut {cut} polygon(s) along a diagonal; Blender keeps one UV "
                             "per corner, so the texture shows a seam there. Turn on 'Unwrap in Blender' or "
                             "give the mesh a UV map, and run again.")
-    height, width = result.texture.shape[:2]
-    if image is None:
-        image = mesh_write.new_texture_image(preview.image_name(obj, settings), width, height)
-        scene_state.tag(image)
-    image_io.set_image_pixels(image, result.texture)
-    image.pack()
+    height, width = result.texture.shape[-3:-1]
+    if result.tiles is not None:  # UDIM tiles: a tiled image takes the place of the preview's single one
+        tiled = mesh_write.new_tiled_texture_image(preview.image_name(obj, settings), result.tiles, result.texture)
+        scene_state.tag(tiled)
+        if image is not None:
+            import bpy
+
+            image.user_remap(tiled)  # the preview material's texture node
+            if scene_state.is_ours(image) and image.users == 0:
+                bpy.data.images.remove(image)
+                tiled.name = preview.image_name(obj, settings)
+        image = tiled
+        if material is not None:
+            mesh_write.set_image_of_material(material, image)
+    else:
+        if image is None:
+            image = mesh_write.new_texture_image(preview.image_name(obj, settings), width, height)
+            scene_state.tag(image)
+        image_io.set_image_pixels(image, result.texture)
+        image.pack()
 
     target = None
     if apply_into:

@@ -58,16 +58,15 @@ def run_texture(mesh, config, out_dir, init_texture=None, stream=None):
     """
     from tqdm import tqdm
 
-    from .distill.engine import TextureJob
     from .distill.outputs import write_outputs
-    from .geometry.unwrap import ensure_uvs
+    from .distill.tiles import make_job
 
     with _CtrlC() as ctrl_c, tqdm(total=config.steps, desc="preparing", unit="step", file=stream or sys.stderr,
                                   dynamic_ncols=True) as bar:
-        config.validate()  # before a long unwrap, not after it
-        mesh = ensure_uvs(mesh, on_progress=lambda text, elapsed: bar.set_description(f"{text} ({elapsed:.0f} s)"),
-                          cancelled=lambda: ctrl_c.count > 0)
-        job = ctrl_c.job = TextureJob(mesh, config, init_texture=init_texture)
+        # --uvs unwrap, the unwrap of a mesh without UVs, and UDIM tiles (an atlas, split per tile after)
+        job = ctrl_c.job = make_job(mesh, config, init_texture,
+                                    on_progress=lambda text, elapsed: bar.set_description(f"{text} ({elapsed:.0f} s)"),
+                                    cancelled=lambda: ctrl_c.count > 0)
         if ctrl_c.count:
             job.cancel()
 
@@ -152,6 +151,10 @@ def main(argv=None) -> int:
                 mesh = load_mesh(args.mesh, max_faces=args.max_faces)
             else:
                 mesh = builtin_mesh(args.mesh)
+            if getattr(args, "uvs", None) == "unwrap":  # its UVs and their warning go (run_texture unwraps)
+                from .geometry.unwrap import without_uvs
+
+                mesh = without_uvs(mesh)
             for warning in mesh.warnings:
                 print(f"nfsd: warning: {warning}", file=sys.stderr)
             if args.threads > 0:

@@ -175,6 +175,8 @@ class TextureConfig:
                               "names from GET /models, kind lora)")
     encoder: str = setting("full", "autoencoder on the gradient path: tiny = TAESD/TAESDXL, faster (API: the model "
                                    "folder's vae_tiny/)", choices=("full", "tiny"))
+    uvs: str = setting("keep", "the mesh's UV map: keep it (UDIM tiles too: one texture per tile), or unwrap: ignore "
+                               "it and lay out new UVs (xatlas), as for a mesh without UVs", choices=("keep", "unwrap"))
     model_config: str | None = setting(None, "diffusers folder with the configs and tokenizer of a single-file "
                                              "checkpoint; needed only when its shapes are not standard SD 1.x/2.x/SDXL",
                                        kind="str", faces=(CLI,), none_means="the standard configs")

@@ -215,10 +215,20 @@ class FakeBackend:
         mesh = job["mesh"]
         size = int(job["settings"]["texture_size"])
         uvs, generated = self.uvs(job)
-        arrays = {"texture": result_texture(size), "uvs": uvs,
+        texture = result_texture(size)
+        cells = np.floor(uvs.mean(axis=1)).astype(np.int64)  # UDIM tiles as the backend reads them
+        tiles = np.unique(1001 + cells[:, 0] + 10 * cells[:, 1])
+        udim = len(tiles) > 1 and (cells[:, 0] >= 0).all() and (cells[:, 0] <= 9).all() and (cells[:, 1] >= 0).all()
+        if udim:  # one texture per tile (docs/API.md); inside its first and last rows tile k is 255 - 80 k green
+            texture = np.stack([texture] * len(tiles))
+            for k in range(len(tiles)):
+                texture[k, 1:-1, :, 1] = 255 - 80 * k
+        arrays = {"texture": texture, "uvs": uvs,
                   "uvs_generated": np.array(generated),
                   "meta": np.array(json.dumps({"prompt": job["settings"]["prompt"], "config": job["settings"],
                                                "mesh": {"warnings": self.mesh_warnings}}))}
+        if udim:
+            arrays["tiles"] = tiles.astype(np.int32)
         if job["settings"].get("offsets"):
             count = mesh["positions"].shape[0]
             arrays["offsets"] = np.tile(np.array([0.0, 0.0, 0.1], np.float32), (count, 1))

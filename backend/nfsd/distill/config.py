@@ -6,7 +6,7 @@ What it depends on, ``TextureConfig``, is declared with every setting in ``nfsd.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,9 @@ class TextureResult:
     cancelled: bool = False
     timings: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    # A mesh laid out in UDIM tiles ran on an atlas (``texture``/``uvs`` above): its per-tile textures
+    # and own UVs (``nfsd.distill.tiles.UdimTextures``); None otherwise.
+    udim: Any = None
 
 
 __all__ = ["Progress", "TextureResult"]

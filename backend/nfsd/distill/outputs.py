@@ -1,4 +1,5 @@
-"""Write a run's results to a folder: texture.png, textured.glb, views.png, report.json, offsets.npy."""
+"""Write a run's results to a folder: texture.png (UDIM: texture.1001.png...), textured.glb, views.png, report.json,
+offsets.npy."""
 
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ def render_result_views(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevati
 
 
 def report_dict(result) -> dict:
-    """The JSON-able summary of a run: settings, timings, losses, mesh and environment."""
-    return {
+    """The JSON-able summary of a run: settings, timings, losses, mesh and environment (and ``udim``:
+    the tiles of a mesh laid out in UDIM tiles, see ``udim_report``)."""
+    report = {
         "nfsd_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "settings": result.config.to_dict(),
@@ -73,12 +75,29 @@ def report_dict(result) -> dict:
                  "uvs_generated": result.uvs_generated, "warnings": list(result.mesh.warnings)},
         "info": result.info,
     }
+    if getattr(result, "udim", None) is not None:
+        report["udim"] = udim_report(result)
+    return report
+
+
+GLB_ATLAS_NOTE = ("glTF has no UDIM: textured.glb holds the tiles side by side in one atlas texture, with the "
+                  "UVs moved into it; the UDIM tiles are texture.<tile>.png on the mesh's own UVs")
+
+
+def udim_report(result) -> dict:
+    """report.json's ``udim``: the tiles, their files, the atlas textured.glb holds instead."""
+    layout = result.udim.layout
+    return {"tiles": list(layout.tiles), "files": [f"texture.{t}.png" for t in layout.tiles],
+            "tile_size": int(result.config.texture_size), "atlas": f"{layout.cols}x{layout.rows}",
+            "atlas_size": int(result.texture.shape[0]), "glb": GLB_ATLAS_NOTE}
 
 
 def write_outputs(result, out_dir, views_size: int = 256) -> dict[str, Path]:
     """Write every output file of a run into ``out_dir`` (created), each atomically.
 
-    Files: ``texture.png`` (dilated sRGB albedo), ``textured.glb`` (world space, Y-up as glTF wants),
+    Files: ``texture.png`` (dilated sRGB albedo; a mesh laid out in UDIM tiles gets ``texture.1001.png``,
+    ``texture.1002.png``... instead, one per tile, and textured.glb the atlas of its tiles on atlas UVs, as
+    glTF has no UDIM), ``textured.glb`` (world space, Y-up as glTF wants),
     ``views.png`` (6 fixed views: four sides, above, below), ``report.json``, and ``offsets.npy`` (``[V, 3]`` float32 object
     space) when offsets were optimized.
 
@@ -90,8 +109,15 @@ def write_outputs(result, out_dir, views_size: int = 256) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NfsdError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
-    paths = {name: out / name for name in ("texture.png", "textured.glb", "views.png", "report.json")}
-    save_png(result.texture, paths["texture.png"])
+    udim = getattr(result, "udim", None)
+    names = ["textured.glb", "views.png", "report.json"]
+    names = (["texture.png"] if udim is None else [f"texture.{t}.png" for t in udim.tiles]) + names
+    paths = {name: out / name for name in names}
+    if udim is None:
+        save_png(result.texture, paths["texture.png"])
+    else:  # one texture per tile; textured.glb and views.png use the atlas (result.texture, result.uvs)
+        for tile, texture in udim.textures.items():
+            save_png(texture, paths[f"texture.{tile}.png"])
     with tempfile.TemporaryDirectory(dir=out, prefix=".glb-") as tmp:
         save_textured_glb(result.mesh, result.texture, Path(tmp) / "textured.glb", offsets=result.offsets)
         atomic_write_bytes(paths["textured.glb"], (Path(tmp) / "textured.glb").read_bytes())
@@ -107,15 +133,22 @@ def write_outputs(result, out_dir, views_size: int = 256) -> dict[str, Path]:
 
 
 def result_npz(result, meta: dict | None = None) -> bytes:
-    """The result in the add-on's format (docs/API.md): texture RGBA uint8 row 0 bottom, uvs, offsets."""
-    h, w, _ = result.texture.shape
-    rgba = np.concatenate([result.texture, np.full((h, w, 1), 255, np.uint8)], axis=2)
+    """The result in the add-on's format (docs/API.md): texture RGBA uint8 row 0 bottom, uvs, offsets.
+
+    A mesh laid out in UDIM tiles: ``texture`` uint8 ``[T, H, W, 4]`` (one per tile), ``tiles`` int32
+    ``[T]`` their numbers, and ``uvs`` the mesh's own UDIM UVs."""
+    udim = getattr(result, "udim", None)
+    textures = [result.texture] if udim is None else [udim.textures[t] for t in udim.tiles]
+    h, w, _ = textures[0].shape
+    rgba = np.stack([np.concatenate([t, np.full((h, w, 1), 255, np.uint8)], axis=2) for t in textures])
     arrays = {
-        "texture": rgba,
-        "uvs": result.uvs.astype(np.float32),
+        "texture": rgba[0] if udim is None else rgba,
+        "uvs": (result.uvs if udim is None else udim.uvs).astype(np.float32),
         "uvs_generated": np.array(bool(result.uvs_generated)),
         "meta": np.array(json.dumps(meta if meta is not None else report_dict(result))),
     }
+    if udim is not None:
+        arrays["tiles"] = np.asarray(udim.tiles, np.int32)
     if result.offsets is not None:
         arrays["offsets"] = result.offsets.astype(np.float32)
     buf = io.BytesIO()

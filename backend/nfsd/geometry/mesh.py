@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import MeshError
 from ..limits import LIMITS
+from .udim import udim_tiles
 
 __all__ = [
     "Mesh",
@@ -92,7 +93,8 @@ def check_mesh(mesh: Mesh, max_faces: int = DEFAULT_MAX_FACES) -> list[str]:
 
     Warnings (returned, and added to ``mesh.warnings`` without duplicates): degenerate (zero-area)
     faces, non-manifold edges (shared by more than two faces), unreferenced vertices, duplicate
-    vertices (same position, different index), UVs outside [0, 1]. Plain numpy does all of these
+    vertices (same position, different index), UVs outside [0, 1] unless they are a UDIM layout
+    (``nfsd.geometry.udim.udim_tiles``). Plain numpy does all of these
     exactly on the untouched index buffer, so no mesh library (which would weld or reorder) is
     involved.
     """
@@ -180,13 +182,17 @@ def check_mesh(mesh: Mesh, max_faces: int = DEFAULT_MAX_FACES) -> list[str]:
         )
     if mesh.uvs is not None:
         outside = ((mesh.uvs < 0) | (mesh.uvs > 1)).any(axis=(1, 2))
-        if outside.any():
-            found.append(
-                f"{int(outside.sum())} faces have UVs outside [0, 1] (tiles or UDIMs); the texture covers "
-                "only the 0-1 square, so re-pack the UVs into it or remove the UV map to let the backend unwrap"
-            )
+        if outside.any() and udim_tiles(mesh.uvs) is None:  # UDIM tiles get a texture each (geometry.udim)
+            found.append(outside_uvs_warning(int(outside.sum())))
     mesh.warnings.extend(w for w in found if w not in mesh.warnings)
     return found
+
+
+def outside_uvs_warning(faces: int) -> str:
+    """The warning for ``faces`` faces with UVs outside [0, 1] that are no UDIM layout."""
+    return (f"{faces} faces have UVs outside [0, 1] and are not laid out in UDIM tiles; the texture covers only "
+            "the 0-1 square, so re-pack the UVs into it, pass --uvs unwrap (API: \"uvs\": \"unwrap\") to unwrap "
+            "it, or lay it out in UDIM tiles (every face inside one tile, 1001 and up)")
 
 
 def _checked_array(value, name: str, kind: str, shape: tuple, expected: str) -> np.ndarray:

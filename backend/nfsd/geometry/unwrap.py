@@ -95,6 +95,15 @@ def ensure_uvs(mesh: Mesh, on_progress: Callable[[str, float], None] | None = No
     return dataclasses.replace(mesh, uvs=uvs, uvs_generated=True, warnings=list(mesh.warnings))
 
 
+def without_uvs(mesh: Mesh) -> Mesh:
+    """A copy of ``mesh`` without its UVs (setting ``uvs: unwrap``), so ``ensure_uvs`` lays out new ones;
+    the warning about its UVs outside [0, 1] goes with them. ``mesh`` itself when it has none."""
+    if mesh.uvs is None:
+        return mesh
+    warnings = [w for w in mesh.warnings if "UVs outside [0, 1]" not in w]
+    return dataclasses.replace(mesh, uvs=None, uvs_generated=False, warnings=warnings)
+
+
 def unwrap_in_child(positions: np.ndarray, triangles: np.ndarray,
                     on_progress: Callable[[str, float], None] | None = None,
                     cancelled: Callable[[], bool] | None = None, chunk_faces: int = CHUNK_FACES,

@@ -78,10 +78,9 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     """The engine's TextureJob for a job's stored inputs (the default ``make_job`` of JobManager).
 
     ``config``: anything with ``default_model`` and ``device`` (a ``ManagerConfig``). A mesh without
-    UVs is unwrapped here (``nfsd.geometry.unwrap.ensure_uvs``: ``on_stage("unwrapping N faces", elapsed)``
+    UVs (or with ``uvs: unwrap``) is unwrapped here (``nfsd.geometry.unwrap.ensure_uvs``: ``on_stage("unwrapping N faces", elapsed)``
     while it runs; ``cancelled()`` polled, raising ``nfsd.errors.Cancelled`` within 50 ms)."""
-    from ..distill.engine import TextureJob
-    from ..geometry.unwrap import ensure_uvs
+    from ..distill.tiles import make_job
     from ..settings import resolve
     from ..geometry.wire import read_wire_npz
 
@@ -93,8 +92,8 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     init = decode_png(init_png) if init_png is not None else None
     if cancelled is not None and cancelled():
         raise Cancelled("cancelled before the job started")
-    mesh = ensure_uvs(mesh, on_progress=on_stage, cancelled=cancelled)
-    return TextureJob(mesh, cfg, init_texture=init)
+    # uvs: unwrap drops the mesh's UVs before the unwrap; a UDIM mesh runs on an atlas (nfsd.distill.tiles)
+    return make_job(mesh, cfg, init, on_progress=on_stage, cancelled=cancelled)
 
 
 def guess_device(device: str) -> str:
