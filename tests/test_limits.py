@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nfsd.limits import LIMITS, limits_table
+from nfsd.limits import LIMITS
+from nfsd.server.api_doc import limits_table
 from nfsd.server import ServerConfig
 
 API = Path(__file__).resolve().parents[1] / "docs" / "API.md"
@@ -18,4 +19,4 @@ def test_server_config_defaults_are_the_documented_limits():
 
 
 def test_api_doc_limits_table_is_generated_from_the_code():
-    assert limits_table() in API.read_text(), "run: python -m nfsd.limits --write docs/API.md"
+    assert limits_table() in API.read_text(), "run: python -m nfsd.server.api_doc --write docs/API.md"

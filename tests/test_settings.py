@@ -18,8 +18,8 @@ from nfsd.cli import main
 from nfsd.cli_args import build_parser, config_from_args
 from nfsd.errors import ConfigError
 from nfsd.server import JobSettings
-from nfsd.settings import (API, BUILTIN, CLI, PANEL, SETTINGS, TextureConfig, exposed, family_defaults, resolve,
-                           settings_table)
+from nfsd.server.api_doc import settings_table
+from nfsd.settings import API, BUILTIN, CLI, PANEL, SETTINGS, TextureConfig, exposed, family_defaults, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "red and white stripes"
@@ -56,7 +56,7 @@ def test_the_api_model_is_the_declaration():
 
 def test_the_docs_table_is_generated_from_the_declaration():
     assert settings_table() in (ROOT / "docs" / "API.md").read_text(), \
-        "run: python -m nfsd.settings --write docs/API.md"
+        "run: python -m nfsd.server.api_doc --write docs/API.md"
 
 
 def test_the_panel_offers_the_settings_declared_for_it():
