@@ -55,13 +55,19 @@ def test_test_connection_says_wrong_token_and_passes_with_the_right_one(addon, s
     prefs.token = ""
 
 
-def test_an_outage_shows_reconnecting_then_resubmit_and_never_api_text(addon, scene, fast_connection, fake_backend):
+def start_a_long_job(addon, scene, connection, fake_backend):
+    """``(cube, job)``: a job on a new cube, running and never finishing by itself."""
     fake_backend.total_steps = 10_000
     obj = add_mesh("cube")
-    job = addon.jobs.start_job(obj, settings(addon, scene), fast_connection)
+    job = addon.jobs.start_job(obj, settings(addon, scene), connection)
     while job.state != "running":
         addon.jobs.process_events()
         time.sleep(0.01)
+    return obj, job
+
+
+def test_an_outage_shows_reconnecting_then_resubmit_and_never_api_text(addon, scene, fast_connection, fake_backend):
+    obj, job = start_a_long_job(addon, scene, fast_connection, fake_backend)
     fake_backend.stop()
     deadline = time.monotonic() + 10
     while not job.status_text().startswith("Reconnecting (") and time.monotonic() < deadline:
@@ -361,12 +367,7 @@ def test_the_backends_stage_shows_before_the_first_step(addon):
 
 
 def test_a_reattached_job_says_how_long_it_really_ran(addon, scene, fast_connection, fake_backend):
-    fake_backend.total_steps = 10_000
-    obj = add_mesh("cube")
-    job = addon.jobs.start_job(obj, settings(addon, scene), fast_connection)
-    while job.state != "running":
-        addon.jobs.process_events()
-        time.sleep(0.01)
+    obj, job = start_a_long_job(addon, scene, fast_connection, fake_backend)
     job.detach()  # as when its saved file was closed
     addon.jobs._jobs.clear()
     backend_job = fake_backend.jobs[job.job_id]
