@@ -19,6 +19,7 @@ BENCHMARKS = {
     "speed": ".bench.speed", "quality": ".builtin.training.quality", "server": ".bench.server",
     "renderer": ".bench.renderer", "flops": ".bench.flops", "edit": ".builtin.training.edit_quality",
     "offsets": ".bench.offsets", "seams": ".bench.seams", "meshes": ".bench.meshes",
+    "demo": ".bench.demo",
 }
 
 
@@ -79,6 +80,14 @@ def add_setting_options(p: argparse.ArgumentParser, family: str | None = None) -
                    help="torch CPU threads (0: torch's default; 1 is faster on a busy or shared CPU)")
 
 
+def _builtin_epilog() -> str:
+    from .builtin.vocabulary import grammar
+
+    return (f"The built-in prior (the default --model) knows only these prompts: {grammar()}. A prompt with other "
+            "words is refused before any work unless --allow-unknown-words; for anything else use a Stable "
+            "Diffusion model (README, 'Real models').")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .geometry.mesh import DEFAULT_MAX_FACES
 
@@ -90,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("texture", help="texture a mesh file (OBJ, PLY, GLB/GLTF or the add-on's .npz)",
                        description="Texture a mesh file. Ctrl-C stops after the current step and still writes "
-                                   "what exists (exit status 130).")
+                                   "what exists (exit status 130).", epilog=_builtin_epilog())
     p.add_argument("mesh", help="mesh file: .obj, .ply, .glb, .gltf or the add-on's wire .npz")
     p.add_argument("prompt", help="what the texture shows, e.g. 'red and white stripes'")
     p.add_argument("--out", required=True,
