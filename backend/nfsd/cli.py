@@ -110,6 +110,24 @@ def _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_si
     return paths, result
 
 
+def _job_runs(entries) -> dict[str, str]:
+    """``nfsd models``: what a job of each usable model runs with its sizes left out (``settings.resolve``)."""
+    from .errors import NfsdError
+    from .settings import resolve
+
+    runs = {}
+    for e in entries:
+        if e.kind == "lora" or not e.supported:
+            continue
+        try:
+            c = resolve({"prompt": "solid red", "model": e.name}, family=e.family)
+        except NfsdError:
+            continue
+        render = c.render_size or e.render_size or "?"
+        runs[e.name] = f"{c.steps} steps, texture {c.texture_size}, render {render}, batch {c.batch}"
+    return runs
+
+
 def _check_model(model: str) -> None:
     """A model path that names nothing fails here, before a progress bar or any work (hub ids: at load)."""
     from .priors.loading import resolve_model
@@ -181,9 +199,9 @@ def main(argv=None) -> int:
 
             if getattr(args, "mode", None) == "dds" and not getattr(args, "source_prompt", None):
                 args.source_prompt = _source_prompt_beside(args.init_texture)
+            _check_out_dir(args.out, create=False)
             config = config_from_args(args)  # the settings and the prompt's words, before any work
             _check_model(config.model)
-            _check_out_dir(args.out, create=False)
             if args.command == "texture":
                 mesh = load_mesh(args.mesh, max_faces=args.max_faces)
             else:
@@ -228,7 +246,7 @@ def main(argv=None) -> int:
             if args.json:
                 print(json.dumps({"default_model": args.model, "models": [e.to_dict() for e in entries]}, indent=2))
             else:
-                print(format_table(entries))
+                print(format_table(entries, _job_runs(entries)))
         elif args.command == "bench":
             rest = [a for a in args.rest if a != "--"]
             bench_main = importlib.import_module(BENCHMARKS[args.which], __package__).main
