@@ -76,8 +76,11 @@ def add_setting_options(p: argparse.ArgumentParser, family: str | None = None) -
     p.add_argument("--faces", default=None, metavar="FILE.npy",
                    help="re-texture only these triangles: bool [F] or integer indices; needs --init-texture")
     p.add_argument("--init-texture", default=None, help="PNG to continue from (resized to --texture-size)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0: torch's default; 1 is faster on a busy or shared CPU)")
+    # One thread by default: torch's default (one per core) spin-waits as soon as another program wants the
+    # cores, ~6x slower on a shared 2-core machine (BENCHMARKS.md, "Threads"); 0 asks for torch's default.
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; 0: torch's default (one per core), faster only on an idle machine with "
+                        "cores to spare")
 
 
 def _builtin_epilog() -> str:
@@ -114,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh", default="default", help="built-in mesh: default, blob, sphere or cube")
     p.add_argument("--prompt", default=DEMO_PROMPT, help="what the texture shows")
     add_setting_options(p, family=BUILTIN)
-    # The built-in prior on the CPU; small work: one thread is as fast and immune to a busy CPU.
-    p.set_defaults(model=BUILTIN, device="cpu", threads=1)
+    # The built-in prior on the CPU (one thread: --threads' default).
+    p.set_defaults(model=BUILTIN, device="cpu")
 
     p = sub.add_parser("serve", help="run the HTTP backend for the Blender add-on",
                        description="Run the HTTP backend for the Blender add-on (docs/API.md).")
