@@ -12,6 +12,9 @@ from .settings import BUILTIN, CLI, NAMES, exposed, resolve
 
 # A two-colour pattern: what the built-in prior (BENCHMARKS.md) draws reliably on a mesh.
 DEMO_PROMPT = "red and white stripes"
+# `nfsd demo`'s own defaults, for a run of about a minute on two idle cores (BENCHMARKS.md, "Demo");
+# `nfsd texture` with the built-in prior keeps the family's (settings.py).
+DEMO_SETTINGS = {"batch": 1}
 
 
 # ``nfsd bench WHICH``: the module whose ``main(argv)`` runs it.
@@ -41,8 +44,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nfsd: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _help(s, family: str | None) -> str:
+def _help(s, family: str | None, defaults=None) -> str:
     """A setting's help with the default it takes when left out (and the built-in prior's)."""
+    if s.name in (defaults or {}):
+        return s.help.replace("%", "%%")  # set_defaults makes it the option's default: the formatter shows it
     default = s.none_means or s.default_for(family)
     if s.name == "negative_prompt":
         default = "the NFSD paper's"
@@ -54,14 +59,15 @@ def _help(s, family: str | None) -> str:
     return f"{s.help} ({said})".replace("%", "%%")
 
 
-def add_setting_options(p: argparse.ArgumentParser, family: str | None = None) -> None:
+def add_setting_options(p: argparse.ArgumentParser, family: str | None = None, defaults=None) -> None:
     """One option per setting the CLI offers (``nfsd.settings``, face ``cli``), left unset when not
     given: :func:`config_from_args` hands what was given to ``nfsd.settings.resolve``. ``family``:
-    the defaults the help names (``builtin`` for the demo; None: per model)."""
+    the defaults the help names (``builtin`` for the demo; None: per model); ``defaults``: the face's own
+    (the demo's, set with ``set_defaults``)."""
     for s in exposed(CLI):
         if s.name == "prompt":
             continue  # positional in `texture`, --prompt in `demo`
-        kwargs = dict(default=argparse.SUPPRESS, help=_help(s, family))
+        kwargs = dict(default=argparse.SUPPRESS, help=_help(s, family, defaults))
         if s.name == "loras":
             p.add_argument("--lora", dest="loras", action="append", type=parse_lora_arg, metavar="PATH[:WEIGHT]",
                            **kwargs)
@@ -111,14 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse meshes with more triangles than this (decimate larger ones in Blender)")
     add_setting_options(p)
 
-    p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, a few minutes)",
+    p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, about a minute on two "
+                                    "idle cores)",
                        description="Texture a built-in mesh with the built-in prior on the CPU.")
     p.add_argument("--out", default="nfsd-demo", help="output folder")
     p.add_argument("--mesh", default="default", help="built-in mesh: default, blob, sphere or cube")
     p.add_argument("--prompt", default=DEMO_PROMPT, help="what the texture shows")
-    add_setting_options(p, family=BUILTIN)
+    add_setting_options(p, family=BUILTIN, defaults=DEMO_SETTINGS)
     # The built-in prior on the CPU (one thread: --threads' default).
-    p.set_defaults(model=BUILTIN, device="cpu")
+    p.set_defaults(model=BUILTIN, device="cpu", **DEMO_SETTINGS)
 
     p = sub.add_parser("serve", help="run the HTTP backend for the Blender add-on",
                        description="Run the HTTP backend for the Blender add-on (docs/API.md).")
