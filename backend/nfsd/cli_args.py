@@ -12,9 +12,9 @@ from .settings import BUILTIN, CLI, NAMES, exposed, resolve
 
 # A two-colour pattern: what the built-in prior (BENCHMARKS.md) draws reliably on a mesh.
 DEMO_PROMPT = "red and white stripes"
-# `nfsd demo`'s own defaults, for a run of about a minute on two idle cores (BENCHMARKS.md, "Demo");
+# `nfsd demo`'s own defaults, for a run of about 75 s on two idle cores (BENCHMARKS.md, "Demo");
 # `nfsd texture` with the built-in prior keeps the family's (settings.py).
-DEMO_SETTINGS = {"batch": 1}
+DEMO_SETTINGS = {"steps": 500, "batch": 1}
 
 
 # ``nfsd bench WHICH``: the module whose ``main(argv)`` runs it.
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse meshes with more triangles than this (decimate larger ones in Blender)")
     add_setting_options(p)
 
-    p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, about a minute on two "
+    p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, about 75 s on two "
                                     "idle cores)",
                        description="Texture a built-in mesh with the built-in prior on the CPU.")
     p.add_argument("--out", default="nfsd-demo", help="output folder")
