@@ -189,6 +189,10 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
                                   description="0 uses the mode's usual value (7.5 for NFSD, 100 for SDS)")
     batch: IntProperty(name="Views per Step", default=0, min=0, soft_max=8,
                        description="Camera views per step; 0 uses the backend's default")
+    allow_unknown_words: BoolProperty(
+        name="Run anyway", default=False,
+        description="Run even when the prompt has words the model does not know (the built-in prior knows only "
+                    "solid colours, stripes, dots, checkerboards, gradients and waves in eight colours)")
 
 
 def settings_dict(settings) -> dict:
@@ -212,6 +216,8 @@ def settings_dict(settings) -> dict:
         data["batch"] = settings.batch
     if settings.model:
         data["model"] = settings.model
+    if settings.allow_unknown_words:  # sent only when on: false is the backend's default
+        data["allow_unknown_words"] = True
     return data
 
 

@@ -59,15 +59,16 @@ def test_texture_writes_every_output(tiny_model, mesh_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, reason", [
-    (["texture", "missing.obj", "a prompt", "--out", "o"], "missing.obj"),
-    (["texture", "{mesh}", "a prompt", "--out", "o", "--model", "/nonexistent/model"], "not found"),
-    (["texture", "{mesh}", "a prompt", "--out", "o", "--steps", "0"], "steps=0 is out of range"),
-    (["texture", "{mesh}", "a prompt", "--out", "o", "--mode", "vsd"], "invalid choice: 'vsd'"),
+    (["texture", "missing.obj", "solid red", "--out", "o"], "missing.obj"),
+    (["texture", "{mesh}", "solid red", "--out", "o", "--model", "/nonexistent/model"], "not found"),
+    (["texture", "{mesh}", "solid red", "--out", "o", "--steps", "0"], "steps=0 is out of range"),
+    (["texture", "{mesh}", "solid red", "--out", "o", "--mode", "vsd"], "invalid choice: 'vsd'"),
     (["texture", "{mesh}", "", "--out", "o"], "prompt is empty"),
+    (["texture", "{mesh}", "a prompt", "--out", "o"], "'a', 'prompt' are not among its words"),  # built-in prior
     # checked before the mesh or the model is touched: a typo costs no run
-    (["texture", "missing.obj", "a prompt", "--out", "{mesh}", "--model", "/nonexistent/model"], "is a file, not a folder"),
-    (["texture", "{mesh}", "a prompt", "--out", "o", "--model", "bad.safetensors"], "could not read the single-file checkpoint"),
-    (["texture", "{mesh}", "a prompt", "--out", "o", "--max-faces", "100"], "2,208 faces, more than the limit of 100"),
+    (["texture", "missing.obj", "solid red", "--out", "{mesh}", "--model", "/nonexistent/model"], "is a file, not a folder"),
+    (["texture", "{mesh}", "solid red", "--out", "o", "--model", "bad.safetensors"], "could not read the single-file checkpoint"),
+    (["texture", "{mesh}", "solid red", "--out", "o", "--max-faces", "100"], "2,208 faces, more than the limit of 100"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(args, reason, mesh_file, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(bytes(range(256)) * 20)  # not a checkpoint
@@ -99,7 +100,8 @@ def test_ctrl_c_stops_after_the_step_and_writes_what_exists(tiny_model, mesh_fil
     stderr = (seen + rest).decode(errors="replace")
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyError" not in stderr
-    lines = [line for line in re.split(r"[\r\n]", stderr) if line.startswith("nfsd: ") and "%|" not in line]  # not the bar
+    lines = [line for line in re.split(r"[\r\n]", stderr)  # not the bar, nor the 64 px texture's texel-density warning
+             if line.startswith("nfsd: ") and "%|" not in line and not line.startswith("nfsd: warning: ")]
     assert len(lines) == 1 and lines[0].startswith("nfsd: interrupted after") and str(out) in lines[0], stderr
     report = json.loads((out / "report.json").read_text())
     assert report["cancelled"] is True and 1 <= report["steps_done"] < 5000

@@ -15,7 +15,7 @@ import pytest
 from server_kit import LiveServer, config, cube, npz, submit, wait_for
 
 from nfsd.cli import main
-from nfsd.cli_args import build_parser, config_from_args
+from nfsd.cli_args import DEMO_SETTINGS, build_parser, config_from_args
 from nfsd.errors import ConfigError
 from nfsd.server import JobSettings
 from nfsd.server.api_doc import settings_table
@@ -101,7 +101,7 @@ def test_the_cli_resolves_through_the_same_function():
     assert config_from_args(args) == resolve({"prompt": PROMPT, "steps": 9, "loras": [{"path": "x.safetensors",
                                                                                        "weight": 0.5}]})
     demo = config_from_args(build_parser().parse_args(["demo"]))
-    assert demo == resolve({"prompt": PROMPT, "device": "cpu"})
+    assert demo == resolve({"prompt": PROMPT, "device": "cpu", **DEMO_SETTINGS})
 
 
 @pytest.fixture(scope="module")

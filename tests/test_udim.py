@@ -166,7 +166,7 @@ def test_cli_writes_one_texture_per_tile(tiny_model, tmp_path, capsys):
     code = main(["texture", str(path), PROMPT, "--out", str(out), "--model", str(tiny_model), "--steps", "3",
                  "--render-size", "32", "--texture-size", "128", "--device", "cpu"])
     assert code == 0
-    assert "warning" not in capsys.readouterr().err
+    assert "outside [0, 1]" not in capsys.readouterr().err  # a UDIM layout is no out-of-range warning
     assert not (out / "texture.png").exists()
     textures = {t: np.asarray(Image.open(out / f"texture.{t}.png").convert("RGB"))[::-1] for t in (1001, 1002)}
     check_tiles(textures, mesh, right, 128)
@@ -201,7 +201,7 @@ def test_cli_uvs_unwrap_ignores_out_of_range_uvs_and_keep_warns(tiny_model, tmp_
     assert "--uvs unwrap" not in capsys.readouterr().err  # done: nothing to warn about
     report = json.loads((tmp_path / "unwrap" / "report.json").read_text())
     assert report["mesh"]["uvs_generated"] is True and report["settings"]["uvs"] == "unwrap"
-    assert report["mesh"]["warnings"] == []
+    assert not [w for w in report["mesh"]["warnings"] if "outside [0, 1]" in w]  # (a texel-density note may stay)
 
 
 def test_server_result_has_tiles_and_unwrap_gives_generated_uvs(tiny_model, tmp_path):

@@ -49,51 +49,96 @@ class _CtrlC:
             self.job.cancel()  # no printing here: the handler may have interrupted tqdm mid-write
 
 
-def run_texture(mesh, config, out_dir, init_texture=None, stream=None):
+def run_texture(mesh, config, out_dir, init_texture=None, stream=None, texture_size_given=True):
     """Run a job with a tqdm bar and write its outputs into ``out_dir``.
 
     Ctrl-C stops after the current step and still writes what exists. Returns ``(paths, result)``:
     name -> path of each file written, and the ``TextureResult`` (``result.cancelled`` after Ctrl-C).
     Raises ``nfsd.errors.Cancelled`` when Ctrl-C came before the job existed (while unwrapping).
+    ``texture_size_given=False``: a mesh without UVs gets the texture size of the texel-density rule
+    (``nfsd.geometry.texel_density``); otherwise a too-small size is only warned about.
     """
     from tqdm import tqdm
 
+    with _CtrlC() as ctrl_c, tqdm(total=config.steps, desc="preparing", unit="step", file=stream or sys.stderr,
+                                  dynamic_ncols=True) as bar:
+        try:
+            return _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_size_given)
+        except BaseException:
+            bar.leave = False  # an error's line stands alone, without a stale "preparing 0%" bar above it
+            raise
+
+
+def _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_size_given):
     from .distill.outputs import write_outputs
     from .distill.tiles import make_job
 
-    with _CtrlC() as ctrl_c, tqdm(total=config.steps, desc="preparing", unit="step", file=stream or sys.stderr,
-                                  dynamic_ncols=True) as bar:
-        # --uvs unwrap, the unwrap of a mesh without UVs, and UDIM tiles (an atlas, split per tile after)
-        job = ctrl_c.job = make_job(mesh, config, init_texture,
-                                    on_progress=lambda text, elapsed: bar.set_description(f"{text} ({elapsed:.0f} s)"),
-                                    cancelled=lambda: ctrl_c.count > 0)
-        if ctrl_c.count:
-            job.cancel()
+    known = len(mesh.warnings)  # printed already; the texel-density warning comes from make_job
+    # --uvs unwrap, texel density, the unwrap of a mesh without UVs, and UDIM tiles (an atlas, split after)
+    job = ctrl_c.job = make_job(mesh, config, init_texture,
+                                on_progress=lambda text, elapsed: bar.set_description(f"{text} ({elapsed:.0f} s)"),
+                                cancelled=lambda: ctrl_c.count > 0, texture_size_given=texture_size_given)
+    for warning in job.mesh.warnings[known:]:
+        bar.write(f"nfsd: warning: {warning}", file=bar.fp)
+    if job.config.texture_size != config.texture_size and getattr(job, "layout", None) is None:
+        bar.write(f"nfsd: texture size {job.config.texture_size} for this mesh of {mesh.num_faces:,} faces (texel "
+                  "density; --texture-size sets it)", file=bar.fp)
+    config = job.config
+    if ctrl_c.count:
+        job.cancel()
 
-        def on_progress(p):
-            if p.phase == "loading":
-                bar.set_description(f"loading model ({p.step}/{p.total})")
-            elif p.phase == "optimizing":
-                bar.set_description("cancelling after this step (Ctrl-C again stops at once)" if job.cancelled
-                                    else config.mode)
-                bar.update(p.step - bar.n)
-                bar.set_postfix(loss=f"{p.loss:.4g}" if p.loss is not None else "-")
+    def on_progress(p):
+        if p.phase == "loading":
+            bar.set_description(f"loading model ({p.step}/{p.total})")
+        elif p.phase == "optimizing":
+            bar.set_description("cancelling after this step (Ctrl-C again stops at once)" if job.cancelled
+                                else config.mode)
+            bar.update(p.step - bar.n)
+            bar.set_postfix(loss=f"{p.loss:.4g}" if p.loss is not None else "-")
 
-        # In the main thread: Ctrl-C runs the handler between two torch calls, never while a thread is joined.
-        result = job.run(on_progress)
-        if result.cancelled:
-            bar.set_description("writing what exists")
-        paths = write_outputs(result, out_dir)
+    # In the main thread: Ctrl-C runs the handler between two torch calls, never while a thread is joined.
+    result = job.run(on_progress)
+    if result.cancelled:
+        bar.set_description("writing what exists")
+    paths = write_outputs(result, out_dir)
     return paths, result
 
 
-def _check_out_dir(out) -> None:
-    """``--out`` must be (or become) a writable folder: checked before any work is done."""
+def _job_runs(entries) -> dict[str, str]:
+    """``nfsd models``: what a job of each usable model runs with its sizes left out (``settings.resolve``)."""
+    from .errors import NfsdError
+    from .settings import resolve
+
+    runs = {}
+    for e in entries:
+        if e.kind == "lora" or not e.supported:
+            continue
+        try:
+            c = resolve({"prompt": "solid red", "model": e.name}, family=e.family)
+        except NfsdError:
+            continue
+        render = c.render_size or e.render_size or "?"
+        runs[e.name] = f"{c.steps} steps, texture {c.texture_size}, render {render}, batch {c.batch}"
+    return runs
+
+
+def _check_model(model: str) -> None:
+    """A model path that names nothing fails here, before a progress bar or any work (hub ids: at load)."""
+    from .priors.loading import resolve_model
+
+    resolve_model(model)
+
+
+def _check_out_dir(out, create: bool = True) -> None:
+    """``--out`` must be (or become) a writable folder: checked before any work is done (``create=False``:
+    only that it is not a file, so a bad mesh path leaves no empty folder behind)."""
     from .errors import ConfigError
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder; name a folder (it is created if missing)")
+    if not create:
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -146,7 +191,11 @@ def main(argv=None) -> int:
             from .geometry.mesh_files import load_mesh
             from .distill.image_files import load_png
 
-            _check_out_dir(args.out)
+            if getattr(args, "mode", None) == "dds" and not getattr(args, "source_prompt", None):
+                args.source_prompt = _source_prompt_beside(args.init_texture)
+            _check_out_dir(args.out, create=False)
+            config = config_from_args(args)  # the settings and the prompt's words, before any work
+            _check_model(config.model)
             if args.command == "texture":
                 mesh = load_mesh(args.mesh, max_faces=args.max_faces)
             else:
@@ -155,6 +204,7 @@ def main(argv=None) -> int:
                 from .geometry.unwrap import without_uvs
 
                 mesh = without_uvs(mesh)
+            _check_out_dir(args.out)  # created only once the mesh has loaded
             for warning in mesh.warnings:
                 print(f"nfsd: warning: {warning}", file=sys.stderr)
             if args.threads > 0:
@@ -162,11 +212,10 @@ def main(argv=None) -> int:
 
                 torch.set_num_threads(args.threads)
             init = load_png(args.init_texture) if args.init_texture else None
-            if getattr(args, "mode", None) == "dds" and not getattr(args, "source_prompt", None):
-                args.source_prompt = _source_prompt_beside(args.init_texture)
             if args.faces:
                 mesh.face_mask = _read_faces(args.faces, mesh.num_faces)
-            paths, result = run_texture(mesh, config_from_args(args), args.out, init)
+            given = getattr(args, "texture_size", None) is not None or init is not None
+            paths, result = run_texture(mesh, config, args.out, init, texture_size_given=given)
             out = Path(args.out).resolve()
             for path in paths.values():
                 print(path)
@@ -196,7 +245,7 @@ def main(argv=None) -> int:
             if args.json:
                 print(json.dumps({"default_model": args.model, "models": [e.to_dict() for e in entries]}, indent=2))
             else:
-                print(format_table(entries))
+                print(format_table(entries, _job_runs(entries)))
         elif args.command == "bench":
             rest = [a for a in args.rest if a != "--"]
             bench_main = importlib.import_module(BENCHMARKS[args.which], __package__).main

@@ -12,6 +12,9 @@ from .settings import BUILTIN, CLI, NAMES, exposed, resolve
 
 # A two-colour pattern: what the built-in prior (BENCHMARKS.md) draws reliably on a mesh.
 DEMO_PROMPT = "red and white stripes"
+# `nfsd demo`'s own defaults, for a run of about 75 s on two idle cores (BENCHMARKS.md, "Demo");
+# `nfsd texture` with the built-in prior keeps the family's (settings.py).
+DEMO_SETTINGS = {"steps": 500, "batch": 1}
 
 
 # ``nfsd bench WHICH``: the module whose ``main(argv)`` runs it.
@@ -19,6 +22,7 @@ BENCHMARKS = {
     "speed": ".bench.speed", "quality": ".builtin.training.quality", "server": ".bench.server",
     "renderer": ".bench.renderer", "flops": ".bench.flops", "edit": ".builtin.training.edit_quality",
     "offsets": ".bench.offsets", "seams": ".bench.seams", "meshes": ".bench.meshes",
+    "demo": ".bench.demo",
 }
 
 
@@ -40,8 +44,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nfsd: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _help(s, family: str | None) -> str:
+def _help(s, family: str | None, defaults=None) -> str:
     """A setting's help with the default it takes when left out (and the built-in prior's)."""
+    if s.name in (defaults or {}):
+        return s.help.replace("%", "%%")  # set_defaults makes it the option's default: the formatter shows it
     default = s.none_means or s.default_for(family)
     if s.name == "negative_prompt":
         default = "the NFSD paper's"
@@ -53,14 +59,15 @@ def _help(s, family: str | None) -> str:
     return f"{s.help} ({said})".replace("%", "%%")
 
 
-def add_setting_options(p: argparse.ArgumentParser, family: str | None = None) -> None:
+def add_setting_options(p: argparse.ArgumentParser, family: str | None = None, defaults=None) -> None:
     """One option per setting the CLI offers (``nfsd.settings``, face ``cli``), left unset when not
     given: :func:`config_from_args` hands what was given to ``nfsd.settings.resolve``. ``family``:
-    the defaults the help names (``builtin`` for the demo; None: per model)."""
+    the defaults the help names (``builtin`` for the demo; None: per model); ``defaults``: the face's own
+    (the demo's, set with ``set_defaults``)."""
     for s in exposed(CLI):
         if s.name == "prompt":
             continue  # positional in `texture`, --prompt in `demo`
-        kwargs = dict(default=argparse.SUPPRESS, help=_help(s, family))
+        kwargs = dict(default=argparse.SUPPRESS, help=_help(s, family, defaults))
         if s.name == "loras":
             p.add_argument("--lora", dest="loras", action="append", type=parse_lora_arg, metavar="PATH[:WEIGHT]",
                            **kwargs)
@@ -75,8 +82,19 @@ def add_setting_options(p: argparse.ArgumentParser, family: str | None = None) -
     p.add_argument("--faces", default=None, metavar="FILE.npy",
                    help="re-texture only these triangles: bool [F] or integer indices; needs --init-texture")
     p.add_argument("--init-texture", default=None, help="PNG to continue from (resized to --texture-size)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0: torch's default; 1 is faster on a busy or shared CPU)")
+    # One thread by default: torch's default (one per core) spin-waits as soon as another program wants the
+    # cores, ~6x slower on a shared 2-core machine (BENCHMARKS.md, "Threads"); 0 asks for torch's default.
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; 0: torch's default (one per core), faster only on an idle machine with "
+                        "cores to spare")
+
+
+def _builtin_epilog() -> str:
+    from .builtin.vocabulary import grammar
+
+    return (f"The built-in prior (the default --model) knows only these prompts: {grammar()}. A prompt with other "
+            "words is refused before any work unless --allow-unknown-words; for anything else use a Stable "
+            "Diffusion model (README, 'Real models').")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("texture", help="texture a mesh file (OBJ, PLY, GLB/GLTF or the add-on's .npz)",
                        description="Texture a mesh file. Ctrl-C stops after the current step and still writes "
-                                   "what exists (exit status 130).")
+                                   "what exists (exit status 130).", epilog=_builtin_epilog())
     p.add_argument("mesh", help="mesh file: .obj, .ply, .glb, .gltf or the add-on's wire .npz")
     p.add_argument("prompt", help="what the texture shows, e.g. 'red and white stripes'")
     p.add_argument("--out", required=True,
@@ -99,14 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse meshes with more triangles than this (decimate larger ones in Blender)")
     add_setting_options(p)
 
-    p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, a few minutes)",
+    p = sub.add_parser("demo", help="texture a built-in mesh with the built-in prior (CPU, about 75 s on two "
+                                    "idle cores)",
                        description="Texture a built-in mesh with the built-in prior on the CPU.")
     p.add_argument("--out", default="nfsd-demo", help="output folder")
     p.add_argument("--mesh", default="default", help="built-in mesh: default, blob, sphere or cube")
     p.add_argument("--prompt", default=DEMO_PROMPT, help="what the texture shows")
-    add_setting_options(p, family=BUILTIN)
-    # The built-in prior on the CPU; small work: one thread is as fast and immune to a busy CPU.
-    p.set_defaults(model=BUILTIN, device="cpu", threads=1)
+    add_setting_options(p, family=BUILTIN, defaults=DEMO_SETTINGS)
+    # The built-in prior on the CPU (one thread: --threads' default).
+    p.set_defaults(model=BUILTIN, device="cpu", **DEMO_SETTINGS)
 
     p = sub.add_parser("serve", help="run the HTTP backend for the Blender add-on",
                        description="Run the HTTP backend for the Blender add-on (docs/API.md).")

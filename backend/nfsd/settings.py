@@ -106,6 +106,21 @@ def check_text(name: str, value, max_chars: int | None = None) -> str:
     return value
 
 
+def check_known_words(*prompts: str) -> None:
+    """The built-in prior knows a closed vocabulary (``nfsd.builtin.vocabulary``): refuse prompts with
+    other words before any work, naming them and the prompts it knows (open models: not called)."""
+    from .builtin.vocabulary import grammar, unknown_words
+
+    unknown = list(dict.fromkeys(w for p in prompts if p for w in unknown_words(p)))
+    if unknown:
+        named = ", ".join(repr(w) for w in unknown)
+        raise ConfigError(
+            f"the built-in prior knows only solid colours and five patterns in eight colours: {named} "
+            f"{'is' if len(unknown) == 1 else 'are'} not among its words; prompts it knows: {grammar()}; use a "
+            "Stable Diffusion model (--model, README 'Real models') or pass --allow-unknown-words "
+            "(API: allow_unknown_words, panel: Run anyway) to run anyway")
+
+
 def setting(default, help: str, *, kind: str | None = None, range=None, choices=None, multiple_of=None,
             family: Mapping | None = None, faces=(CLI, API), none_means: str = "", max_chars: int | None = None):
     """Declare a ``TextureConfig`` field as a setting (a ``dataclasses.field`` carrying its ``Setting``)."""
@@ -158,6 +173,9 @@ class TextureConfig:
     model: str = setting(BUILTIN, "'builtin' (shipped, CPU-sized), a diffusers folder, a .safetensors checkpoint or "
                                   "a hub id already in the Hugging Face cache; over the API: a model the server offers",
                          faces=ALL, max_chars=1024)
+    allow_unknown_words: bool = setting(False, "run even when the prompt has words a closed-vocabulary model (the "
+                                               "built-in prior) does not know; it then draws noise or a guess for "
+                                               "them", faces=ALL)
     device: str = setting("auto", "auto, cpu or cuda (cuda:N); over the API the server's --device", faces=(CLI,))
     renderer: str = setting("auto", "rasterizer: nvdiffrast on CUDA when installed (auto), or pure PyTorch",
                             choices=("auto", "torch", "nvdiffrast"), faces=(CLI,))
@@ -210,6 +228,8 @@ class TextureConfig:
         if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", str(self.device)):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         self.loras = normalize_loras(self.loras)
+        if self.model == BUILTIN and not self.allow_unknown_words:
+            check_known_words(self.prompt, self.source_prompt if self.mode in EDIT_MODES else "")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -82,8 +82,9 @@ def run_bump(settings: dict, steps: int, seed: int = 0) -> dict:
     mesh = icosphere(2)
     target = bump_offsets(mesh)
     apex = int(np.argmax(np.linalg.norm(target, axis=1)))
+    # The shape prior ignores the prompt; "a bump" is not the built-in prior's, whose name the config still carries.
     cfg = TextureConfig(prompt="a bump", offsets=True, steps=steps, render_size=32, texture_size=32, device="cpu",
-                        seed=seed, **settings)
+                        seed=seed, allow_unknown_words=True, **settings)
     result = texture_mesh(mesh, cfg, prior=ShapePrior(mesh, target, image_size=32, albedo=(0.5, 0.5, 0.5)))
     normal = mesh.positions[apex] / np.linalg.norm(mesh.positions[apex])
     return {"recovered": float(result.offsets[apex] @ normal) / BUMP_HEIGHT, **offset_stats(mesh, result.offsets),

@@ -6,6 +6,7 @@ Run time (the prior's tokenizer, the prompt check before a job) and training rea
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -88,3 +89,26 @@ def parse_prompt(prompt: str) -> TextureSpec:
 def vocabulary() -> list[str]:
     """All texts the tokenizer must know: prompts, view suffixes, the negative prompt."""
     return list(PROMPTS) + list(VIEW_SUFFIXES) + [NEGATIVE_PROMPT]
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` as the prior's tokenizer splits them (lower case, letters and digits)."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+# The words a prompt may use: those of the dataset's prompts and of the view suffixes the engine appends.
+PROMPT_WORDS = frozenset(w for text in PROMPTS + VIEW_SUFFIXES for w in words(text))
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """The words of ``prompt`` the built-in prior never saw in a prompt, in order, each once
+    (``unknown_words("weathered oak wood") == ["weathered", "oak", "wood"]``; ``[]`` for every prompt of
+    ``PROMPTS``, with or without a view suffix). Such words reach the prior as unknown tokens: it
+    draws what its other words say, or noise."""
+    return list(dict.fromkeys(w for w in words(prompt) if w not in PROMPT_WORDS))
+
+
+def grammar() -> str:
+    """The prompts the built-in prior knows, as one line: the six patterns with COLOUR slots, and the colours."""
+    forms = " | ".join(TextureSpec(p, ("COLOUR", "COLOUR")).prompt for p in PATTERNS)
+    return f"{forms}; COLOUR is one of {', '.join(COLOUR_NAMES)} (e.g. 'red and white stripes', 'blue dots on yellow')"

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError
+from ..geometry.texel_density import advice
 from ..geometry.udim import UdimLayout, split_atlas, to_atlas, udim_tiles
 from ..geometry.unwrap import ensure_uvs, without_uvs
 from ..settings import BY_NAME
@@ -47,12 +48,22 @@ class UdimTextures:
 
 
 def prepare_mesh(mesh, config, on_progress: Callable[[str, float], None] | None = None,
-                 cancelled: Callable[[], bool] | None = None):
-    """``mesh`` as the engine gets it: without its UVs for ``config.uvs == "unwrap"``, then
-    ``ensure_uvs`` (unwrapped in a child process when it has none; see ``nfsd.geometry.unwrap``)."""
+                 cancelled: Callable[[], bool] | None = None, texture_size_given: bool = True):
+    """``(mesh, config)`` as the engine gets them: the mesh without its UVs for ``config.uvs == "unwrap"``,
+    the texture size of the texel-density rule (``nfsd.geometry.texel_density``: a mesh to unwrap whose
+    size was left out gets the size at which its median triangle covers enough texels, and xatlas
+    packs for it; a too-small given size adds a warning to ``mesh.warnings`` naming the size to pass),
+    then ``ensure_uvs`` (unwrapped in a child process when it has no UVs; ``nfsd.geometry.unwrap``)."""
     if getattr(config, "uvs", "keep") == "unwrap":
         mesh = without_uvs(mesh)
-    return ensure_uvs(mesh, on_progress=on_progress, cancelled=cancelled)
+    size, warning = advice(mesh, config.texture_size, texture_size_given)
+    if warning:
+        mesh = dataclasses.replace(mesh, warnings=[*mesh.warnings, warning])
+    resolution = 0  # xatlas's own packing, as before, unless the rule raised the size: pack for that size
+    if size != config.texture_size:
+        config, resolution = dataclasses.replace(config, texture_size=size), size
+        config.validate()
+    return ensure_uvs(mesh, on_progress=on_progress, cancelled=cancelled, resolution=resolution), config
 
 
 def atlas_plan(mesh, config, init_texture=None):
@@ -115,13 +126,14 @@ class UdimJob:
 
 
 def make_job(mesh, config, init_texture=None, on_progress: Callable[[str, float], None] | None = None,
-             cancelled: Callable[[], bool] | None = None):
+             cancelled: Callable[[], bool] | None = None, texture_size_given: bool = True):
     """The job for ``mesh`` as it came: ``prepare_mesh``, then a ``TextureJob``, on the atlas of a UDIM
-    mesh (a ``UdimJob``). ``on_progress``/``cancelled``: the unwrap's (``ensure_uvs``)."""
+    mesh (a ``UdimJob``). ``on_progress``/``cancelled``: the unwrap's (``ensure_uvs``);
+    ``texture_size_given=False``: the texel-density rule may choose the size (``prepare_mesh``)."""
     from .engine import TextureJob
 
     config.validate()  # before a long unwrap, not after it
-    mesh = prepare_mesh(mesh, config, on_progress, cancelled)
+    mesh, config = prepare_mesh(mesh, config, on_progress, cancelled, texture_size_given)
     engine_mesh, engine_config, layout = atlas_plan(mesh, config, init_texture)
     job = TextureJob(engine_mesh, engine_config, init_texture=init_texture)
     return job if layout is None else UdimJob(job, mesh, config, layout)

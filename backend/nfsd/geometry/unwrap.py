@@ -66,7 +66,7 @@ def framed(positions: np.ndarray) -> np.ndarray:
 
 def ensure_uvs(mesh: Mesh, on_progress: Callable[[str, float], None] | None = None,
                cancelled: Callable[[], bool] | None = None, chunk_faces: int = CHUNK_FACES,
-               timeout: float | None = None) -> Mesh:
+               timeout: float | None = None, resolution: int = 0) -> Mesh:
     """Return ``mesh`` itself when it has UVs, else a copy unwrapped with xatlas (in a child process).
 
     The copy shares ``positions`` and ``triangles`` (untouched, same order) and gets per-corner
@@ -81,6 +81,8 @@ def ensure_uvs(mesh: Mesh, on_progress: Callable[[str, float], None] | None = No
         cancelled: polled every 50 ms; when it returns True the child is killed and ``Cancelled`` raised.
         chunk_faces: the most faces xatlas charts in one piece (see the module docstring).
         timeout: seconds the unwrap may take (default ``UNWRAP_TIMEOUT_S``); then the child is killed.
+        resolution: the texture size the atlas is packed for (its 2-texel padding between charts is then
+            2 texels of that texture); 0: xatlas's own choice (about 1024). See ``nfsd.geometry.texel_density``.
 
     The mesh is framed (moved to the origin, scaled to unit size) before xatlas sees it.
 
@@ -91,7 +93,8 @@ def ensure_uvs(mesh: Mesh, on_progress: Callable[[str, float], None] | None = No
     """
     if mesh.uvs is not None:
         return mesh
-    uvs = unwrap_in_child(mesh.world_positions(), mesh.triangles, on_progress, cancelled, chunk_faces, timeout)
+    uvs = unwrap_in_child(mesh.world_positions(), mesh.triangles, on_progress, cancelled, chunk_faces, timeout,
+                          resolution)
     return dataclasses.replace(mesh, uvs=uvs, uvs_generated=True, warnings=list(mesh.warnings))
 
 
@@ -107,7 +110,7 @@ def without_uvs(mesh: Mesh) -> Mesh:
 def unwrap_in_child(positions: np.ndarray, triangles: np.ndarray,
                     on_progress: Callable[[str, float], None] | None = None,
                     cancelled: Callable[[], bool] | None = None, chunk_faces: int = CHUNK_FACES,
-                    timeout: float | None = None) -> np.ndarray:
+                    timeout: float | None = None, resolution: int = 0) -> np.ndarray:
     """``unwrap`` in a child process; per-corner uvs ``[F, 3, 2]`` float32 (see ``ensure_uvs``)."""
     timeout = UNWRAP_TIMEOUT_S if timeout is None else float(timeout)
     positions = framed(positions)
@@ -119,7 +122,7 @@ def unwrap_in_child(positions: np.ndarray, triangles: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="nfsd-unwrap-") as tmp:
         inp, out, err = Path(tmp) / "mesh.npz", Path(tmp) / "uvs.npy", Path(tmp) / "stderr.txt"
         np.savez(inp, positions=positions, triangles=np.asarray(triangles, np.int64),
-                 chunk_faces=np.array(int(chunk_faces)))
+                 chunk_faces=np.array(int(chunk_faces)), resolution=np.array(int(resolution)))
         with open(err, "wb") as err_file:
             proc = subprocess.Popen(_child_command(inp, out), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=err_file, env=_child_env())
@@ -172,7 +175,8 @@ def _child_env() -> dict:
     return env
 
 
-def unwrap(positions: np.ndarray, triangles: np.ndarray, chunk_faces: int = CHUNK_FACES) -> np.ndarray:
+def unwrap(positions: np.ndarray, triangles: np.ndarray, chunk_faces: int = CHUNK_FACES,
+           resolution: int = 0) -> np.ndarray:
     """xatlas in this process: ``[V, 3]`` positions, ``[F, 3]`` indices -> per-corner uvs ``[F, 3, 2]``
     float32 in [0, 1], one atlas. The faces go to xatlas in compact pieces of at most ``chunk_faces``."""
     import xatlas
@@ -189,6 +193,8 @@ def unwrap(positions: np.ndarray, triangles: np.ndarray, chunk_faces: int = CHUN
     chart_options.max_iterations = 0
     pack_options = xatlas.PackOptions()
     pack_options.padding = 2  # texels between charts, so bilinear lookups and mipmaps stay inside
+    if resolution > 0:
+        pack_options.resolution = int(resolution)  # texels of the texture it is packed for
     atlas.generate(chart_options, pack_options)
     if atlas.atlas_count != 1:
         raise MeshError(f"xatlas made {atlas.atlas_count} atlases, not one")
@@ -233,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     _exit_with_parent()
     try:
         with np.load(inp, allow_pickle=False) as z:
-            uvs = unwrap(z["positions"], z["triangles"], int(z["chunk_faces"]))
+            resolution = int(z["resolution"]) if "resolution" in z.files else 0
+            uvs = unwrap(z["positions"], z["triangles"], int(z["chunk_faces"]), resolution)
         with open(out, "wb") as f:
             np.save(f, uvs)
     except Exception as exc:  # one line for the parent's message

@@ -376,16 +376,20 @@ def _scan_main(args_json: str) -> int:
     return 0
 
 
-def format_table(entries: list[ModelEntry]) -> str:
-    """The ``nfsd models`` table: one line per entry."""
-    rows = [("NAME", "KIND", "FAMILY", "PREDICTION", "TEXT", "RENDER", "NOTE")]
+def format_table(entries: list[ModelEntry], runs: dict[str, str] | None = None) -> str:
+    """The ``nfsd models`` table: one line per entry. ``runs``: name -> what a job of it runs when its
+    settings leave the sizes out (the resolved defaults, ``nfsd.settings.resolve``), a column before NOTE;
+    NATIVE is the size the model was trained at (the built-in prior's 64; its jobs render at 128)."""
+    rows = [("NAME", "KIND", "FAMILY", "PREDICTION", "TEXT", "NATIVE") + (("A JOB RUNS",) if runs else ()) + ("NOTE",)]
     for e in entries:
         note = e.note if e.supported else f"UNSUPPORTED: {e.note}"
+        extra = ((runs.get(e.name) or "-"),) if runs else ()
         rows.append((e.name, e.kind, e.family or "?", e.prediction_type or "-", str(e.text_window or "-"),
-                     str(e.render_size or "-"), note))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + ("  " + r[6] if r[6] else "")
-                     for r in rows)
+                     str(e.render_size or "-")) + extra + (note,))
+    n = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(n)]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r[:n], widths)) for r in rows)
+    return "\n".join(line + "  " + r[n] if r[n] else line.rstrip() for line, r in zip(lines, rows))
 
 
 if __name__ == "__main__":

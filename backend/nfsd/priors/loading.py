@@ -7,6 +7,8 @@ come from ``nfsd.priors.families``.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import tempfile
 from dataclasses import dataclass
@@ -178,6 +180,28 @@ def load_components(model: str, dtype: torch.dtype, progress: LoadProgress | Non
                     config: str | None = None) -> Components:
     """Read a model's networks (CPU, ``dtype``) from a folder, single file or the hub cache."""
     kind, path = resolve_model(model)
-    if kind == "file":
-        return _load_single_file(path, dtype, config, progress)
-    return _load_folder(path if kind == "folder" else _hub_folder(model, progress), dtype, progress)
+    if kind == "hub":
+        path = _hub_folder(model, progress)  # a download (rare) keeps its own progress bars
+    with _library_bars_off():
+        if kind == "file":
+            return _load_single_file(path, dtype, config, progress)
+        return _load_folder(path, dtype, progress)
+
+
+@contextlib.contextmanager
+def _library_bars_off():
+    """transformers' and diffusers' own bars ("Loading weights", "Loading pipeline components") off while
+    we load: our callers show one bar of their own (``progress``). Restored afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    was = transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            transformers_logging.enable_progress_bar()
+        if was[1]:
+            diffusers_logging.enable_progress_bar()
