@@ -2,13 +2,13 @@
 
 import torch
 
-from nfsd.bench.renderer import _scene, compare, meets_targets, render_with_grads
+from nfsd.bench.renderer import bench_scene, compare, meets_targets, render_with_grads
 from nfsd.bench.speed import main as bench_speed
-from nfsd.render.renderer import TorchRasterizer
+from nfsd.render.torch_rasterizer import TorchRasterizer
 
 
 def test_renderer_agreement_figures():
-    scene = _scene("sphere", "cpu", 64)
+    scene = bench_scene("sphere", "cpu", 64)
     weights = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ref = render_with_grads(TorchRasterizer(), scene, 32, "linear", weights)
     same = compare(ref, render_with_grads(TorchRasterizer(), scene, 32, "linear", weights))

@@ -9,11 +9,15 @@ import pytest
 import torch
 
 from nfsd.render.cameras import orbit_cameras
-from nfsd.distill.engine import TextureConfig, TextureJob
+from nfsd.distill.config import TextureConfig
+from nfsd.distill.engine import TextureJob
 from nfsd.errors import ConfigError, OutOfMemory
 from nfsd.jobs.worker import is_cuda_oom
 from nfsd.geometry.builtin_meshes import builtin_mesh
-from nfsd.render.renderer import NvdiffrastRasterizer, TorchRasterizer, mip_levels, render_views
+from nfsd.render.nvdiffrast_rasterizer import NvdiffrastRasterizer
+from nfsd.render.torch_rasterizer import TorchRasterizer
+from nfsd.render.rasterizer import mip_levels
+from nfsd.render.renderer import render_views
 
 REFERENCE = TorchRasterizer()
 

@@ -5,7 +5,8 @@ import shutil
 import pytest
 import torch
 
-from nfsd.distill.engine import TextureConfig, texture_mesh
+from nfsd.distill.config import TextureConfig
+from nfsd.distill.engine import texture_mesh
 from nfsd.errors import ConfigError, ModelError
 from nfsd.priors.fast_encoder import gradient_encoder
 from nfsd.geometry.builtin_meshes import builtin_mesh

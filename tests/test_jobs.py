@@ -18,7 +18,8 @@ import numpy as np
 from server_kit import BACKEND, free_port, wait_until_serving
 
 from nfsd.jobs.store import JobRecord, JobStore
-from nfsd.jobs.queue import JobManager, ManagerConfig, make_texture_job
+from nfsd.jobs.queue import JobManager, ManagerConfig
+from nfsd.jobs.worker import make_texture_job
 
 
 FAST = {"prompt": "red brick wall", "steps": 3, "render_size": 32, "texture_size": 32}

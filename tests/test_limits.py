@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nfsd.distill.engine import TextureConfig
+from nfsd.distill.config import TextureConfig
 from nfsd.limits import LIMITS, MAX_PROMPT_CHARS, SETTING_RANGES, limits_table, settings_ranges_text
 from nfsd.server import JobSettings, ServerConfig
 

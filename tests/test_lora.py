@@ -66,7 +66,8 @@ def test_weight_scales_the_change_and_a_second_lora_stacks(prior, lora_files):
 
 def test_a_job_without_loras_after_one_with_gets_the_bare_model(tiny_model, lora_files):
     """Through the engine and the model cache: the second job must not see the first job's LoRA."""
-    from nfsd.distill.engine import TextureConfig, texture_mesh
+    from nfsd.distill.config import TextureConfig
+    from nfsd.distill.engine import texture_mesh
     from nfsd.geometry.builtin_meshes import builtin_mesh
 
     base = dict(prompt="red and white stripes", model=str(tiny_model), steps=2, render_size=16, texture_size=16,

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ldm_layout import folder_to_single_file
-from nfsd.distill.engine import TextureConfig, texture_mesh
+from nfsd.distill.config import TextureConfig
+from nfsd.distill.engine import texture_mesh
 from nfsd.distill.guidance import NFSD_NEGATIVE_PROMPT
 from nfsd.priors.prior import load_prior
 from test_engine import small_mesh

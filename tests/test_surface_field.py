@@ -68,7 +68,8 @@ def test_the_builtin_prior_paints_the_cube_without_seams():
     # between two islands). Measured with the shipped prior: 0.011 with the surface field, 0.128 with
     # the UV pyramid (the CPU-trained 64 px prior: 0.012, 0.146; the 32 px prior: 0.011, 0.136).
     # nfsd demo itself (600 steps, the blob, texture 256 and so a 128^3 finest grid): 0.003.
-    from nfsd.distill.engine import TextureConfig, texture_mesh
+    from nfsd.distill.config import TextureConfig
+    from nfsd.distill.engine import texture_mesh
 
     cube = builtin_mesh("cube")
     config = TextureConfig(prompt="red and white stripes", steps=30, texture_size=128, render_size=64, batch=2,

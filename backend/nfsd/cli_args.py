@@ -94,7 +94,7 @@ def _add_texture_options(p: argparse.ArgumentParser, defaults, per_model: bool =
 
 def build_parser() -> argparse.ArgumentParser:
     from .distill.config import BUILTIN_PRIOR_DEFAULTS
-    from .distill.engine import TextureConfig
+    from .distill.config import TextureConfig
     from .geometry.mesh import DEFAULT_MAX_FACES
 
     parser = _Parser(prog="nfsd", description="Texture a mesh from a text prompt with Noise-Free Score Distillation.")
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args):
     """The ``TextureConfig`` of a parsed ``texture`` / ``demo`` command (per-model defaults filled in)."""
     from .distill.config import BUILTIN_PRIOR_DEFAULTS
-    from .distill.engine import TextureConfig
+    from .distill.config import TextureConfig
     from .priors.lora import parse_lora_arg
 
     defaults = BUILTIN_PRIOR_DEFAULTS if args.model == "builtin" else vars(TextureConfig())

@@ -134,7 +134,7 @@ def time_tiny_engine(steps: int) -> tuple[list[float], list[float]]:
     from pathlib import Path
 
     from .speed import time_engine
-    from ..distill.engine import TextureConfig
+    from ..distill.config import TextureConfig
     from ..geometry.builtin_meshes import builtin_mesh
     from ..priors.prior import load_prior
     from ..priors.tiny import build_tiny_autoencoder, build_tiny_model

@@ -101,7 +101,8 @@ def run(meshes, prompts, seeds, overrides: dict, out_dir: Path | None = None, lo
     """Texture every (mesh, prompt, seed in ``seeds``) with the defaults (plus ``overrides``); one row per run."""
     from ..builtin.training.classifier import load_classifier
     from ..distill.config import BUILTIN_PRIOR_DEFAULTS
-    from ..distill.engine import TextureConfig, texture_mesh
+    from ..distill.config import TextureConfig
+    from ..distill.engine import texture_mesh
     from ..priors.prior import load_prior
 
     classifier = load_classifier()
@@ -166,7 +167,7 @@ def reproducing_words(argv: list[str]) -> list[str]:
 def main(argv=None) -> int:
     from .report import repo_root, write_section
     from ..distill.config import BUILTIN_PRIOR_DEFAULTS
-    from ..distill.engine import TextureConfig
+    from ..distill.config import TextureConfig
 
     d = TextureConfig(**BUILTIN_PRIOR_DEFAULTS)
     p = argparse.ArgumentParser(prog="nfsd bench meshes", description=__doc__.split("\n\n")[0])

@@ -75,7 +75,8 @@ def offset_stats(mesh, offsets: np.ndarray) -> dict:
 
 def run_bump(settings: dict, steps: int, seed: int = 0) -> dict:
     """The bump test: default settings but ``settings``, render 32, texture 32."""
-    from ..distill.engine import TextureConfig, texture_mesh
+    from ..distill.config import TextureConfig
+    from ..distill.engine import texture_mesh
     from ..priors.analytic import ShapePrior
 
     mesh = icosphere(2)
@@ -90,7 +91,8 @@ def run_bump(settings: dict, steps: int, seed: int = 0) -> dict:
 
 
 def run_demo(settings: dict, steps: int, seed: int = 0) -> dict:
-    from ..distill.engine import TextureConfig, texture_mesh
+    from ..distill.config import TextureConfig
+    from ..distill.engine import texture_mesh
     from ..geometry.builtin_meshes import builtin_mesh
     from ..geometry.unwrap import ensure_uvs
 

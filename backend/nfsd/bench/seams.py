@@ -50,7 +50,8 @@ def run(meshes, parametrizations, prompts, seeds: int, steps: int, log=print) ->
     from .meshes import score
     from ..builtin.training.classifier import load_classifier
     from ..distill.config import BUILTIN_PRIOR_DEFAULTS
-    from ..distill.engine import TextureConfig, texture_mesh
+    from ..distill.config import TextureConfig
+    from ..distill.engine import texture_mesh
     from ..priors.prior import load_prior
     from ..geometry.seams import find_seam_edges
 
@@ -82,7 +83,7 @@ def texel_noise(texture: np.ndarray, uvs: np.ndarray) -> float:
     """Mean |texture - 5x5 box blur| over covered texels, for uint8 ``[H, W, 3]`` (row 0 bottom)."""
     import torch.nn.functional as F
 
-    from ..distill.texture import uv_coverage
+    from ..distill.texels import uv_coverage
 
     img = torch.from_numpy(texture[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     blurred = F.avg_pool2d(F.pad(img, (2, 2, 2, 2), mode="replicate"), 5, stride=1)

@@ -26,7 +26,8 @@ import torch
 
 from ..distill import guidance
 from ..render.cameras import CameraConfig, sample_cameras
-from ..distill.engine import TextureConfig, TextureJob, resolve_device, view_prompt
+from ..distill.config import TextureConfig
+from ..distill.engine import TextureJob, resolve_device, view_prompt
 from ..geometry.builtin_meshes import builtin_mesh
 from ..geometry.unwrap import ensure_uvs
 from ..geometry.mesh import unit_sphere_transform

@@ -26,15 +26,15 @@ from ..geometry import mesh as mesh_lib
 from ..geometry.unwrap import ensure_uvs
 from ..render.cameras import CameraConfig, sample_cameras
 from .config import Progress, TextureConfig, TextureResult
-from ..errors import ConfigError, NfsdError, OutOfMemory
+from ..errors import ConfigError, OutOfMemory
 from ..priors.fast_encoder import gradient_encoder
-from .guidance import NFSD_NEGATIVE_PROMPT
 from .image_files import from_uint8, to_uint8
 from ..priors.lora import apply_loras
 from .offsets import NormalOffsets
 from ..priors.prior import Prior, load_prior
 from ..render.renderer import get_rasterizer, random_lighting, render_views
-from .texture import as_face_mask, dilate, face_region, make_texture, uv_coverage
+from .texels import dilate, uv_coverage
+from .texture import as_face_mask, face_region, make_texture
 
 VIEW_WORDS = ("front", "side", "back", "overhead")
 
@@ -335,7 +335,4 @@ def texture_mesh(mesh, config: TextureConfig, prior: Prior | None = None,
     return TextureJob(mesh, config, prior, init_texture, face_mask).run(on_progress)
 
 
-__all__ = [
-    "TextureConfig", "TextureJob", "TextureResult", "Progress", "texture_mesh", "resolve_device", "device_info",
-    "NFSD_NEGATIVE_PROMPT", "VIEW_WORDS", "NfsdError",
-]
+__all__ = ["TextureJob", "texture_mesh", "resolve_device", "device_info", "view_prompt", "VIEW_WORDS"]

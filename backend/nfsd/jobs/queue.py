@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Callable
 
 from .monitor import JobMonitor
-from .store import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, LOADING, QUEUED, RUNNING, JobRecord, JobStore, is_job_id, new_job_id
+from .store import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, LOADING, QUEUED, JobRecord, JobStore, new_job_id
 from .runner import CancelSignal, ProcessRunner, ThreadRunner
-from .worker import OOM_HINT, job_config_dict, make_texture_job  # noqa: F401  (re-exported)
+from .worker import OOM_HINT
 
 log = logging.getLogger("nfsd.jobs")
-
-_make_texture_job = make_texture_job  # the name tests and older callers use
 
 # Exit codes of a worker process ended by a shutdown signal (SIGTERM / SIGINT to the server's process
 # group), not by a crash or the out-of-memory killer (SIGKILL).

@@ -191,7 +191,7 @@ class ProcessRunner:
 
     def run(self, job_id: str, folder: Path, settings: dict, has_init: bool, cancel: CancelSignal,
             events: JobEvents) -> Outcome:
-        from ..distill.engine import Progress
+        from ..distill.config import Progress
 
         child = self._ensure_child()
         child.start_job(job_id, str(folder), settings, has_init)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -80,7 +81,8 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     ``config``: anything with ``default_model`` and ``device`` (a ``ManagerConfig``). A mesh without
     UVs is unwrapped here (``nfsd.geometry.unwrap.ensure_uvs``: ``on_stage("unwrapping N faces", elapsed)``
     while it runs; ``cancelled()`` polled, raising ``nfsd.errors.Cancelled`` within 50 ms)."""
-    from ..distill.engine import TextureConfig, TextureJob
+    from ..distill.config import TextureConfig
+    from ..distill.engine import TextureJob
     from ..geometry.unwrap import ensure_uvs
     from ..geometry.wire import read_wire_npz
 
@@ -101,6 +103,16 @@ def job_config_dict(settings: dict, default_model: str, device: str) -> dict:
     d["model"] = d.get("model") or default_model
     d["device"] = device
     return d
+
+@dataclass
+class JobDefaults:
+    """What ``make_texture_job`` and the worker process need of the server's settings (a ``ManagerConfig``
+    has the same attributes): the model of jobs that name none, the device, seconds between previews."""
+
+    default_model: str = "builtin"
+    device: str = "auto"
+    preview_interval: float = 2.0
+
 
 def guess_device(device: str) -> str:
     if device != "auto":
@@ -242,10 +254,7 @@ def _child_main(conn, default_model: str, device: str, preview_interval: float, 
         with send_lock:
             conn.send(msg)
 
-    from .queue import ManagerConfig
-
-    config = ManagerConfig(data_dir=Path("."), default_model=default_model, device=device,
-                           preview_interval=preview_interval)
+    config = JobDefaults(default_model=default_model, device=device, preview_interval=preview_interval)
     send(("info", _child_info()))
     while True:
         try:

@@ -49,7 +49,7 @@ class Catalog:
         return None
 
     def models(self) -> list[ModelEntry]:
-        from .prior import BUILTIN_DIR
+        from .loading import BUILTIN_DIR
 
         entries = [describe_folder(BUILTIN_DIR, "builtin", kind="builtin")
                    or ModelEntry("builtin", "builtin", str(BUILTIN_DIR), "builtin", supported=False,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..jobs.queue import CANCELLED, DONE, FAILED, INTERRUPTED, JobRecord
+from ..jobs.store import CANCELLED, DONE, FAILED, INTERRUPTED, JobRecord
 from ..limits import MAX_PROMPT_CHARS, SETTING_MULTIPLES, SETTING_RANGES
 
 

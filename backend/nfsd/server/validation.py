@@ -95,8 +95,8 @@ def parse_settings(settings_text: str, config: ServerConfig) -> dict:
     stored = settings.model_dump()
     stored["model"] = model
     try:
-        from ..distill.engine import TextureConfig
-        from ..jobs.queue import job_config_dict
+        from ..distill.config import TextureConfig
+        from ..jobs.worker import job_config_dict
 
         TextureConfig.from_dict(job_config_dict(stored, config.model, config.device)).validate()
     except ImportError:  # the engine is optional for validation; the job checks again
