@@ -297,9 +297,9 @@ def test_out_of_memory_fails_the_job_with_the_setting_to_lower(tiny_model, tmp_p
 
     calls = []
 
-    def make_job(*args):
+    def make_job(*args, **hooks):
         calls.append(1)
-        return OutOfMemoryJob() if len(calls) == 1 else make_texture_job(*args)
+        return OutOfMemoryJob() if len(calls) == 1 else make_texture_job(*args, **hooks)
 
     manager = JobManager(ManagerConfig(data_dir=tmp_path, default_model=tiny_model, device="cpu"), make_job=make_job)
     manager.start()
@@ -429,7 +429,7 @@ def test_start_prunes_by_age_and_requeues_queued_jobs_in_order(tmp_path):
             pass
 
     manager = JobManager(ManagerConfig(data_dir=tmp_path, max_age_days=30),
-                         make_job=lambda mesh, settings, init, cfg: RecordingJob(settings["seed"]))
+                         make_job=lambda mesh, settings, init, cfg, **hooks: RecordingJob(settings["seed"]))
     manager.start()
     try:
         deadline = time.monotonic() + 10

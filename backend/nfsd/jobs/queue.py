@@ -25,7 +25,8 @@ from typing import Callable
 
 from .monitor import JobMonitor
 from .store import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, LOADING, QUEUED, JobRecord, JobStore, new_job_id
-from .runner import CancelSignal, ProcessRunner, ThreadRunner
+from .events import CancelSignal
+from .runner import ProcessRunner, ThreadRunner
 from .worker import OOM_HINT
 
 log = logging.getLogger("nfsd.jobs")
@@ -81,8 +82,7 @@ class JobManager:
         self._seq = 0
         self._current_id: str | None = None
         self._current_cancel: CancelSignal | None = None
-        self.monitor = JobMonitor(self.store, self._runner, self._running_record, config.status_interval,
-                                  config.preview_interval)
+        self.monitor = JobMonitor(self.store, self._running_record, config.status_interval)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
