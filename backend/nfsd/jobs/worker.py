@@ -3,8 +3,9 @@ same way in that process and in a test's thread (``nfsd.jobs.runner.ThreadRunner
 
 Jobs run in a child process (spawned, never forked: the parent may hold CUDA or threads) so that no
 GIL is shared with the HTTP server and a crash there (CUDA fatal error, a segfault, the OOM killer)
-cannot take the server down. One job at a time; the model cache lives in the child, which exits when
-its pipe closes.
+cannot take the server down. One job at a time; the model cache lives in the child. The child never
+outlives the server: it exits when its pipe closes, and ``nfsd.processes.lifeline`` ends it when the server
+dies (even by ``kill -9``).
 
 The pipe protocol (tuples, pickled by ``multiprocessing.Connection``):
 
@@ -323,6 +324,9 @@ def _child_main(conn, default_model: str, device: str, preview_interval: float, 
 
     import torch
 
+    from ..processes.lifeline import die_with_parent
+
+    die_with_parent()  # even when the server is killed with SIGKILL (the pipe's EOF needs a live reader)
     # Ctrl-C in the server's terminal reaches this process too: the server decides how its jobs end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
