@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..render.cameras import orbit_cameras
-from ..distill.engine import resolve_device
+from ..distill.optimize import resolve_device
 from ..geometry.builtin_meshes import builtin_mesh
 from ..geometry.unwrap import ensure_uvs
 from ..geometry.mesh import unit_sphere_transform

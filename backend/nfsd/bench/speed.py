@@ -27,7 +27,8 @@ import torch
 from ..distill import guidance
 from ..render.cameras import CameraConfig, sample_cameras
 from ..distill.config import TextureConfig
-from ..distill.engine import TextureJob, resolve_device, view_prompt
+from ..distill.engine import TextureJob
+from ..distill.optimize import resolve_device, view_prompt
 from ..geometry.builtin_meshes import builtin_mesh
 from ..geometry.unwrap import ensure_uvs
 from ..geometry.mesh import unit_sphere_transform
