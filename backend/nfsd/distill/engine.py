@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from . import guidance
-from ..errors import ConfigError, OutOfMemory
+from .cancel_points import StepCancelled, cancel_points
+from ..errors import Cancelled, ConfigError, OutOfMemory
 from ..geometry.unwrap import ensure_uvs
 from ..priors.prior import Prior
 from .config import Progress, TextureConfig, TextureResult
@@ -72,11 +73,20 @@ class TextureJob:
             if h != w:
                 raise ConfigError(f"with a face mask the texture is kept texel for texel, so it must be square; got {w}x{h}")
         self._cancel = threading.Event()
+        self._drop_result = False
         self._lock = threading.Lock()
         self._texture: Callable[[], torch.Tensor] | None = None
 
     def cancel(self) -> None:
-        """Ask ``run`` to stop after the current step; it returns what exists so far."""
+        """Ask ``run`` to stop: the step in progress is dropped at its next cancel point (within about one
+        view's work, ``nfsd.distill.cancel_points``); it returns the result of the last whole step."""
+        self._cancel.set()
+
+    def abort(self) -> None:
+        """``cancel``, and ``run`` raises ``nfsd.errors.Cancelled`` instead of finishing a result nobody
+        wants: dilating and covering a 4096 texture takes minutes on a CPU (a server's cancel). A run
+        whose steps were all done keeps its result."""
+        self._drop_result = True
         self._cancel.set()
 
     @property
@@ -119,18 +129,23 @@ class TextureJob:
             self._texture = run.current
         run.t_opt = time.perf_counter()
         step, last_loss = 0, None
-        for step in range(1, c.steps + 1):
-            if self._cancel.is_set():
-                step -= 1
-                break
-            run.losses.append(take_step(run, step, self._lock))
-            if step % c.progress_every == 0 or step == c.steps:
-                last_loss = sync_losses(run)
-                elapsed_opt = time.perf_counter() - run.t_opt
-                eta = elapsed_opt / step * (c.steps - step)
-                report(Progress("optimizing", step, c.steps, last_loss, time.perf_counter() - run.t_start, eta,
-                                step / c.steps))
+        with cancel_points(self._cancel.is_set, fine=run.device.type == "cpu") as check:
+            for step in range(1, c.steps + 1):
+                try:
+                    check()
+                    run.losses.append(take_step(run, step, self._lock, check))
+                except StepCancelled:  # the step in progress is dropped whole: parameters as after step - 1
+                    step -= 1
+                    break
+                if step % c.progress_every == 0 or step == c.steps:
+                    last_loss = sync_losses(run)
+                    elapsed_opt = time.perf_counter() - run.t_opt
+                    eta = elapsed_opt / step * (c.steps - step)
+                    report(Progress("optimizing", step, c.steps, last_loss, time.perf_counter() - run.t_start, eta,
+                                    step / c.steps))
         sync_losses(run)
+        if step < c.steps and self._drop_result:
+            raise Cancelled(f"cancelled after {step} of {c.steps} steps")
         run.timings["optimize_s"] = time.perf_counter() - run.t_opt
         run.timings["steps_per_s"] = step / run.timings["optimize_s"] if run.timings["optimize_s"] > 0 else 0.0
         return finish(run, step, last_loss, self.init_texture, self.face_mask, report)

@@ -128,7 +128,7 @@ def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: C
 
     ``make_job(mesh_npz, settings, init_png, config, on_stage=, cancelled=)`` builds the job (default: the
     engine's ``TextureJob``; tests pass fakes): anything with ``run(on_progress) -> TextureResult`` and
-    ``cancel()``, optionally ``snapshot() -> uint8 [H, W, 3]`` (previews every ``config.preview_interval``
+    ``cancel()``, optionally ``abort()`` (a cancel that needs no result) and ``snapshot() -> uint8 [H, W, 3]`` (previews every ``config.preview_interval``
     s, from a thread of its own so the job never waits for PNG encoding). A cancel that arrives after
     the last step keeps the finished result (``done``). Never raises: a failure is ``Outcome("failed")``
     with a one-line error (an out-of-memory error names the setting to lower)."""
@@ -143,7 +143,8 @@ def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: C
         # live preview on the mesh from now on, long before the result.
         if store_job_uvs(folder, job):
             events.uvs()
-        cancel.on_set(job.cancel)
+        # A cancelled job's result is not kept: the engine may skip its finishing (abort), fakes cancel.
+        cancel.on_set(getattr(job, "abort", job.cancel))
         last = {"step": 0}
 
         def on_progress(p) -> None:
