@@ -109,16 +109,13 @@ def test_the_stage_line_ends_with_its_stage(tmp_path):
 def test_abort_skips_the_finishing_that_nobody_wants_but_keeps_a_finished_run(tiny_model, monkeypatch):
     """A server's cancel (``abort``): no dilation of a texture nobody will see; after the last step the
     result stands (a cancel that arrives late keeps it)."""
-    from nfsd.distill import engine
-
     cfg = TextureConfig(prompt="red and white stripes", model=str(tiny_model), steps=3, render_size=32,
                         texture_size=32, device="cpu", seed=0, progress_every=1)
     job = TextureJob(builtin_mesh("cube"), cfg)
-    finish = engine.finish
-    monkeypatch.setattr(engine, "finish", lambda *a: pytest.fail("an aborted run finished its result"))
+    monkeypatch.setattr("nfsd.distill.engine.finish", lambda *a: pytest.fail("an aborted run finished its result"))
     with pytest.raises(Cancelled, match="after 1 of 3 steps"):
         job.run(lambda p: job.abort() if p.phase == "optimizing" and p.step == 1 else None)
-    monkeypatch.setattr(engine, "finish", finish)
+    monkeypatch.undo()
     late = TextureJob(builtin_mesh("cube"), cfg)
     result = late.run(lambda p: late.abort() if p.phase == "optimizing" and p.step == 3 else None)
     assert result.steps_done == 3 and not result.cancelled
