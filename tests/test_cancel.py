@@ -21,11 +21,11 @@ VIEW_S = 0.5  # seconds of work per view in the slow steps below
 
 
 class SlowView(torch.nn.Module):
-    """One view's worth of work (a module call, as an encoder's or UNet's block is)."""
+    """One view's worth of work: a layer that computes for VIEW_S s, then hands on its torch result."""
 
     def forward(self, x):
         time.sleep(VIEW_S)
-        return x
+        return x * 1
 
 
 def test_a_cancel_in_the_middle_of_a_step_takes_effect_within_about_one_view(tiny_model, monkeypatch):
@@ -54,12 +54,12 @@ def test_a_cancel_in_the_middle_of_a_step_takes_effect_within_about_one_view(tin
     result = box["result"]
     assert result.cancelled and result.steps_done == 0  # the step in progress was abandoned whole
     assert latency < 2 * VIEW_S, f"the cancel took {latency:.2f} s; one view is {VIEW_S} s, a step {4 * VIEW_S} s"
-    # Once the run is over the cancel points are gone: modules of this thread run again.
+    # Once the run is over the cancel points are gone: torch runs again in this thread.
     assert torch.equal(views(torch.ones(1)), torch.ones(1))
 
 
 def test_a_cancel_between_runs_leaves_other_jobs_modules_alone(tiny_model):
-    """The module hook is global in torch; it must only ever stop its own run's thread."""
+    """A finished run leaves no cancel point behind for the next one."""
     cfg = TextureConfig(prompt="red and white stripes", model=str(tiny_model), steps=2, render_size=32,
                         texture_size=32, device="cpu", seed=0)
     result = TextureJob(builtin_mesh("cube"), cfg).run()

@@ -1,53 +1,60 @@
 """Cancel points inside an optimization step, so that a cancel takes effect within about one view's
-work, not one (possibly minutes-long, on the CPU) step.
+work, not one step (minutes on a CPU at batch 16, render 1024, texture 4096).
 
-While :func:`cancel_points` is active, in the thread that entered it: every ``nn.Module`` call (the
-texture, the encoder's and the UNet's blocks) and every autograd operation that saves a tensor
-(the render's forward) or reads one back (the backward) raises :class:`StepCancelled` once
-``cancelled()`` is true. The step in progress is then abandoned before the optimizer touches the
-parameters, so a cancelled run returns exactly the texture of its last whole step. The hooks return
-what they get: the numbers are those of a run without them, bit for bit.
+While a step's work runs under :meth:`CancelPoints.watching` (render, encode, prediction, backward;
+never the optimizer's update), every torch operation of this thread (a ``TorchFunctionMode``: the
+rasterizer's chunks, the encoder's and the UNet's layers) and every saved tensor read back by the
+backward (``saved_tensors_hooks``) raises :class:`StepCancelled` once the job is cancelled. The step
+in progress is then dropped whole, before the optimizer touches the parameters, so a cancelled run
+returns the texture of its last whole step. The hooks pass every tensor through untouched: the
+numbers are those of a run without them, bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from typing import Callable, Iterator
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 
 class StepCancelled(Exception):
     """The job was cancelled in the middle of a step (caught by the loop; never leaves the engine)."""
 
 
-@contextlib.contextmanager
-def cancel_points(cancelled: Callable[[], bool], fine: bool = True) -> Iterator[Callable[[], None]]:
-    """Yields ``check()`` (raises ``StepCancelled`` when ``cancelled()``) for the points between a step's
-    parts. ``fine``: also check at every module call and saved tensor (the CPU, where one step can take
-    minutes; on a GPU the Python thread runs ahead of the device, so checks between parts suffice)."""
-    thread = threading.get_ident()
+class _CheckEveryOp(TorchFunctionMode):
+    def __init__(self, check: Callable[[], None]):
+        super().__init__()
+        self._check = check
 
-    def check() -> None:
-        if cancelled():
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self._check()
+        return func(*args, **(kwargs or {}))
+
+
+class CancelPoints:
+    """``check()`` raises ``StepCancelled`` once ``cancelled()``; ``watching()`` makes every operation of a
+    step's work a check when ``fine`` (the CPU: on a GPU the Python thread runs ahead of the device and
+    the checks between the step's parts suffice, without a Python call per operation)."""
+
+    def __init__(self, cancelled: Callable[[], bool], fine: bool = True):
+        self._cancelled = cancelled
+        self.fine = fine
+
+    def check(self) -> None:
+        if self._cancelled():
             raise StepCancelled
 
-    if not fine:
-        yield check
-        return
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        if not self.fine:
+            yield
+            return
 
-    def module_call(module, args) -> None:  # a global hook: other threads' modules are none of ours
-        if threading.get_ident() == thread:
-            check()
+        def saved(tensor):
+            self.check()
+            return tensor
 
-    def saved(tensor):
-        check()
-        return tensor
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(module_call)
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(saved, saved):
-            yield check
-    finally:
-        handle.remove()
+        with _CheckEveryOp(self.check), torch.autograd.graph.saved_tensors_hooks(saved, saved):
+            yield

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import guidance
-from .cancel_points import StepCancelled, cancel_points
+from .cancel_points import CancelPoints, StepCancelled
 from ..errors import Cancelled, ConfigError, OutOfMemory
 from ..geometry.unwrap import ensure_uvs
 from ..priors.prior import Prior
@@ -129,20 +129,20 @@ class TextureJob:
             self._texture = run.current
         run.t_opt = time.perf_counter()
         step, last_loss = 0, None
-        with cancel_points(self._cancel.is_set, fine=run.device.type == "cpu") as check:
-            for step in range(1, c.steps + 1):
-                try:
-                    check()
-                    run.losses.append(take_step(run, step, self._lock, check))
-                except StepCancelled:  # the step in progress is dropped whole: parameters as after step - 1
-                    step -= 1
-                    break
-                if step % c.progress_every == 0 or step == c.steps:
-                    last_loss = sync_losses(run)
-                    elapsed_opt = time.perf_counter() - run.t_opt
-                    eta = elapsed_opt / step * (c.steps - step)
-                    report(Progress("optimizing", step, c.steps, last_loss, time.perf_counter() - run.t_start, eta,
-                                    step / c.steps))
+        points = CancelPoints(self._cancel.is_set, fine=run.device.type == "cpu")
+        for step in range(1, c.steps + 1):
+            try:
+                points.check()
+                run.losses.append(take_step(run, step, self._lock, points))
+            except StepCancelled:  # the step in progress is dropped whole: parameters as after step - 1
+                step -= 1
+                break
+            if step % c.progress_every == 0 or step == c.steps:
+                last_loss = sync_losses(run)
+                elapsed_opt = time.perf_counter() - run.t_opt
+                eta = elapsed_opt / step * (c.steps - step)
+                report(Progress("optimizing", step, c.steps, last_loss, time.perf_counter() - run.t_start, eta,
+                                step / c.steps))
         sync_losses(run)
         if step < c.steps and self._drop_result:
             raise Cancelled(f"cancelled after {step} of {c.steps} steps")

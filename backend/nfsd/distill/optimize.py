@@ -27,6 +27,7 @@ from ..priors.lora import apply_loras
 from ..priors.prior import load_prior
 from ..render.cameras import CameraConfig, sample_cameras
 from ..render.renderer import get_rasterizer, random_lighting, render_views
+from .cancel_points import CancelPoints
 from .config import Progress, TextureConfig, TextureResult
 from .image_files import from_uint8, to_uint8
 from .offsets import NormalOffsets
@@ -161,11 +162,22 @@ def prepare(job, report: Callable[[Progress], None]) -> Run:
                plan=plan, noise_gen=noise_gen, t_start=t_start, timings=timings)
 
 
-def take_step(run: Run, step: int, lock, checkpoint: Callable[[], None] = lambda: None) -> torch.Tensor:
+def take_step(run: Run, step: int, lock, points: CancelPoints | None = None) -> torch.Tensor:
     """Optimization step ``step`` (1-based): render -> encode -> noise -> one batched prediction ->
-    distillation rule -> backward -> Adam. Returns the step's loss (not synced). ``checkpoint()`` runs
-    between the parts (it may raise to abandon the step before the parameters change); ``lock``
-    guards the parameters against ``snapshot`` from other threads."""
+    distillation rule -> backward -> Adam. Returns the step's loss (not synced). ``points`` may raise
+    ``StepCancelled`` anywhere before the update (``nfsd.distill.cancel_points``); ``lock`` guards the
+    parameters against ``snapshot`` from other threads."""
+    points = points or CancelPoints(lambda: False, fine=False)
+    with points.watching():
+        loss = _loss_and_gradients(run, step, lock, points.check)
+    points.check()
+    with lock:
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def _loss_and_gradients(run: Run, step: int, lock, check: Callable[[], None]) -> torch.Tensor:
     c, prior, device, e = run.config, run.prior, run.device, run.embeddings
     views = slice((step - 1) * c.batch, step * c.batch)
     cams, light = take(run.plan["cameras"], views), take(run.plan["lighting"], views)
@@ -177,13 +189,13 @@ def take_step(run: Run, step: int, lock, checkpoint: Callable[[], None] = lambda
         tex = run.current()
     positions = run.base + run.offsets() if run.offsets is not None else run.base
     out = render_views(run.rasterizer, positions, run.triangles, run.uvs, tex, cams, run.render_size, light)
-    checkpoint()
+    check()
     # An edit encodes both renders with the same VAE sample noise too: independent draws would
     # differ at every texel and DDS would turn that difference into texel noise.
     enc_seed = (c.seed * 1_000_003 + step) % 2**63 if run.edit else None
     z = run.encode(out.image, generator(device, enc_seed))
     noise = torch.randn(z.shape, generator=run.noise_gen, device=device, dtype=z.dtype)
-    checkpoint()
+    check()
     with torch.no_grad():
         latents = {"z": prior.add_noise(z.detach(), noise, t_dev)}
         if run.edit:  # the original texture on the original shape, same cameras, t and noise
@@ -193,17 +205,13 @@ def take_step(run: Run, step: int, lock, checkpoint: Callable[[], None] = lambda
         embs = {"y": e["views"][word], "neg": e["neg"].expand(c.batch, -1, -1),
                 "0": e["empty"].expand(c.batch, -1, -1), "src": e["source"][word] if run.edit else None}
         g = run.rule(guidance.predict(prior, c.mode, latents, embs, t_dev, noise, c.negative_weight), run.scale)
-    checkpoint()
+    check()
     loss = guidance.distillation_loss(z, g)
     total = loss
     if run.offsets is not None:
         total = total + c.laplacian_weight * run.offsets.laplacian_loss() + \
             c.normal_weight * run.offsets.normal_consistency_loss(run.base, run.triangles)
     total.backward()
-    checkpoint()
-    with lock:
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
     return loss.detach()
 
 
