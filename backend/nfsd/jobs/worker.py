@@ -121,6 +121,7 @@ def job_config_dict(settings: dict, default_model: str, device: str) -> dict:
     d["device"] = device
     return d
 
+
 def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: CancelSignal, events: JobEvents,
             config, make_job: Callable = make_texture_job) -> Outcome:
     """Run one job from its folder (``mesh.npz``, ``init_texture.png`` when ``has_init``) to its ``Outcome``,
@@ -128,12 +129,14 @@ def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: C
 
     ``make_job(mesh_npz, settings, init_png, config, on_stage=, cancelled=)`` builds the job (default: the
     engine's ``TextureJob``; tests pass fakes): anything with ``run(on_progress) -> TextureResult`` and
-    ``cancel()``, optionally ``abort()`` (a cancel that needs no result) and ``snapshot() -> uint8 [H, W, 3]`` (previews every ``config.preview_interval``
-    s, from a thread of its own so the job never waits for PNG encoding). A cancel that arrives after
-    the last step keeps the finished result (``done``). Never raises: a failure is ``Outcome("failed")``
+    ``cancel()``; optionally ``abort()`` (a cancel that wants no result: no finishing, no last preview)
+    and ``snapshot() -> uint8 [H, W, 3]`` (previews every ``config.preview_interval`` s, from a thread
+    of its own so the job never waits for PNG encoding). A cancel that arrives after the last step
+    keeps the finished result (``done``). Never raises: a failure is ``Outcome("failed")``
     with a one-line error (an out-of-memory error names the setting to lower)."""
     finished = threading.Event()
     t0 = time.monotonic()
+    job = snapshot = None
     try:
         init_png = (folder / "init_texture.png").read_bytes() if has_init else None
         job = make_job((folder / "mesh.npz").read_bytes(), settings, init_png, config,
@@ -145,7 +148,7 @@ def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: C
             events.uvs()
         # A cancelled job's result is not kept: the engine may skip its finishing (abort), fakes cancel.
         cancel.on_set(getattr(job, "abort", job.cancel))
-        last = {"step": 0}
+        last = {"step": 0, "sent": 0}
 
         def on_progress(p) -> None:
             last["step"] = p.step
@@ -153,12 +156,16 @@ def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: C
 
         snapshot = getattr(job, "snapshot", None)
         if snapshot is not None:
-            threading.Thread(target=_previews, args=(snapshot, lambda: last["step"], events.preview, finished,
+            threading.Thread(target=_previews, args=(snapshot, last, events.preview, finished,
                                                      float(getattr(config, "preview_interval", 2.0))),
                              name="nfsd-previews", daemon=True).start()
         result = job.run(on_progress)
-        finished.set()
     except Cancelled:
+        finished.set()
+        if job is not None and snapshot is not None and last["step"] != last["sent"]:
+            snap = snapshot()  # an aborted job leaves no result: the preview shows where it stopped
+            if snap is not None:
+                events.preview(encode_png(snap), last["step"])
         return Outcome("cancelled")
     except Exception as exc:
         return Outcome("failed", error=failure_message(exc, job_id))
@@ -178,17 +185,17 @@ def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: C
     return Outcome("done", steps_done=int(result.steps_done), steps_per_s=float(rate) if rate else None)
 
 
-def _previews(snapshot: Callable, step: Callable[[], int], preview: Callable[[bytes, int], None],
-              finished: threading.Event, interval: float) -> None:
-    """Every ``interval`` s until ``finished``: a PNG of ``snapshot()`` when the job has stepped since."""
-    sent = 0
+def _previews(snapshot: Callable, last: dict, preview: Callable[[bytes, int], None], finished: threading.Event,
+              interval: float) -> None:
+    """Every ``interval`` s until ``finished``: a PNG of ``snapshot()`` when the job has stepped since
+    (``last["step"]``, the latest reported step; ``last["sent"]``, the step of the latest preview)."""
     while not finished.wait(interval):
-        now = step()
-        if now != sent:
+        now = last["step"]
+        if now != last["sent"]:
             snap = snapshot()
             if snap is not None and not finished.is_set():
                 preview(encode_png(snap), now)
-                sent = now
+                last["sent"] = now
 
 
 @dataclass
