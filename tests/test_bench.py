@@ -45,9 +45,8 @@ def test_speed_bench_figures_follow_from_its_timings(capsys):
         assert 0 < r["min"] <= r["median"] <= r["max"], r
         assert r["rate"] == pytest.approx(1000 / r["median"], rel=0.02, abs=0.01), r  # steps/s = 1 / median step
         assert r["job"] == pytest.approx(r["median"] * 400 / 1000, rel=0.02, abs=0.1), r
+        # (No bound on the speed-up itself: on a shared CPU either side can stall for seconds.)
         assert r["naive"] > 0 and r["speedup"] == pytest.approx(r["naive"] / r["median"], rel=0.02, abs=0.01), r
-        # One batched UNet call against three, embeddings once against every step: never 20x either way.
-        assert 0.05 < r["speedup"] < 20, r
 
 
 def test_time_engine_gives_one_positive_time_per_measured_step(tiny_model):
