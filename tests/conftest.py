@@ -2,6 +2,7 @@
 
 import os
 import sys
+import uuid
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,6 +11,33 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
 
 import pytest  # noqa: E402
+
+import procs  # noqa: E402
+
+# Every process the suite starts inherits this (subprocess and multiprocessing copy the environment), so
+# one that outlives the run is found even after it was re-parented away from pytest.
+SESSION_MARK = ("NFSD_TEST_SESSION", uuid.uuid4().hex)
+os.environ[SESSION_MARK[0]] = SESSION_MARK[1]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a process the suite started outlives it: a child of pytest still running, or
+    any process carrying this session's mark. Pytest's own helper (multiprocessing's resource tracker,
+    which exits with pytest) is not counted. The leftovers are killed after they are reported."""
+    me = os.getpid()
+    started = (procs.descendants(me) | procs.with_environment(*SESSION_MARK)) - {me}
+    started = {p for p in started if not (procs.stat(p) and procs.stat(p)[1] == me and
+                                          "resource_tracker" in procs.cmdline(p))}
+    left = procs.wait_gone(started, 5.0)
+    if left:
+        report = procs.describe(left)
+        for pid in left:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        session.config.get_terminal_writer().line(f"\nprocesses started by the tests outlived them: {report}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 PROMPT_WORDS = ["red and white stripes", "blue dots on yellow", "solid green"]
 

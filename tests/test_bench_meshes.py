@@ -36,12 +36,33 @@ def test_score_a_uniform_texture_is_seamless_and_a_dataset_texture_is_recognised
     assert s["images"].shape == (4, 3, 64, 64)
 
 
-def test_table_has_one_line_per_mesh():
-    rows = [{"mesh": m, "faces": 1, "polygons": 1, "uv_source": "own", "seam_edges": 2, "prompt": "p", "seed": s,
-             "prompt_accuracy": 0.5 * s, "ceiling": 1.0, "seam_mean": 0.1, "seconds": 3.0}
-            for m in MESHES[:2] for s in (0, 1)]
-    table = format_table(rows).splitlines()
-    assert len(table) == 4 and "| suzanne | 1 (1) | own | 2 | 0.25 | 1.00 | 0.100 | 3 |" in table
+def table_cells(table: str) -> dict[str, list[str]]:
+    """Mesh name -> the cells of its line (the two header lines skipped)."""
+    lines = table.splitlines()
+    assert lines[1].startswith("|---")
+    return {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+
+
+def test_table_gives_each_mesh_the_means_of_its_own_runs():
+    rng = np.random.default_rng(0)
+    rows = [{"mesh": m, "faces": 100 + i, "polygons": 50 + i, "uv_source": "own", "seam_edges": 7 * (i + 1),
+             "prompt": p, "seed": s, "prompt_accuracy": float(rng.uniform()), "ceiling": 0.9,
+             "seam_mean": float(rng.uniform(0, 0.2)), "seconds": float(rng.uniform(1, 100))}
+            for i, m in enumerate(MESHES[:3]) for p in ("a", "b") for s in (0, 1)]
+    cells = table_cells(format_table(rows))
+    assert list(cells) == list(MESHES[:3])  # one line per mesh, in the order they ran
+    for i, mesh in enumerate(MESHES[:3]):
+        own = [r for r in rows if r["mesh"] == mesh]
+        line = cells[mesh]
+        assert line[1] == f"{100 + i} ({50 + i})" and int(line[3]) == 7 * (i + 1)
+        assert float(line[4]) == pytest.approx(np.mean([r["prompt_accuracy"] for r in own]), abs=0.005)
+        assert float(line[6]) == pytest.approx(np.mean([r["seam_mean"] for r in own]), abs=0.0005)
+        assert float(line[7]) == pytest.approx(np.mean([r["seconds"] for r in own]), abs=0.5)
+    # A run of one mesh moves that mesh's figures only.
+    rows[0]["prompt_accuracy"] += 0.8
+    changed = table_cells(format_table(rows))
+    assert float(changed[MESHES[0]][4]) == pytest.approx(float(cells[MESHES[0]][4]) + 0.2, abs=0.01)
+    assert changed[MESHES[1]] == cells[MESHES[1]] and changed[MESHES[2]] == cells[MESHES[2]]
 
 
 def test_the_table_header_names_the_command_without_this_machines_folders():

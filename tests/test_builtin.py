@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from nfsd.builtin import vocabulary as vocab
 from nfsd.builtin.training import dataset as ds
 
 # Measured on the shipped weights (`python -m nfsd.builtin.training.sampling`): DDIM 25 steps, guidance 3, 64 prompts, seed 0 ->
@@ -27,7 +28,7 @@ CLASSIFIER_MESH_ACCURACY_THRESHOLD = 0.4
 
 
 def test_dataset_is_deterministic_per_seed():
-    specs = ds.SPECS[::11]
+    specs = vocab.SPECS[::11]
     a = ds.sample_batch(specs, torch.Generator().manual_seed(3))
     b = ds.sample_batch(specs, torch.Generator().manual_seed(3))
     c = ds.sample_batch(specs, torch.Generator().manual_seed(4))
@@ -40,26 +41,26 @@ def test_dataset_is_deterministic_per_seed():
 
 
 def test_every_prompt_names_a_distribution_not_one_image():
-    spec = ds.parse_prompt("red and white stripes")
+    spec = vocab.parse_prompt("red and white stripes")
     images = ds.sample_batch([spec] * 8, torch.Generator().manual_seed(0))
     pairwise = (images[:, None] - images[None]).abs().mean(dim=(2, 3, 4))
     assert pairwise[~torch.eye(8, dtype=torch.bool)].min() > 0.02  # phase, orientation, scale, jitter differ
 
 
 def test_prompts_cover_six_patterns_and_eight_colours():
-    assert len(ds.PATTERNS) >= 6 and len(ds.COLOUR_NAMES) >= 8
-    assert len(set(ds.PROMPTS)) == len(ds.PROMPTS) == 176
-    assert ds.parse_prompt("White and Red stripes, front view") == ds.parse_prompt("red and white stripes")
-    assert ds.parse_prompt("blue dots on yellow").colours == ("blue", "yellow")
+    assert len(vocab.PATTERNS) >= 6 and len(vocab.COLOUR_NAMES) >= 8
+    assert len(set(vocab.PROMPTS)) == len(vocab.PROMPTS) == 176
+    assert vocab.parse_prompt("White and Red stripes, front view") == vocab.parse_prompt("red and white stripes")
+    assert vocab.parse_prompt("blue dots on yellow").colours == ("blue", "yellow")
     with pytest.raises(ValueError, match="not a prompt of the built-in dataset"):
-        ds.parse_prompt("a photo of a cat")
+        vocab.parse_prompt("a photo of a cat")
 
 
 def test_captions_carry_view_words_negatives_and_dropout():
     _, texts = ds.training_batch(400, torch.Generator().manual_seed(1))
     assert 0.06 < texts.count("") / 400 < 0.2
     assert any(t.endswith(" view") for t in texts)
-    assert any(t == ds.NEGATIVE_PROMPT for t in texts)
+    assert any(t == vocab.NEGATIVE_PROMPT for t in texts)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def prior():
 
 
 def test_builtin_loads_through_the_normal_path_as_a_latent_model(prior):
-    from nfsd.priors.prior import BUILTIN_DIR
+    from nfsd.priors.loading import BUILTIN_DIR
 
     # Stable Diffusion in miniature: 64x64 renders -> 16x16x4 latents of unit scale, SD's schedule.
     assert prior.vae is not None and prior.image_size == 64 and prior.num_train_timesteps == 1000
@@ -82,12 +83,12 @@ def test_builtin_loads_through_the_normal_path_as_a_latent_model(prior):
     assert prior.alphas_cumprod[999].item() == pytest.approx(0.0047, abs=1e-4)
     # The NFSD negative prompt and the longest prompt with a view suffix fit one text window, as in
     # training (longer prompts are encoded in several)...
-    assert prior.prompt_report(ds.NEGATIVE_PROMPT)["chunks"] == 1
-    longest = max(ds.PROMPTS, key=prior.count_tokens)
+    assert prior.prompt_report(vocab.NEGATIVE_PROMPT)["chunks"] == 1
+    longest = max(vocab.PROMPTS, key=prior.count_tokens)
     assert prior.count_tokens(longest + ", overhead view") <= prior.max_prompt_tokens - 2
     # ...and every word the engine sends is known (no <unk>).
     unk = prior.tokenizer.unk_token_id
-    for text in ds.vocabulary():
+    for text in vocab.vocabulary():
         assert unk not in prior.tokenizer(text).input_ids, text
     files = [p for p in BUILTIN_DIR.parent.rglob("*") if p.is_file()]
     weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".pt", ".ckpt")]
@@ -115,7 +116,7 @@ def test_autoencoder_keeps_what_the_classifier_reads():
     from diffusers import AutoencoderKL
 
     from nfsd.builtin.training.autoencoder import reconstruction_report
-    from nfsd.priors.prior import BUILTIN_DIR
+    from nfsd.priors.loading import BUILTIN_DIR
 
     vae = AutoencoderKL.from_pretrained(BUILTIN_DIR / "vae").float().eval()
     report = reconstruction_report(vae, n=128, seed=777)
@@ -185,8 +186,8 @@ def test_dds_row_edits_from_a_neighbouring_prompt_with_one_colour_changed():
     assert edit_source("red and white stripes") == "blue and white stripes"
     assert edit_source("blue dots on yellow") == "red dots on yellow"  # dots keep which colour is the ground
     assert edit_source("yellow and white waves") == "black and white waves"  # white clashes: one further
-    for prompt in DEFAULT_PROMPTS + tuple(ds.PROMPTS):
-        source, target = ds.parse_prompt(edit_source(prompt)), ds.parse_prompt(prompt)
+    for prompt in DEFAULT_PROMPTS + tuple(vocab.PROMPTS):
+        source, target = vocab.parse_prompt(edit_source(prompt)), vocab.parse_prompt(prompt)
         assert source.pattern == target.pattern
         assert len(set(source.colours) ^ set(target.colours)) == 2  # one colour replaced, the other kept
 
@@ -226,7 +227,7 @@ def test_demo_on_cpu_writes_the_texture_outputs_and_moves_towards_the_prompt(tmp
 def test_off_palette_counts_what_the_prompt_did_not_ask_for_inside_the_object():
     from nfsd.builtin.training.view_metrics import off_palette_fraction
 
-    red, white, green = ds.COLOURS["red"], ds.COLOURS["white"], (0.1, 0.8, 0.1)
+    red, white, green = vocab.COLOURS["red"], vocab.COLOURS["white"], (0.1, 0.8, 0.1)
     image = torch.tensor([red, red, white, green], dtype=torch.float32).view(1, 4, 1, 3).permute(0, 3, 1, 2)
     image = image.expand(1, 3, 4, 4).contiguous()  # rows: red, red, white, green
     inside = torch.ones(1, 1, 4, 4)

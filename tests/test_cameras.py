@@ -7,7 +7,8 @@ import torch
 
 from nfsd.render.cameras import CameraConfig, look_at, orbit_cameras, perspective, sample_cameras, view_word
 from nfsd.errors import ConfigError
-from nfsd.render.renderer import TorchRasterizer, render_views
+from nfsd.render.torch_rasterizer import TorchRasterizer
+from nfsd.render.renderer import render_views
 
 
 def two_coloured_quads():

@@ -125,7 +125,7 @@ def test_views_frame_the_mesh_not_its_loose_vertices():
 
 
 def test_help_gives_every_option_a_meaning_and_its_default(capsys):
-    from nfsd.cli import build_parser
+    from nfsd.cli_args import build_parser
 
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -14,7 +14,8 @@ from nfsd.errors import ConfigError, MeshError
 from nfsd.geometry.mesh import Mesh
 from nfsd.geometry.wire import read_wire_npz, write_wire_npz
 from nfsd.distill.offsets import NormalOffsets
-from nfsd.distill.texture import as_face_mask, face_region, uv_coverage
+from nfsd.distill.texels import uv_coverage
+from nfsd.distill.texture import as_face_mask, face_region
 
 
 def two_islands() -> Mesh:
@@ -216,11 +217,12 @@ def test_layout_measure_is_blind_to_a_recolour_and_sees_a_new_layout():
 
 
 def test_colour_measure_reads_the_dataset_images_of_a_prompt():
+    from nfsd.builtin import vocabulary as vocab
     from nfsd.builtin.training import dataset as ds
     from nfsd.builtin.training.classifier import load_classifier
     from nfsd.builtin.training.edit_quality import colour_matches
 
-    images = ds.sample_batch([ds.parse_prompt("blue and white stripes")] * 8, torch.Generator().manual_seed(0),
+    images = ds.sample_batch([vocab.parse_prompt("blue and white stripes")] * 8, torch.Generator().manual_seed(0),
                              ds.DatasetConfig(object_fraction=0.0))
     classifier = load_classifier()
     assert colour_matches(classifier, images, "blue and white stripes").float().mean() >= 0.75

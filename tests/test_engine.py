@@ -114,7 +114,7 @@ def test_every_rule_pulls_the_texture_towards_what_the_prior_wants(mode):
     cfg = TextureConfig(prompt="solid red", mode=mode, steps=40, render_size=32, texture_size=32, batch=2,
                         device="cpu", lr=0.05)
     result = texture_mesh(small_mesh(), cfg, prior=AnalyticPrior())
-    from nfsd.distill.texture import uv_coverage
+    from nfsd.distill.texels import uv_coverage
 
     covered = uv_coverage(torch.from_numpy(small_mesh().uvs), 32).numpy()
     r, g, b = (result.texture[covered].astype(float) / 255).mean(0)

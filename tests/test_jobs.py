@@ -18,7 +18,8 @@ import numpy as np
 from server_kit import BACKEND, free_port, wait_until_serving
 
 from nfsd.jobs.store import JobRecord, JobStore
-from nfsd.jobs.queue import JobManager, ManagerConfig, make_texture_job
+from nfsd.jobs.queue import JobManager, ManagerConfig
+from nfsd.jobs.worker import make_texture_job
 
 
 FAST = {"prompt": "red brick wall", "steps": 3, "render_size": 32, "texture_size": 32}
@@ -70,10 +71,10 @@ class LateCancel:
 def test_cancel_arriving_after_the_last_step_keeps_the_finished_result(tiny_model, tmp_path):
     holder: dict = {}
 
-    def make_job(mesh_npz, settings, init_png, config):
+    def make_job(mesh_npz, settings, init_png, config, **hooks):
         settings = dict(settings)
         when = settings.pop("when")
-        job = make_texture_job(mesh_npz, settings, init_png, config)
+        job = make_texture_job(mesh_npz, settings, init_png, config, **hooks)
         return LateCancel(job, lambda: holder["manager"].cancel(holder["ids"][settings["seed"]]), when)
 
     manager = JobManager(ManagerConfig(data_dir=tmp_path, default_model=str(tiny_model), device="cpu"),
@@ -156,7 +157,7 @@ def test_a_job_cancelled_before_the_server_died_is_cancelled_after_restart(tmp_p
     rec = JobRecord(id="e" * 32, seq=0, created=time.time(), settings=dict(FAST), state="running", step=7,
                     cancel_requested=True)
     store.create(rec, octahedron_npz(), None)
-    manager = JobManager(ManagerConfig(data_dir=tmp_path), make_job=lambda *args: None)
+    manager = JobManager(ManagerConfig(data_dir=tmp_path), make_job=lambda *args, **hooks: None)
     manager.start()
     try:
         assert manager.get(rec.id).state == "cancelled" and manager.get(rec.id).error is None

@@ -8,7 +8,9 @@ import torch
 from nfsd.render import renderer
 from nfsd.render.cameras import orbit_cameras
 from nfsd.errors import RendererError
-from nfsd.render.renderer import Lighting, TorchRasterizer, get_rasterizer, mip_levels, render_views, uv_pixel_derivatives
+from nfsd.render.renderer import Lighting, get_rasterizer, render_views
+from nfsd.render.torch_rasterizer import TorchRasterizer
+from nfsd.render.rasterizer import mip_levels, uv_pixel_derivatives
 from nfsd.render.torch_rasterizer import mip_pyramid
 
 R = TorchRasterizer()

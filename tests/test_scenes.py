@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from nfsd.builtin import vocabulary as vocab
 from nfsd.builtin.training import dataset as ds
 from nfsd.builtin.training import scenes
+from nfsd.geometry.builtin_meshes import builtin_mesh
 
 
 def _components(mesh) -> int:
@@ -47,7 +49,7 @@ def test_training_meshes_are_framed_like_the_engine_frames_them_and_seeded():
 
 @pytest.fixture(scope="module")
 def sphere_bank():
-    sphere = scenes.normalized(scenes.builtin_mesh("sphere"))
+    sphere = scenes.normalized(builtin_mesh("sphere"))
     return scenes.bake_views([sphere], 6, 32, seed=0)
 
 
@@ -69,10 +71,10 @@ def test_baked_uvs_and_positions_describe_the_same_surface_point(sphere_bank):
 
 
 def test_stripes_laid_on_a_baked_view_show_both_colours_over_a_plain_background(sphere_bank):
-    spec = ds.parse_prompt("red and white stripes")
+    spec = vocab.parse_prompt("red and white stripes")
     n = len(sphere_bank)
-    red, white = (torch.tensor(ds.COLOURS[c]).view(1, 3, 1, 1).expand(n, 3, 1, 1) for c in ("red", "white"))
-    images = scenes.scene_images(sphere_bank.buffers, torch.full((n,), ds.PATTERNS.index(spec.pattern)), red, white,
+    red, white = (torch.tensor(vocab.COLOURS[c]).view(1, 3, 1, 1).expand(n, 3, 1, 1) for c in ("red", "white"))
+    images = scenes.scene_images(sphere_bank.buffers, torch.full((n,), vocab.PATTERNS.index(spec.pattern)), red, white,
                                  torch.Generator().manual_seed(0))
     assert images.shape == (n, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
     cover = sphere_bank.buffers[:, 6].float()
@@ -85,7 +87,7 @@ def test_stripes_laid_on_a_baked_view_show_both_colours_over_a_plain_background(
 
 
 def test_the_dataset_mixes_baked_views_in_deterministically(sphere_bank):
-    specs = ds.SPECS[::20]
+    specs = vocab.SPECS[::20]
     config = ds.DatasetConfig(size=32, scene_fraction=1.0)
     a, mask = ds.sample_batch(specs, torch.Generator().manual_seed(5), config, return_mask=True, scenes=sphere_bank)
     b = ds.sample_batch(specs, torch.Generator().manual_seed(5), config, scenes=sphere_bank)

@@ -285,7 +285,8 @@ def test_worker_process_that_dies_fails_its_job_and_the_next_job_runs(server):
 
 
 def test_out_of_memory_fails_the_job_with_the_setting_to_lower(tiny_model, tmp_path):
-    from nfsd.jobs.queue import JobManager, ManagerConfig, _make_texture_job
+    from nfsd.jobs.queue import JobManager, ManagerConfig
+    from nfsd.jobs.worker import make_texture_job
 
     class OutOfMemoryJob:
         def run(self, on_progress):
@@ -296,9 +297,9 @@ def test_out_of_memory_fails_the_job_with_the_setting_to_lower(tiny_model, tmp_p
 
     calls = []
 
-    def make_job(*args):
+    def make_job(*args, **hooks):
         calls.append(1)
-        return OutOfMemoryJob() if len(calls) == 1 else _make_texture_job(*args)
+        return OutOfMemoryJob() if len(calls) == 1 else make_texture_job(*args, **hooks)
 
     manager = JobManager(ManagerConfig(data_dir=tmp_path, default_model=tiny_model, device="cpu"), make_job=make_job)
     manager.start()
@@ -402,7 +403,8 @@ def test_public_host_without_token_is_refused_at_start(tmp_path):
 
 
 def test_start_prunes_by_age_and_requeues_queued_jobs_in_order(tmp_path):
-    from nfsd.jobs.queue import JobManager, JobRecord, JobStore, ManagerConfig
+    from nfsd.jobs.queue import JobManager, ManagerConfig
+    from nfsd.jobs.store import JobRecord, JobStore
 
     store = JobStore(tmp_path)
     now = time.time()
@@ -427,7 +429,7 @@ def test_start_prunes_by_age_and_requeues_queued_jobs_in_order(tmp_path):
             pass
 
     manager = JobManager(ManagerConfig(data_dir=tmp_path, max_age_days=30),
-                         make_job=lambda mesh, settings, init, cfg: RecordingJob(settings["seed"]))
+                         make_job=lambda mesh, settings, init, cfg, **hooks: RecordingJob(settings["seed"]))
     manager.start()
     try:
         deadline = time.monotonic() + 10

@@ -46,7 +46,7 @@ def udim_variant(mesh):
 
 def coverage(uvs: np.ndarray, size: int) -> np.ndarray:
     """``[size, size]`` bool (row 0 bottom): texels some triangle of ``uvs`` (in [0, 1]) touches."""
-    from nfsd.distill.texture import uv_coverage
+    from nfsd.distill.texels import uv_coverage
 
     return uv_coverage(torch.from_numpy(np.ascontiguousarray(uvs, np.float32)), size).numpy()
 

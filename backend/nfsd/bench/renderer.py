@@ -23,14 +23,19 @@ import torch
 import torch.nn.functional as F
 
 from ..render.cameras import orbit_cameras
-from ..distill.engine import resolve_device
+from ..distill.optimize import resolve_device
 from ..geometry.builtin_meshes import builtin_mesh
 from ..geometry.unwrap import ensure_uvs
 from ..geometry.mesh import unit_sphere_transform
-from ..render.renderer import NvdiffrastRasterizer, TorchRasterizer, flat_lighting, mip_levels, nvdiffrast_available, render_views
+from ..render.nvdiffrast_rasterizer import NvdiffrastRasterizer, nvdiffrast_available
+from ..render.torch_rasterizer import TorchRasterizer
+from ..render.renderer import flat_lighting, render_views
+from ..render.rasterizer import mip_levels
 
 
-def _scene(mesh_name: str, device, texture_size: int, seed: int = 0):
+def bench_scene(mesh_name: str, device, texture_size: int, seed: int = 0):
+    """``(positions [V, 3] in the unit sphere, triangles [F, 3] int32, uvs [F, 3, 2], texture [S, S, 3] row 0
+    bottom)`` of a built-in mesh, seeded: the one scene both rasterizers draw."""
     mesh = ensure_uvs(builtin_mesh(mesh_name))
     transform = unit_sphere_transform(mesh.world_positions())
     positions = torch.from_numpy(transform.apply(mesh.world_positions()).astype(np.float32)).to(device)
@@ -101,7 +106,7 @@ def main(argv=None) -> int:
         print("nvdiffrast: not available here (needs CUDA and `pip install diffrp-nvdiffrast`): timing the reference only")
     failed = False
     for texture_size in (int(s) for s in args.texture_size.split(",")):
-        scene = _scene(args.mesh, device, texture_size)
+        scene = bench_scene(args.mesh, device, texture_size)
         print(f"device={device} mesh={args.mesh} resolution={args.resolution} texture={texture_size} "
               f"(mip levels {mip_levels(texture_size, texture_size)}) views=4", flush=True)
         results = {}

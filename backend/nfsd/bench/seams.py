@@ -82,7 +82,7 @@ def texel_noise(texture: np.ndarray, uvs: np.ndarray) -> float:
     """Mean |texture - 5x5 box blur| over covered texels, for uint8 ``[H, W, 3]`` (row 0 bottom)."""
     import torch.nn.functional as F
 
-    from ..distill.texture import uv_coverage
+    from ..distill.texels import uv_coverage
 
     img = torch.from_numpy(texture[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     blurred = F.avg_pool2d(F.pad(img, (2, 2, 2, 2), mode="replicate"), 5, stride=1)

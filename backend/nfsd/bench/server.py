@@ -68,7 +68,7 @@ def _pin(server_pid: int, worker_cpus: int) -> set | None:
 def _pick_model(args, tmp: Path) -> str:
     if args.model:
         return args.model
-    from ..priors.prior import BUILTIN_DIR
+    from ..priors.loading import BUILTIN_DIR
 
     if (BUILTIN_DIR / "unet").is_dir():
         return "builtin"

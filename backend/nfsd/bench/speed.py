@@ -26,7 +26,8 @@ import torch
 
 from ..distill import guidance
 from ..render.cameras import CameraConfig, sample_cameras
-from ..distill.engine import TextureJob, resolve_device, view_prompt
+from ..distill.engine import TextureJob
+from ..distill.optimize import resolve_device, view_prompt
 from ..settings import TextureConfig
 from ..geometry.builtin_meshes import builtin_mesh
 from ..geometry.unwrap import ensure_uvs

@@ -34,6 +34,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .texels import dilate, logit, uv_faces
+
 
 def texel_points(positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Tensor, size: int,
                  rasterizer=None, rings: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,10 +56,8 @@ def texel_points(positions: torch.Tensor, triangles: torch.Tensor, uvs: torch.Te
         [0, 1], clamped to [-1, 2]). A bilinear lookup on a seam reads half a texel beyond the
         border: extended, the field there continues across the seam as the other side's does,
         where a plain average of inner neighbours would pull both sides inwards, apart. Texels
-        farther out get the mean point of their neighbours (``nfsd.distill.texture.dilate``).
+        farther out get the mean point of their neighbours (``nfsd.distill.texels.dilate``).
     """
-    from .texture import dilate, uv_faces
-
     face = uv_faces(uvs, size, rasterizer)  # float face index, -1 where no triangle covers the texel centre
     covered = face >= 0
     # Ring by ring, an uncovered texel takes a covered neighbour's triangle (any one: all are
@@ -139,8 +139,6 @@ class SurfaceFieldTexture(torch.nn.Module):
     def __init__(self, size: int, points: torch.Tensor, grid_sizes=None, uv_levels: int = 1,
                  init: torch.Tensor | None = None, detail_scale: float = 0.25):
         super().__init__()
-        from .texture import logit
-
         if points.shape != (size, size, 3):
             raise ValueError(f"points must be [{size}, {size}, 3], got {list(points.shape)}")
         self.size = size

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import Cancelled, MeshError
 from ..limits import LIMITS
 from .mesh import Mesh
+from ..processes.lifeline import die_with_parent
 
 CHUNK_FACES = 20_000  # the 20,480-face icosphere unwraps whole; 81,920 faces in one piece crash
 _POLL_S = 0.05
@@ -218,25 +219,10 @@ def _compact_pieces(faces: np.ndarray, centroids: np.ndarray, limit: int) -> lis
     return _compact_pieces(order[:half], centroids, limit) + _compact_pieces(order[half:], centroids, limit)
 
 
-def _exit_with_parent() -> None:
-    """End this process when its parent is gone (killed mid-unwrap): never unwrap for nobody."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(3)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m nfsd.geometry.unwrap IN.npz OUT.npy``: the child's side of ``unwrap_in_child``."""
     inp, out = (argv if argv is not None else sys.argv[1:])[:2]
-    _exit_with_parent()
+    die_with_parent(hard=True)  # never unwrap for nobody: the job thread that started us waits for us
     try:
         with np.load(inp, allow_pickle=False) as z:
             resolution = int(z["resolution"]) if "resolution" in z.files else 0

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable
 
 from ..errors import NfsdError
-from .results import encode_png
-from .runner import JobEvents
+from .events import JobEvents
 from .store import LOADING, RUNNING, JobRecord, JobStore
 
 log = logging.getLogger("nfsd.jobs")
@@ -27,19 +25,15 @@ class JobMonitor:
 
     Args:
         store: the job folders.
-        runner: the job runner; its ``snapshot()`` gives a texture snapshot when jobs run in a thread
-            (``None`` from a worker process, which sends its own previews).
         current: returns the running job's record, or None.
-        status_interval, preview_interval: seconds between ``status.json`` writes and preview snapshots.
+        status_interval: seconds between ``status.json`` writes (previews arrive from the job's runner,
+            ``nfsd.jobs.worker.run_job``, every ``preview_interval`` s).
     """
 
-    def __init__(self, store: JobStore, runner, current: Callable[[], JobRecord | None],
-                 status_interval: float, preview_interval: float):
+    def __init__(self, store: JobStore, current: Callable[[], JobRecord | None], status_interval: float):
         self.store = store
-        self._runner = runner
         self._current = current
         self._status_interval = status_interval
-        self._preview_interval = preview_interval
         self._dirty = False
         self._preview_cache: tuple[str, bytes] | None = None  # (job id, PNG) of the latest snapshot
 
@@ -79,7 +73,7 @@ class JobMonitor:
             log.exception("job %s: could not write its preview", rec.id)
 
     # -- the worker thread's events: attribute stores only ----------------------------------------
-    def _on_stage(self, rec: JobRecord, text: str, elapsed: float) -> None:
+    def _on_stage(self, rec: JobRecord, text: str | None, elapsed: float) -> None:
         rec.stage, rec.elapsed_seconds = text, float(elapsed)
         self._dirty = True
 
@@ -105,23 +99,12 @@ class JobMonitor:
 
     # -- the monitor thread --------------------------------------------------------------------------
     def loop(self, stopping: threading.Event) -> None:
-        """Write status.json and preview.png of the running job until ``stopping`` is set."""
-        last_preview = 0.0
+        """Write status.json of the running job, when it changed, until ``stopping`` is set."""
         while not stopping.wait(self._status_interval):
             try:
                 rec = self._current()
-                if rec is None:
-                    continue
-                if self._dirty:
+                if rec is not None and self._dirty:
                     self._dirty = False
                     self.store.write_status(rec)
-                now = time.monotonic()
-                if rec.state == RUNNING and now - last_preview >= self._preview_interval:
-                    step = rec.step
-                    if step != rec.preview_step:
-                        snap = self._runner.snapshot()  # None from the worker process: it sends its own
-                        if snap is not None:
-                            self.store_preview(rec, encode_png(snap), step)
-                    last_preview = now
             except Exception:
-                log.exception("job monitor: could not write status or preview")
+                log.exception("job monitor: could not write status")

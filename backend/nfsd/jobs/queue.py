@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Callable
 
 from .monitor import JobMonitor
-from .store import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, LOADING, QUEUED, RUNNING, JobRecord, JobStore, is_job_id, new_job_id
-from .runner import CancelSignal, ProcessRunner, ThreadRunner
+from .store import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, LOADING, QUEUED, JobRecord, JobStore, new_job_id
+from .events import CancelSignal
+from .runner import ProcessRunner, ThreadRunner
 from .speeds import SpeedBook
-from .worker import OOM_HINT, make_texture_job  # noqa: F401  (re-exported)
+from .worker import OOM_HINT
 
 log = logging.getLogger("nfsd.jobs")
-
-_make_texture_job = make_texture_job  # the name tests and older callers use
 
 # Exit codes of a worker process ended by a shutdown signal (SIGTERM / SIGINT to the server's process
 # group), not by a crash or the out-of-memory killer (SIGKILL).
@@ -85,8 +84,7 @@ class JobManager:
         self._seq = 0
         self._current_id: str | None = None
         self._current_cancel: CancelSignal | None = None
-        self.monitor = JobMonitor(self.store, self._runner, self._running_record, config.status_interval,
-                                  config.preview_interval)
+        self.monitor = JobMonitor(self.store, self._running_record, config.status_interval)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 

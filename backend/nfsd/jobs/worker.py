@@ -1,15 +1,30 @@
-"""The worker process that runs the server's jobs, and the pipe protocol between it and the server.
+"""The worker process that runs the server's jobs, its pipe protocol, and ``run_job``: one job, run the
+same way in that process and in a test's thread (``nfsd.jobs.runner.ThreadRunner``).
 
 Jobs run in a child process (spawned, never forked: the parent may hold CUDA or threads) so that no
 GIL is shared with the HTTP server and a crash there (CUDA fatal error, a segfault, the OOM killer)
-cannot take the server down. One job at a time; the model cache lives in the child.
+cannot take the server down. One job at a time; the model cache lives in the child. The child never
+outlives the server: it exits when its pipe closes, and ``nfsd.processes.lifeline`` ends it when the server
+dies (even by ``kill -9``).
 
-Messages, parent -> child: ``("run", job_id, job_dir, settings, has_init)``, ``("cancel",)``,
-``("unload",)``, ``("exit",)``. Child -> parent: ``("info", {device, gpu_name, gpu_free_bytes, models})``,
-``("device", {...})``, ``("stage", text, elapsed)`` (preparing the mesh, e.g. "unwrapping N faces"),
-``("uvs",)``, ``("progress", phase, step, total, loss, elapsed, eta, fraction)``,
-``("preview", step, png_bytes)``, ``("end", "done"|"cancelled"|"failed", payload)`` and
-``("unloaded", had_model)``. The child writes ``uvs.npz`` and ``result.npz`` into the job folder itself.
+The pipe protocol (tuples, pickled by ``multiprocessing.Connection``):
+
+parent -> child
+    ``("run", job_id, job_dir, settings, has_init)``  run one job (the child reads its inputs from job_dir)
+    ``("cancel",)``   stop the running job (at its next check: within about one view's work)
+    ``("unload",)``   free the cached models (answered by ``unloaded``)
+    ``("exit",)``     cancel the running job and exit
+child -> parent
+    ``("info", {device, gpu_name, gpu_free_bytes, models})``  after start-up, after each job and unload
+    ``("device", {device, gpu_name, gpu_free_bytes})``  every ~5 s while a job runs (for /health)
+    ``("stage", text | None, elapsed)``  preparing the mesh ("unwrapping N faces"); None: that stage ended
+    ``("uvs",)``      ``uvs.npz`` is in the job folder
+    ``("progress", phase, step, total, loss, elapsed, eta, fraction)``  a ``Progress``
+    ``("preview", step, png_bytes)``
+    ``("end", "done" | "cancelled" | "failed", {steps_done, steps_per_s, error})``  an ``Outcome``
+    ``("unloaded", had_model)``
+The child writes ``uvs.npz`` and ``result.npz`` into the job folder itself. EOF on the pipe, either
+way, means the other side is gone.
 """
 
 from __future__ import annotations
@@ -17,6 +32,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +41,7 @@ import numpy as np
 
 from ..errors import Cancelled, NfsdError, OutOfMemory
 from ..distill.image_files import decode_png
+from .events import CancelSignal, JobEvents, Outcome
 from .results import encode_png, result_npz, store_job_uvs
 from .store import atomic_write
 
@@ -96,6 +114,92 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     return make_job(mesh, cfg, init, on_progress=on_stage, cancelled=cancelled)
 
 
+def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: CancelSignal, events: JobEvents,
+            config, make_job: Callable = make_texture_job) -> Outcome:
+    """Run one job from its folder (``mesh.npz``, ``init_texture.png`` when ``has_init``) to its ``Outcome``,
+    writing ``uvs.npz`` once the UVs are final and ``result.npz`` when it is done.
+
+    ``make_job(mesh_npz, settings, init_png, config, on_stage=, cancelled=)`` builds the job (default: the
+    engine's ``TextureJob``; tests pass fakes): anything with ``run(on_progress) -> TextureResult`` and
+    ``cancel()``; optionally ``abort()`` (a cancel that wants no result: no finishing, no last preview)
+    and ``snapshot() -> uint8 [H, W, 3]`` (previews every ``config.preview_interval`` s, from a thread
+    of its own so the job never waits for PNG encoding). A cancel that arrives after the last step
+    keeps the finished result (``done``). Never raises: a failure is ``Outcome("failed")``
+    with a one-line error (an out-of-memory error names the setting to lower)."""
+    finished = threading.Event()
+    t0 = time.monotonic()
+    job = snapshot = None
+    try:
+        init_png = (folder / "init_texture.png").read_bytes() if has_init else None
+        job = make_job((folder / "mesh.npz").read_bytes(), settings, init_png, config,
+                       on_stage=events.stage, cancelled=cancel.is_set)
+        events.stage(None, time.monotonic() - t0)  # the mesh is ready: no stage line outlives its stage
+        # The UVs are final once the job exists (unwrapped if the mesh had none): clients can lay the
+        # live preview on the mesh from now on, long before the result.
+        if store_job_uvs(folder, job):
+            events.uvs()
+        # A cancelled job's result is not kept: the engine may skip its finishing (abort), fakes cancel.
+        cancel.on_set(getattr(job, "abort", job.cancel))
+        last = {"step": 0, "sent": 0}
+
+        def on_progress(p) -> None:
+            last["step"] = p.step
+            events.progress(p)
+
+        snapshot = getattr(job, "snapshot", None)
+        if snapshot is not None:
+            threading.Thread(target=_previews, args=(snapshot, last, events.preview, finished,
+                                                     float(getattr(config, "preview_interval", 2.0))),
+                             name="nfsd-previews", daemon=True).start()
+        result = job.run(on_progress)
+    except Cancelled:
+        finished.set()
+        if job is not None and snapshot is not None and last["step"] != last["sent"]:
+            snap = snapshot()  # an aborted job leaves no result: the preview shows where it stopped
+            if snap is not None:
+                events.preview(encode_png(snap), last["step"])
+        return Outcome("cancelled")
+    except Exception as exc:
+        return Outcome("failed", error=failure_message(exc, job_id))
+    finally:
+        finished.set()
+    if result.texture is not None:
+        events.preview(encode_png(np.asarray(result.texture)), int(result.steps_done))
+    if result.cancelled:
+        return Outcome("cancelled", steps_done=int(result.steps_done))
+    try:
+        if folder.is_dir():  # deleted meanwhile: nothing to keep
+            atomic_write(folder / "result.npz", result_npz(result, job_id))
+    except Exception as exc:
+        log.exception("job %s: could not write its result", job_id)
+        return Outcome("failed", error=f"could not write the result: {type(exc).__name__}: {exc}")
+    rate = result.timings.get("steps_per_s") if isinstance(result.timings, dict) else None
+    return Outcome("done", steps_done=int(result.steps_done), steps_per_s=float(rate) if rate else None)
+
+
+def _previews(snapshot: Callable, last: dict, preview: Callable[[bytes, int], None], finished: threading.Event,
+              interval: float) -> None:
+    """Every ``interval`` s until ``finished``: a PNG of ``snapshot()`` when the job has stepped since
+    (``last["step"]``, the latest reported step; ``last["sent"]``, the step of the latest preview)."""
+    while not finished.wait(interval):
+        now = last["step"]
+        if now != last["sent"]:
+            snap = snapshot()
+            if snap is not None and not finished.is_set():
+                preview(encode_png(snap), now)
+                last["sent"] = now
+
+
+@dataclass
+class JobDefaults:
+    """What ``make_texture_job`` and the worker process need of the server's settings (a ``ManagerConfig``
+    has the same attributes): the model of jobs that name none, the device, seconds between previews."""
+
+    default_model: str = "builtin"
+    device: str = "auto"
+    preview_interval: float = 2.0
+
+
 def guess_device(device: str) -> str:
     if device != "auto":
         return "cuda" if device.startswith("cuda") else device
@@ -143,9 +247,6 @@ class WorkerProcess:
 
     def cancel(self) -> None:
         self.send(("cancel",))
-
-    def snapshot(self):
-        return None  # previews arrive as messages
 
     def exitcode(self):
         self.process.join(2.0)
@@ -223,6 +324,9 @@ def _child_main(conn, default_model: str, device: str, preview_interval: float, 
 
     import torch
 
+    from ..processes.lifeline import die_with_parent
+
+    die_with_parent()  # even when the server is killed with SIGKILL (the pipe's EOF needs a live reader)
     # Ctrl-C in the server's terminal reaches this process too: the server decides how its jobs end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -230,16 +334,14 @@ def _child_main(conn, default_model: str, device: str, preview_interval: float, 
         torch.set_num_threads(torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     send_lock = threading.Lock()
-    state: dict = {"job": None, "cancel": False}
 
     def send(msg) -> None:
         with send_lock:
             conn.send(msg)
 
-    from .queue import ManagerConfig
-
-    config = ManagerConfig(data_dir=Path("."), default_model=default_model, device=device,
-                           preview_interval=preview_interval)
+    config = JobDefaults(default_model=default_model, device=device, preview_interval=preview_interval)
+    cancel = CancelSignal()
+    cancel.set()  # no job yet
     send(("info", _child_info()))
     while True:
         try:
@@ -247,12 +349,10 @@ def _child_main(conn, default_model: str, device: str, preview_interval: float, 
         except (EOFError, OSError):
             os._exit(0)  # the server is gone: never outlive it
         if msg[0] == "run":
-            state["job"], state["cancel"] = None, False
-            threading.Thread(target=_child_run, args=(send, state, config, *msg[1:]), daemon=True).start()
+            cancel = CancelSignal()
+            threading.Thread(target=_child_run, args=(send, cancel, config, *msg[1:]), daemon=True).start()
         elif msg[0] == "cancel":
-            state["cancel"] = True
-            if state["job"] is not None:
-                state["job"].cancel()
+            cancel.set()
         elif msg[0] == "unload":
             from ..priors.prior import unload_all
 
@@ -260,68 +360,34 @@ def _child_main(conn, default_model: str, device: str, preview_interval: float, 
             send(("info", _child_info()))
             send(("unloaded", had))
         elif msg[0] == "exit":
-            if state["job"] is not None:
-                state["job"].cancel()
+            cancel.set()
             return
 
 
-def _child_run(send, state: dict, config, job_id: str, job_dir: str, settings: dict,
+def _child_run(send, cancel: CancelSignal, config: JobDefaults, job_id: str, job_dir: str, settings: dict,
                has_init: bool) -> None:
-    folder = Path(job_dir)
-    finished = threading.Event()
+    """One ``run`` message: ``run_job`` with events that become pipe messages, then ``info`` and ``end``."""
+    from ..distill.engine import device_info
+
+    events = JobEvents(
+        progress=lambda p: send(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction)),
+        uvs=lambda: send(("uvs",)),
+        preview=lambda png, step: send(("preview", step, png)),
+        stage=lambda text, elapsed: send(("stage", text, elapsed)),
+    )
+    running = threading.Event()
+
+    def report_device() -> None:  # free GPU memory for /health, every ~5 s
+        while not running.wait(5.0):
+            send(("device", device_info()))
+
+    threading.Thread(target=report_device, daemon=True).start()
     try:
-        init_png = (folder / "init_texture.png").read_bytes() if has_init else None
-        job = make_texture_job((folder / "mesh.npz").read_bytes(), settings, init_png, config,
-                               on_stage=lambda text, elapsed: send(("stage", text, elapsed)),
-                               cancelled=lambda: state["cancel"])
-        # The UVs are final once the job exists (unwrapped if the mesh had none): clients can lay the
-        # live preview on the mesh from now on, long before the result.
-        if store_job_uvs(folder, job):
-            send(("uvs",))
-        state["job"] = job
-        if state["cancel"]:
-            job.cancel()
-        last = {"step": -1, "value": 0}
-
-        def on_progress(p) -> None:
-            last["value"] = p.step
-            send(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction))
-
-        def previews() -> None:
-            from ..distill.engine import device_info
-
-            ticks = 0
-            while not finished.wait(config.preview_interval):
-                ticks += 1
-                if ticks * config.preview_interval >= 5.0:  # free GPU memory for /health, every ~5 s
-                    ticks = 0
-                    send(("device", device_info()))
-                step = last["value"]
-                if step != last["step"]:
-                    snap = job.snapshot()
-                    if snap is not None:
-                        send(("preview", step, encode_png(snap)))
-                        last["step"] = step
-
-        threading.Thread(target=previews, daemon=True).start()
-        result = job.run(on_progress)
-        finished.set()
-        send(("preview", int(result.steps_done), encode_png(np.asarray(result.texture))))
-        if result.cancelled:
-            outcome = ("cancelled", {"steps_done": int(result.steps_done)})
-        else:
-            atomic_write(folder / "result.npz", result_npz(result, job_id))
-            outcome = ("done", {"steps_done": int(result.steps_done),
-                                "steps_per_s": float(result.timings.get("steps_per_s") or 0.0)})
-    except Cancelled:
-        outcome = ("cancelled", {"steps_done": 0})
-    except Exception as exc:
-        outcome = ("failed", {"error": failure_message(exc, job_id)})
+        outcome = run_job(job_id, Path(job_dir), settings, has_init, cancel, events, config)
     finally:
-        finished.set()
-        state["job"] = None
+        running.set()
     try:
         send(("info", _child_info()))
     except Exception:
         log.exception("could not report device info")
-    send(("end", *outcome))
+    send(("end", outcome.state, outcome.payload()))

@@ -281,9 +281,9 @@ def _signature(catalog: Catalog) -> tuple:
         paths += [Path(catalog.models_dir).expanduser()] + [Path(catalog.models_dir).expanduser() / s
                                                             for s in LORA_SUBDIRS]
     if catalog.include_hub_cache:
-        from .model_files import _hub_cache
+        from .model_files import hub_cache_dir
 
-        paths.append(_hub_cache())
+        paths.append(hub_cache_dir())
     out = []
     for path in paths:
         try:

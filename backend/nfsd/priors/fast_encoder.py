@@ -31,7 +31,7 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # images [B, 3, H, W] in [0, 1
 
 
 def _model_folder(prior) -> Path | None:
-    from .prior import resolve_model
+    from .loading import resolve_model
 
     try:
         kind, path = resolve_model(prior.model_id)

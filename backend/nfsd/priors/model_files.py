@@ -192,7 +192,7 @@ def describe_lora(path: Path, name: str) -> ModelEntry:
                       f"{fmt} format" if is_lora else "no LoRA keys")
 
 
-def _hub_cache() -> Path:
+def hub_cache_dir() -> Path:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     return Path(HF_HUB_CACHE)
@@ -201,7 +201,7 @@ def _hub_cache() -> Path:
 def cached_hub_models() -> list[ModelEntry]:
     """Stable Diffusion diffusers repos already in the local Hugging Face cache (no network)."""
     out = []
-    root = _hub_cache()
+    root = hub_cache_dir()
     if not root.is_dir():
         return out
     for repo in sorted(root.glob("models--*")):

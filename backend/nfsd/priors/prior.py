@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ModelError
-from .families import FAMILIES, Family
-from .loading import BUILTIN_DIR, Components, LoadProgress, load_components, resolve_model
+from .families import Family
+from .loading import Components, LoadProgress, load_components
 from .text import TextEmbeddings, TextEncoder, count_tokens, encode_prompts
 
 
@@ -301,5 +301,4 @@ def unload_all() -> bool:
     return had
 
 
-__all__ = ["Prior", "Components", "BUILTIN_DIR", "LoadProgress", "TextEmbeddings", "load_prior", "load_components", "assemble", "resolve_model",
-           "loaded_models", "unload_all", "default_dtype", "FAMILIES"]
+__all__ = ["Prior", "load_prior", "assemble", "loaded_models", "unload_all", "default_dtype"]

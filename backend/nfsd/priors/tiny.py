@@ -201,7 +201,8 @@ def build_random_model(path, arch: str = "tiny", prediction_type: str | None = N
 def build_random_prior(arch: str = "tiny", device="cpu", dtype=None, seed: int = 0):
     """A ``nfsd.priors.prior.Prior`` with random weights, built in memory (no disk): for speed benchmarks."""
     from .families import FAMILIES
-    from .prior import Components, assemble, default_dtype
+    from .loading import Components
+    from .prior import assemble, default_dtype
 
     device = torch.device(device)
     dtype = dtype or default_dtype(device)

@@ -2,7 +2,7 @@
 
 The rasterizer primitives and their conventions live in ``nfsd.render.rasterizer``; the two backends in
 ``nfsd.render.torch_rasterizer`` (pure PyTorch, any device) and ``nfsd.render.nvdiffrast_rasterizer`` (CUDA).
-Their public names are re-exported here.
+Import each name from the module that defines it.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ import torch.nn.functional as F
 from .cameras import Cameras
 from ..errors import RendererError
 from .nvdiffrast_rasterizer import INSTALL_HINT, NvdiffrastRasterizer, nvdiffrast_available
-from .rasterizer import Rasterizer, mip_levels, rast_faces, uv_pixel_derivatives
+from .rasterizer import Rasterizer, rast_faces, uv_pixel_derivatives
 from .torch_rasterizer import TorchRasterizer
 
-__all__ = [
-    "Lighting", "NvdiffrastRasterizer", "Rasterizer", "RenderOutput", "TorchRasterizer", "flat_lighting",
-    "get_rasterizer", "mip_levels", "nvdiffrast_available", "random_lighting", "render_views",
-    "uv_pixel_derivatives",
-]
+__all__ = ["Lighting", "RenderOutput", "flat_lighting", "get_rasterizer", "random_lighting", "render_views"]
 
 
 def get_rasterizer(kind: str = "auto", device="cpu") -> Rasterizer:

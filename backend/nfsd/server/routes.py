@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..limits import LIMITS
-from ..jobs.queue import CANCELLED, DONE, FAILED, INTERRUPTED, JobManager, JobRecord, is_job_id
+from ..jobs.store import CANCELLED, DONE, FAILED, INTERRUPTED, JobRecord, is_job_id
+from ..jobs.queue import JobManager
 from .config import ServerConfig
 from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, ResolvedSettings, SubmitResponse, Unloaded,
                       status_dict)

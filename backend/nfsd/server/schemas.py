@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..jobs.queue import CANCELLED, DONE, FAILED, INTERRUPTED, JobRecord
+from ..jobs.store import CANCELLED, DONE, FAILED, INTERRUPTED, JobRecord
 from ..settings import API, exposed
 
 

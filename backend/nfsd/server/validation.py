@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from ..jobs import inputcheck
 from ..errors import NfsdError
 from ..limits import LIMITS, quote
+from ..processes.lifeline import die_with_parent
 from .config import ServerConfig
 from .schemas import JobSettings
 from ..settings import API, check_text, request_of, resolve
@@ -148,7 +149,8 @@ class FileChecker:
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=die_with_parent)  # no checker outlives the server
         self._pool.submit(inputcheck.ready)  # the child starts while the server does
 
     def stop(self) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .. import vocabulary as vocab
 from . import dataset as ds
 
 
@@ -75,7 +76,7 @@ def reconstruction_report(vae, n: int = 512, seed: int = 1000, size: int = 32) -
     from .classifier import load_classifier, prompt_matches
 
     g = torch.Generator().manual_seed(seed)
-    specs = [ds.SPECS[i] for i in torch.randint(0, len(ds.SPECS), (n,), generator=g).tolist()]
+    specs = [vocab.SPECS[i] for i in torch.randint(0, len(vocab.SPECS), (n,), generator=g).tolist()]
     images = ds.sample_batch(specs, g, ds.DatasetConfig(size=size))
     rec = ((vae.decode(vae.encode(images * 2 - 1).latent_dist.mean).sample + 1) / 2).clamp(0, 1)
     mse = F.mse_loss(rec, images).item()

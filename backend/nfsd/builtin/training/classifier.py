@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import vocabulary as vocab
 from . import dataset as ds
 
 WEIGHTS = Path(__file__).parents[1] / "weights" / "classifier.safetensors"
@@ -61,8 +62,8 @@ class TextureClassifier(nn.Module):
         # One cheap conv at full resolution: most of the CPU cost would sit there.
         self.features = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
                                       block(w, 2 * w), nn.MaxPool2d(2), block(2 * w, 4 * w))
-        self.pattern = nn.Linear(8 * w, len(ds.PATTERNS))
-        self.colour = nn.Linear(8 * w, len(ds.COLOUR_NAMES))
+        self.pattern = nn.Linear(8 * w, len(vocab.PATTERNS))
+        self.colour = nn.Linear(8 * w, len(vocab.COLOUR_NAMES))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if images.shape[-1] != self.size or images.shape[-2] != self.size:
@@ -76,7 +77,7 @@ class TextureClassifier(nn.Module):
 def _classes():
     """Distinct (pattern, colour set) classes and, per dataset spec, its class index."""
     keys, index = [], {}
-    for spec in ds.SPECS:
+    for spec in vocab.SPECS:
         key = (spec.pattern, frozenset(spec.colours))
         if key not in index:
             index[key] = len(keys)
@@ -88,16 +89,16 @@ CLASS_KEYS, _CLASS_INDEX = _classes()
 
 
 def class_of(prompt_or_spec) -> int:
-    spec = prompt_or_spec if isinstance(prompt_or_spec, ds.TextureSpec) else ds.parse_prompt(prompt_or_spec)
+    spec = prompt_or_spec if isinstance(prompt_or_spec, vocab.TextureSpec) else vocab.parse_prompt(prompt_or_spec)
     return _CLASS_INDEX[(spec.pattern, frozenset(spec.colours))]
 
 
 def _class_matrices():
-    pattern = torch.tensor([ds.PATTERNS.index(p) for p, _ in CLASS_KEYS])
-    colours = torch.zeros(len(CLASS_KEYS), len(ds.COLOUR_NAMES))
+    pattern = torch.tensor([vocab.PATTERNS.index(p) for p, _ in CLASS_KEYS])
+    colours = torch.zeros(len(CLASS_KEYS), len(vocab.COLOUR_NAMES))
     for i, (_, cs) in enumerate(CLASS_KEYS):
         for c in cs:
-            colours[i, ds.COLOUR_NAMES.index(c)] = 1
+            colours[i, vocab.COLOUR_NAMES.index(c)] = 1
     return pattern, colours
 
 
@@ -161,11 +162,11 @@ def train(cfg: ClassifierConfig = ClassifierConfig(), out: Path = WEIGHTS, log=p
         model.train()
         specs = ds.random_specs(cfg.batch, g)
         images = augment(ds.sample_batch(specs, g, data_cfg, scenes=bank), g)
-        p_target = torch.tensor([ds.PATTERNS.index(s.pattern) for s in specs])
-        c_target = torch.zeros(cfg.batch, len(ds.COLOUR_NAMES))
+        p_target = torch.tensor([vocab.PATTERNS.index(s.pattern) for s in specs])
+        c_target = torch.zeros(cfg.batch, len(vocab.COLOUR_NAMES))
         for i, s in enumerate(specs):
             for c in s.colours:
-                c_target[i, ds.COLOUR_NAMES.index(c)] = 1
+                c_target[i, vocab.COLOUR_NAMES.index(c)] = 1
         p_logits, c_logits = model(images)
         loss = F.cross_entropy(p_logits, p_target) + F.binary_cross_entropy_with_logits(c_logits, c_target) * 4
         opt.zero_grad(set_to_none=True)
@@ -192,13 +193,13 @@ def evaluate(model: TextureClassifier, n: int = 1024, seed: int = 1000, object_f
     """Held-out accuracy on fresh generator images (every prompt equally likely); with ``scenes``
     (a ``ViewBank``) on its textured mesh views only."""
     g = torch.Generator().manual_seed(seed)
-    specs = [ds.SPECS[int(i)] for i in torch.randint(0, len(ds.SPECS), (n,), generator=g)]
+    specs = [vocab.SPECS[int(i)] for i in torch.randint(0, len(vocab.SPECS), (n,), generator=g)]
     size = scenes.size if scenes is not None else model.size
     config = ds.DatasetConfig(size=size, object_fraction=object_fraction, scene_fraction=1.0)
     images = ds.sample_batch(specs, g, config, scenes=scenes)
     match = prompt_matches(model, images, [s.prompt for s in specs])
     p_logits, _ = model(images)
-    pattern_ok = p_logits.argmax(1) == torch.tensor([ds.PATTERNS.index(s.pattern) for s in specs])
+    pattern_ok = p_logits.argmax(1) == torch.tensor([vocab.PATTERNS.index(s.pattern) for s in specs])
     return {"prompt_accuracy": round(match.float().mean().item(), 4),
             "pattern_accuracy": round(pattern_ok.float().mean().item(), 4), "n": n}
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..vocabulary import COLOURS, COLOUR_NAMES, NEGATIVE_PROMPT, NEGATIVE_WORDS, PATTERNS, PROMPTS, SPECS, VIEW_SUFFIXES, TextureSpec, all_specs, parse_prompt, vocabulary  # noqa: F401  (the dataset's names)
+from ..vocabulary import COLOURS, COLOUR_NAMES, NEGATIVE_PROMPT, NEGATIVE_WORDS, PATTERNS, SPECS, VIEW_SUFFIXES, TextureSpec
+from .patterns import pattern_mask, uniform
+from .scenes import scene_images
 
 
 @dataclass
@@ -41,63 +43,23 @@ class DatasetConfig:
     period_range: tuple[float, float] = (0.16, 0.42)
 
 
-def _uniform(n, lo, hi, g):
-    return lo + (hi - lo) * torch.rand(n, generator=g)
-
-
 def _colour_table() -> torch.Tensor:
     return torch.tensor([COLOURS[c] for c in COLOUR_NAMES], dtype=torch.float32)
 
 
-def pattern_mask(pattern_ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor, g: torch.Generator,
-                 period_range=(0.16, 0.42), pixel: float = 1.0 / 64) -> torch.Tensor:
-    """Soft two-colour masks ``[N, H, W]`` in [0, 1] (1 = second colour; dots: 1 = ground).
-
-    ``x, y`` are ``[N, H, W]`` pattern coordinates (image width = 1); ``pixel`` sets the edge softness.
-    """
-    n = pattern_ids.shape[0]
-    theta = _uniform(n, 0, math.pi, g).view(n, 1, 1)
-    period = _uniform(n, *period_range, g).view(n, 1, 1)
-    phase = torch.rand(n, 2, generator=g).view(n, 2, 1, 1)
-    u = (x * torch.cos(theta) + y * torch.sin(theta)) / period
-    v = (-x * torch.sin(theta) + y * torch.cos(theta)) / period
-    edge = period / pixel  # periods -> pixels, for a one-pixel soft edge
-    wave_amp = _uniform(n, 0.15, 0.35, g).view(n, 1, 1)
-    wave_len = _uniform(n, 1.5, 3.0, g).view(n, 1, 1)
-
-    def square(w):  # +-1 square wave with softened edges
-        return torch.tanh(torch.sin(2 * math.pi * w) * edge / 2)
-
-    out = torch.zeros_like(x)
-    pid = pattern_ids.view(n, 1, 1)
-    stripes = square(u + phase[:, 0])
-    checker = square(u + phase[:, 0]) * square(v + phase[:, 1])
-    fu = torch.remainder(u + phase[:, 0], 1.0) - 0.5
-    fv = torch.remainder(v + phase[:, 1], 1.0) - 0.5
-    radius = _uniform(n, 0.22, 0.36, g).view(n, 1, 1)
-    dots = torch.tanh((torch.sqrt(fu**2 + fv**2) - radius) * edge)  # -1 inside a dot
-    # Gradients span the image along a random direction through its centre.
-    d = ((x - 0.5) * torch.cos(theta * 2) + (y - 0.5) * torch.sin(theta * 2))
-    gradient = (d / 0.7 + 0.5).clamp(0, 1) * 2 - 1
-    waves = square(u + wave_amp * torch.sin(2 * math.pi * v / wave_len + 2 * math.pi * phase[:, 1]) + phase[:, 0])
-    for i, m in ((1, stripes), (2, checker), (3, dots), (4, gradient), (5, waves)):
-        out = torch.where(pid == i, m, out)
-    return torch.where(pid == 0, torch.full_like(out, -1.0), out) * 0.5 + 0.5
-
-
 def _blob(n, grid_x, grid_y, g):
     """Object masks (a wobbly ellipse), sphere-like normals ``[N, 3, H, W]`` and the masks ``[N, H, W]``."""
-    cx = _uniform(n, 0.38, 0.62, g).view(n, 1, 1)
-    cy = _uniform(n, 0.38, 0.62, g).view(n, 1, 1)
-    rx = _uniform(n, 0.28, 0.5, g).view(n, 1, 1)
-    ry = _uniform(n, 0.28, 0.5, g).view(n, 1, 1)
-    rot = _uniform(n, 0, math.pi, g).view(n, 1, 1)
+    cx = uniform(n, 0.38, 0.62, g).view(n, 1, 1)
+    cy = uniform(n, 0.38, 0.62, g).view(n, 1, 1)
+    rx = uniform(n, 0.28, 0.5, g).view(n, 1, 1)
+    ry = uniform(n, 0.28, 0.5, g).view(n, 1, 1)
+    rot = uniform(n, 0, math.pi, g).view(n, 1, 1)
     dx, dy = grid_x - cx, grid_y - cy
     ex = (dx * torch.cos(rot) + dy * torch.sin(rot)) / rx
     ey = (-dx * torch.sin(rot) + dy * torch.cos(rot)) / ry
     ang = torch.atan2(ey, ex)
     k = torch.randint(2, 5, (n, 1, 1), generator=g).float()
-    wobble = 1 + _uniform(n, 0.0, 0.15, g).view(n, 1, 1) * torch.sin(k * ang + _uniform(n, 0, 6.3, g).view(n, 1, 1))
+    wobble = 1 + uniform(n, 0.0, 0.15, g).view(n, 1, 1) * torch.sin(k * ang + uniform(n, 0, 6.3, g).view(n, 1, 1))
     r2 = (ex**2 + ey**2) / wobble**2
     mask = (r2 < 1).float()
     nz = torch.sqrt((1 - r2).clamp(min=0))
@@ -136,22 +98,22 @@ def sample_batch(specs: list[TextureSpec], g: torch.Generator, config: DatasetCo
     mask, normals = _blob(n, gx, gy, g)
     mask = torch.where(is_object.view(n, 1, 1), mask, torch.ones_like(mask))
     # On objects the pattern bends with the surface, as a texture on a curved mesh does.
-    bulge = _uniform(n, 0.0, 0.25, g).view(n, 1, 1) * is_object.view(n, 1, 1)
+    bulge = uniform(n, 0.0, 0.25, g).view(n, 1, 1) * is_object.view(n, 1, 1)
     px = gx + bulge * normals[:, 0]
     py = gy - bulge * normals[:, 1]
     m = pattern_mask(pids, px, py, g, config.period_range, pixel=1.0 / hi).unsqueeze(1)
 
     def jittered(idx):
         col = table[idx] + config.jitter * torch.randn(n, 3, generator=g)
-        col = col * _uniform(n, 1 - config.brightness, 1 + config.brightness, g).view(n, 1)
+        col = col * uniform(n, 1 - config.brightness, 1 + config.brightness, g).view(n, 1)
         return col.clamp(0, 1).view(n, 3, 1, 1)
 
     img = jittered(c0) * (1 - m) + jittered(c1) * m
     # Ambient + diffuse shading from a random light in front, as the engine lights its renders.
-    light = torch.stack([_uniform(n, -0.7, 0.7, g), _uniform(n, -0.7, 0.7, g), torch.ones(n)], 1)
+    light = torch.stack([uniform(n, -0.7, 0.7, g), uniform(n, -0.7, 0.7, g), torch.ones(n)], 1)
     light = light / light.norm(dim=1, keepdim=True)
     diffuse = (normals * light.view(n, 3, 1, 1)).sum(1, keepdim=True).clamp(min=0)
-    ambient = _uniform(n, 0.45, 0.8, g).view(n, 1, 1, 1)
+    ambient = uniform(n, 0.45, 0.8, g).view(n, 1, 1, 1)
     shade = ambient + (1 - ambient) * diffuse
     shade = torch.where(is_object.view(n, 1, 1, 1), shade, torch.ones_like(shade))
     background = torch.rand(n, 3, 1, 1, generator=g)
@@ -163,8 +125,6 @@ def sample_batch(specs: list[TextureSpec], g: torch.Generator, config: DatasetCo
             raise ValueError(f"the view bank is {scenes.size} px, the dataset {s} px")
         chosen = torch.nonzero(torch.rand(n, generator=g) < config.scene_fraction).flatten()
         if len(chosen):
-            from .scenes import scene_images
-
             views = torch.randint(0, len(scenes), (len(chosen),), generator=g)
             buffers = scenes.buffers[views]
             img[chosen] = scene_images(buffers, pids[chosen], jittered(c0)[chosen], jittered(c1)[chosen], g,
@@ -178,7 +138,7 @@ def sample_batch(specs: list[TextureSpec], g: torch.Generator, config: DatasetCo
 def degrade(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """What the negative prompt describes: blurred, darkened, washed-out versions of ``images`` [N,3,H,W]."""
     n = images.shape[0]
-    sigma = _uniform(n, 0.8, 2.5, g)
+    sigma = uniform(n, 0.8, 2.5, g)
     k = 9
     xs = torch.arange(k, dtype=torch.float32) - k // 2
     kern = torch.exp(-xs.view(1, -1) ** 2 / (2 * sigma.view(-1, 1) ** 2))
@@ -190,11 +150,11 @@ def degrade(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     x = x.reshape(1, n * 3, *x.shape[-2:])
     x = F.conv2d(F.conv2d(x, w_h, groups=n * 3), w_v, groups=n * 3).view_as(images)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = _uniform(n, 0.25, 0.6, g).view(n, 1, 1, 1)
+    contrast = uniform(n, 0.25, 0.6, g).view(n, 1, 1, 1)
     x = mean + (x - mean) * contrast
     grey = x.mean(1, keepdim=True)
-    x = grey + (x - grey) * _uniform(n, 0.2, 0.7, g).view(n, 1, 1, 1)
-    return (x * _uniform(n, 0.3, 0.65, g).view(n, 1, 1, 1)).clamp(0, 1)
+    x = grey + (x - grey) * uniform(n, 0.2, 0.7, g).view(n, 1, 1, 1)
+    return (x * uniform(n, 0.3, 0.65, g).view(n, 1, 1, 1)).clamp(0, 1)
 
 
 def random_specs(n: int, g: torch.Generator) -> list[TextureSpec]:

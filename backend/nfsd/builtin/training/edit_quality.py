@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import dataset as ds
+from .. import vocabulary as vocab
 from .classifier import CLASS_KEYS, class_log_probs, load_classifier, prompt_matches
 from ...bench.report import repo_root, write_section
 from .view_metrics import render_result
@@ -74,7 +74,7 @@ def luminance_correlation(texture: np.ndarray, source: np.ndarray, covered: np.n
 
 def colour_matches(classifier, images: torch.Tensor, prompt: str) -> torch.Tensor:
     """``[N]`` bool: does the most likely class of each view have the colours of ``prompt``?"""
-    wanted = frozenset(ds.parse_prompt(prompt).colours)
+    wanted = frozenset(vocab.parse_prompt(prompt).colours)
     return torch.tensor([CLASS_KEYS[i][1] == wanted for i in class_log_probs(classifier, images).argmax(1).tolist()])
 
 
@@ -84,7 +84,7 @@ def run_benchmark(cfg: EditConfig, log=print) -> dict:
     from ...distill.engine import texture_mesh
     from ...settings import TextureConfig
     from ...priors.prior import load_prior
-    from ...distill.texture import uv_coverage
+    from ...distill.texels import uv_coverage
 
     classifier = load_classifier()
     prior = load_prior(cfg.model, cfg.device)

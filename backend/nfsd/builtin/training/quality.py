@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import vocabulary as vocab
 from . import dataset as ds
 from ...bench.report import repo_root, write_section
 from .classifier import load_classifier, prompt_matches
@@ -81,13 +82,13 @@ class QualityConfig:
 def edit_source(prompt: str) -> str:
     """The dataset prompt DDS's row edits from: ``prompt`` with its first colour replaced by the one
     four places on in ``dataset.COLOUR_NAMES`` (then further on while it clashes with the other colour)."""
-    spec = ds.parse_prompt(prompt)
-    names = ds.COLOUR_NAMES
+    spec = vocab.parse_prompt(prompt)
+    names = vocab.COLOUR_NAMES
     i = names.index(spec.colours[0])
     for k in range(_SHIFT, _SHIFT + len(names)):
         colour = names[(i + k) % len(names)]
         if colour not in spec.colours:
-            return ds.TextureSpec(spec.pattern, (colour,) + spec.colours[1:]).prompt
+            return vocab.TextureSpec(spec.pattern, (colour,) + spec.colours[1:]).prompt
     raise AssertionError("unreachable: eight colours")
 
 
@@ -99,7 +100,7 @@ def dataset_reference(mesh, prompts, classifier, cfg: "QualityConfig", n_per_pro
     g = torch.Generator().manual_seed(seed)
     ref = {}
     for prompt in prompts:
-        spec = ds.parse_prompt(prompt)
+        spec = vocab.parse_prompt(prompt)
         textures = ds.sample_batch([spec] * n_per_prompt, g,
                                    ds.DatasetConfig(size=cfg.texture_size, object_fraction=0.0))
         views, masks = [], []
@@ -126,7 +127,7 @@ def run_benchmark(cfg: QualityConfig, out_dir: Path | None = None, log=print) ->
     from ...priors.prior import load_prior
 
     for p in cfg.prompts:
-        ds.parse_prompt(p)  # fail early on a prompt the classifier cannot judge
+        vocab.parse_prompt(p)  # fail early on a prompt the classifier cannot judge
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         from ...errors import ConfigError

@@ -44,10 +44,10 @@ def sample_images(prior: Prior, prompts: list[str], steps: int = 30, guidance_sc
 
 def eval_prompts(n: int = 64, seed: int = 0) -> list[str]:
     """``n`` dataset prompts in a seeded random order (the set the sample accuracy is measured on)."""
-    from . import dataset as ds
+    from .. import vocabulary as vocab
 
-    order = torch.randperm(len(ds.SPECS), generator=torch.Generator().manual_seed(seed))[:n]
-    return [ds.SPECS[i].prompt for i in order]
+    order = torch.randperm(len(vocab.SPECS), generator=torch.Generator().manual_seed(seed))[:n]
+    return [vocab.SPECS[i].prompt for i in order]
 
 
 def sample_accuracy(prior: Prior, prompts: list[str], steps: int = 25, guidance_scale: float = 3.0,

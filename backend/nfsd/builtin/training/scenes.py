@@ -11,7 +11,7 @@ from the engine's own cameras, lit the engine's way. This module makes such view
    (the engine's cameras, random lighting) into a *G-buffer* per view: per-pixel UV, position,
    shading and coverage.
 3. :func:`scene_images` textures any batch of G-buffers with fresh procedural patterns (the
-   dataset's :func:`~nfsd.builtin.training.dataset.pattern_mask`), laid on the UVs or projected in 3D,
+   dataset's :func:`~nfsd.builtin.training.patterns.pattern_mask`), laid on the UVs or projected in 3D,
    over a random background: each training step sees new textures on the baked shapes.
 
 G-buffer channels (``ViewBank.buffers``, float16 ``[N, 7, S, S]``, row 0 = top):
@@ -31,6 +31,7 @@ from ...render.cameras import CameraConfig, sample_cameras
 from ...geometry.mesh import Mesh
 from ...geometry.builtin_meshes import latlong_mesh, builtin_mesh
 from ...render.renderer import flat_lighting, get_rasterizer, random_lighting, render_views
+from .patterns import pattern_mask
 
 GBUFFER_CHANNELS = 7
 
@@ -244,8 +245,6 @@ def scene_images(buffers: torch.Tensor, pattern_ids: torch.Tensor, colour_a: tor
 
     ``pattern_ids`` int ``[N]`` (indices into ``dataset.PATTERNS``), ``colour_a``/``colour_b``
     float ``[N, 3, 1, 1]`` the pattern's two colours; the background is a random solid colour."""
-    from .dataset import pattern_mask
-
     n, size = buffers.shape[0], buffers.shape[-1]
     xy = pattern_coordinates(buffers, g, projected_share)
     m = pattern_mask(pattern_ids, xy[:, 0], xy[:, 1], g, period_range, pixel=1.0 / size).unsqueeze(1)

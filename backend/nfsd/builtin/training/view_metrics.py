@@ -69,7 +69,7 @@ BANDS = {"side": 15.0, "above": 60.0, "below": -60.0}
 def view_bands(result, prompt: str, size: int = 128) -> dict:
     """Off-palette share (``off_palette_fraction``, the prompt's dataset colours) and high-frequency
     energy of a result seen from the side, from above and from below: eight azimuths per band."""
-    from .dataset import COLOURS, parse_prompt
+    from ..vocabulary import COLOURS, parse_prompt
 
     colours = [COLOURS[c] for c in parse_prompt(prompt).colours]
     azimuths = tuple(float(a) for a in range(0, 360, 45))
