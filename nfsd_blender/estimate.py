@@ -4,8 +4,9 @@
 The panel asks while it is drawn (:func:`lookup`); the answer comes from a background thread, a
 moment after the settings stopped changing (debounced), and is cached per settings dict (and per
 backend and per number of jobs that finished here, so a finished job's measured speed shows). The
-panel never waits for the backend and never shows an error for it: unreachable, an old backend
-without the route, or settings it refuses, and the panel shows its own values with no estimate.
+panel never waits for the backend: unreachable, or an old backend without the route, and the panel
+shows its own values with no estimate; settings the backend refuses (a prompt the built-in prior
+cannot know) come back as a note to show, before anything is sent.
 No bpy here.
 """
 
@@ -40,13 +41,20 @@ def duration(seconds: float) -> str:
 
 
 def request_for(settings: dict) -> dict:
-    """The settings to resolve: the panel's, with placeholder text for the prompts (they change
-    neither the steps nor the sizes nor the speed, and an empty prompt would be refused)."""
+    """The settings to resolve: the panel's, with placeholder text for an empty prompt (refused) and
+    the negative and source prompts (they change neither the steps nor the sizes nor the speed). The
+    prompt itself is sent: a model with a closed vocabulary (the built-in prior) refuses words it does
+    not know, and the panel says so before anything is sent (:func:`refusal`)."""
     data = {key: value for key, value in settings.items() if key not in ("negative_prompt", "source_prompt")}
-    data["prompt"] = "-"
+    data["prompt"] = str(data.get("prompt") or "").strip() or "-"
     if data.get("mode") == "dds":
         data["source_prompt"] = "-"
     return data
+
+
+def refusal(answer: dict | None) -> str | None:
+    """The backend's reason when it refused the panel's settings (HTTP 422), else None."""
+    return answer.get("refused") if isinstance(answer, dict) else None
 
 
 def lines(answer: dict | None) -> list[str]:
@@ -112,8 +120,9 @@ def fetch(connection, request: dict) -> dict | None:
     """The backend's answer for ``request`` (blocks up to a few seconds: the thread, tests), or None."""
     try:
         return connection.client(timeout=3.0).resolve_settings(request)
-    except BackendError:
-        return None
+    except BackendError as error:
+        # Settings the backend refuses: its reason is the note the panel shows; anything else, no answer.
+        return {"refused": str(error)} if getattr(error, "status", None) == 422 else None
 
 
 def lookup(connection, settings: dict, revision=0) -> dict | None:

@@ -21,17 +21,25 @@ def draw_summary(layout, settings, context) -> None:
     """What will run and how long: the backend's resolution of the panel's settings (POST
     /settings/resolve, asked in the background) once it answered, else the panel's own values and no
     time (backend unreachable, not asked yet, or refusing these settings: never an error here)."""
-    found = []
+    found, refused = [], None
     try:
         prefs = preferences.get_preferences(context)
         connection = jobs.Connection(url=prefs.backend_url, token=prefs.token, online_access=bpy.app.online_access)
         finished = sum(1 for job in jobs.all_jobs() if job.state == "done")  # a new speed was measured
-        found = estimate.lines(estimate.lookup(connection, properties.settings_dict(settings), finished))
+        answer = estimate.lookup(connection, properties.settings_dict(settings), finished)
+        found, refused = estimate.lines(answer), estimate.refusal(answer)
     except KeyError:  # the add-on is being disabled
         pass
     layout.label(text=found[0] if found else properties.settings_summary(settings))
     if len(found) > 1:
         layout.label(text=found[1], icon="TIME")
+    if refused or settings.allow_unknown_words:  # the backend's note, and the choice it offers
+        box = layout.box()
+        box.alert = bool(refused)
+        for n, line in enumerate(error_lines(refused, panel_chars(context), sentences=2) if refused else []):
+            box.label(text=line, icon="ERROR" if n == 0 else "BLANK1")
+        if settings.allow_unknown_words or "not among its words" in (refused or ""):
+            box.prop(settings, "allow_unknown_words")
 
 
 def draw_job(layout, job, chars: int = 48) -> None:

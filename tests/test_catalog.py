@@ -99,7 +99,7 @@ def test_hub_ids_in_the_local_cache_are_offered(tiny_model, tmp_path, monkeypatc
     shutil.copytree(tiny_model, snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("abc123")
-    monkeypatch.setattr("nfsd.priors.model_files._hub_cache", lambda: tmp_path / "hub")
+    monkeypatch.setattr("nfsd.priors.model_files.hub_cache_dir", lambda: tmp_path / "hub")
     catalog = Catalog()
     assert [e.name for e in catalog.models() if e.kind == "hub"] == ["someone/tiny-sd"]
     assert catalog.check_model("someone/tiny-sd") == "someone/tiny-sd"

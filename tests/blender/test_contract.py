@@ -52,6 +52,7 @@ def test_every_panel_configuration_sends_settings_the_server_takes_unchanged(add
             nfsd.negative_prompt = "blurry" if advanced else ""
             nfsd.guidance_scale = 12.5 if advanced else 0.0
             nfsd.batch = 3 if advanced else 0
+            nfsd.allow_unknown_words = chosen in ("", "builtin")  # the panel's "Run anyway" for the built-in prior
             sent = addon.properties.settings_dict(nfsd)
             if continuing:  # as jobs._start: the continued run's texture size, its prompt as the source
                 sent["texture_size"] = 64

@@ -112,6 +112,7 @@ def test_a_prompt_over_the_models_token_limit_is_refused_before_sending(addon, s
                 "INFO") in draw_panel(addon).log
         scene.nfsd.prompt = "mossy stone, 3 cracks"
         assert addon.backend_status.estimate_tokens(scene.nfsd.prompt) == 7
+        scene.nfsd.allow_unknown_words = True  # words the built-in prior does not know: "Run anyway"
         assert addon.jobs.wait(addon.jobs.start_job(obj, settings(addon, scene), connection)).state == "done"
 
 
@@ -164,7 +165,7 @@ def test_presets_follow_the_chosen_models_defaults_and_the_summary_says_what_wil
 
 def test_without_get_models_the_picker_offers_the_backends_default(addon, scene, fast_connection):
     addon.backend_status.check_backend(fast_connection)  # the fake serves no /models by default
-    assert [item[:2] for item in addon.properties.model_items()] == [("__default__", "Backend default (builtin)")]
+    assert [item[:2] for item in addon.properties.model_items()] == [("__default__", "Backend default (sd15)")]
     assert "model" not in settings(addon, scene)
 
 
