@@ -49,6 +49,14 @@ def pyramid():
     return {"positions": pos, "triangles": tri, "world_matrix": wm}
 
 
+def icosphere_npz(subdivisions: int) -> bytes:
+    """A wire .npz of a trimesh icosphere without UVs (20 * 4**subdivisions faces: the worker unwraps it)."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
+    return npz(positions=np.asarray(sphere.vertices, np.float32), triangles=np.asarray(sphere.faces, np.int32))
+
+
 def npz(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)

@@ -15,7 +15,7 @@ import time
 import httpx
 import numpy as np
 
-from server_kit import BACKEND, free_port, wait_until_serving
+from server_kit import BACKEND, free_port, icosphere_npz, wait_until_serving
 
 from nfsd.jobs.store import JobRecord, JobStore
 from nfsd.jobs.queue import JobManager, ManagerConfig
@@ -96,15 +96,6 @@ def test_cancel_arriving_after_the_last_step_keeps_the_finished_result(tiny_mode
             assert json.loads(str(z["meta"]))["cancelled"] is False
     finally:
         manager.stop()
-
-
-def icosphere_npz(subdivisions: int) -> bytes:
-    import trimesh
-
-    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
-    buf = io.BytesIO()
-    np.savez(buf, positions=np.asarray(sphere.vertices, np.float32), triangles=np.asarray(sphere.faces, np.int32))
-    return buf.getvalue()
 
 
 def test_cancel_while_the_worker_unwraps_the_mesh_ends_the_job_before_its_uvs_exist(tiny_model, tmp_path):

@@ -3,7 +3,6 @@ file checker, an unwrap in progress and multiprocessing's resource tracker with 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -11,19 +10,9 @@ import sys
 import time
 
 import httpx
-import numpy as np
 
 import procs
-from server_kit import BACKEND, FAST, free_port, wait_until_serving
-
-
-def icosphere_npz(subdivisions: int) -> bytes:
-    import trimesh
-
-    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
-    buf = io.BytesIO()
-    np.savez(buf, positions=np.asarray(sphere.vertices, np.float32), triangles=np.asarray(sphere.faces, np.int32))
-    return buf.getvalue()
+from server_kit import BACKEND, FAST, free_port, icosphere_npz, wait_until_serving
 
 
 def test_kill_9_of_nfsd_serve_leaves_no_process_behind(tiny_model, tmp_path):
