@@ -7,7 +7,7 @@
     nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams|meshes [...]   benchmarks (print their figures)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback. Ctrl-C during
-``texture`` / ``demo`` stops after the current step, writes what exists and exits with status 130.
+``texture`` / ``demo`` drops the step in progress, writes what the last whole step made and exits with status 130.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class _CtrlC:
 def run_texture(mesh, config, out_dir, init_texture=None, stream=None, texture_size_given=True):
     """Run a job with a tqdm bar and write its outputs into ``out_dir``.
 
-    Ctrl-C stops after the current step and still writes what exists. Returns ``(paths, result)``:
+    Ctrl-C drops the step in progress and still writes what the last whole step made. Returns ``(paths, result)``:
     name -> path of each file written, and the ``TextureResult`` (``result.cancelled`` after Ctrl-C).
     Raises ``nfsd.errors.Cancelled`` when Ctrl-C came before the job existed (while unwrapping).
     ``texture_size_given=False``: a mesh without UVs gets the texture size of the texel-density rule

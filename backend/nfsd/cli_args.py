@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("texture", help="texture a mesh file (OBJ, PLY, GLB/GLTF or the add-on's .npz)",
-                       description="Texture a mesh file. Ctrl-C stops after the current step and still writes "
+                       description="Texture a mesh file. Ctrl-C drops the step in progress and still writes "
                                    "what exists (exit status 130).", epilog=_builtin_epilog())
     p.add_argument("mesh", help="mesh file: .obj, .ply, .glb, .gltf or the add-on's wire .npz")
     p.add_argument("prompt", help="what the texture shows, e.g. 'red and white stripes'")

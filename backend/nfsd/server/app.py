@@ -80,7 +80,7 @@ def preload(model: str) -> None:
     """Import what checking a submission needs before the first request: lazy imports racing in the
     thread pool fail (``cannot import name 'AutoTokenizer'`` from transformers' lazy module)."""
     from ..priors import catalog, prior
-    from ..distill import engine  # noqa: F401  (engine: TextureConfig, which imports torch)
+    from .. import settings  # noqa: F401  (resolve at submit: TextureConfig and the rules, which import torch)
     from transformers import AutoTokenizer  # noqa: F401
 
 
