@@ -166,6 +166,11 @@ class TextureConfig:
     batch: int = setting(1, "views rendered per step", range=(1, 16), family={BUILTIN: 2}, faces=ALL)
     guidance_scale: float | None = setting(None, "classifier-free guidance scale", kind="float", range=(0.0, 200.0),
                                            faces=ALL, none_means="the mode's own: 7.5 nfsd/csd/dds, 100 sds")
+    material: str = setting("albedo", "albedo: one sRGB colour map; pbr: base colour, roughness and metallic maps "
+                                      "optimized under randomized lights, so lighting stays out of the base colour "
+                                      "(glTF metallic-roughness, Blender's Principled BSDF)", choices=("albedo", "pbr"),
+                            faces=(CLI, API))
+    normal_map: bool = setting(False, "pbr: also optimize a tangent-space normal map", faces=(CLI, API))
     offsets: bool = setting(False, "also optimize small vertex offsets along the normals", faces=ALL)
     offset_strength: float = setting(0.1, "largest offset, as a fraction of the mesh's bounding-sphere radius",
                                      range=(0.0, 0.2), faces=ALL)

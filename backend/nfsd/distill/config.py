@@ -46,6 +46,11 @@ class TextureResult:
     # A mesh laid out in UDIM tiles ran on an atlas (``texture``/``uvs`` above): its per-tile textures
     # and own UVs (``nfsd.distill.tiles.UdimTextures``); None otherwise.
     udim: Any = None
+    # A ``material == "pbr"`` run's other maps, in the layout, row order and dilation of ``texture``
+    # (the atlas for UDIM): ``roughness`` and ``metallic`` uint8 ``[Ht, Wt]`` linear (0..255 -> 0..1),
+    # ``normal`` uint8 ``[Ht, Wt, 3]`` tangent space, OpenGL convention (+Y up, as Blender's Normal Map
+    # node and glTF), only with ``normal_map``. Empty for albedo runs.
+    maps: dict = field(default_factory=dict)
 
 
 __all__ = ["Progress", "TextureResult"]

@@ -15,6 +15,7 @@ import torch
 from .. import __version__
 from ..geometry import mesh as mesh_lib
 from ..geometry.mesh_files import save_textured_glb
+from ..geometry.udim import split_atlas
 from ..render.cameras import orbit_cameras
 from ..errors import NfsdError
 from .image_files import atomic_write_bytes, from_uint8, grid, save_png
@@ -136,7 +137,9 @@ def result_npz(result, meta: dict | None = None) -> bytes:
     """The result in the add-on's format (docs/API.md): texture RGBA uint8 row 0 bottom, uvs, offsets.
 
     A mesh laid out in UDIM tiles: ``texture`` uint8 ``[T, H, W, 4]`` (one per tile), ``tiles`` int32
-    ``[T]`` their numbers, and ``uvs`` the mesh's own UDIM UVs."""
+    ``[T]`` their numbers, and ``uvs`` the mesh's own UDIM UVs. A pbr run adds ``roughness`` and ``metallic``
+    uint8 ``[H, W]`` (UDIM ``[T, H, W]``) linear, and ``normal`` uint8 ``[H, W, 3]`` (``[T, H, W, 3]``) with
+    ``normal_map``: ``TextureResult.maps``, row 0 bottom as ``texture``."""
     udim = getattr(result, "udim", None)
     textures = [result.texture] if udim is None else [udim.textures[t] for t in udim.tiles]
     h, w, _ = textures[0].shape
@@ -149,6 +152,9 @@ def result_npz(result, meta: dict | None = None) -> bytes:
     }
     if udim is not None:
         arrays["tiles"] = np.asarray(udim.tiles, np.int32)
+    for name, image in sorted(getattr(result, "maps", {}).items()):  # pbr: roughness, metallic[, normal]
+        image = np.asarray(image, np.uint8)
+        arrays[name] = image if udim is None else np.stack(list(split_atlas(image, udim.layout).values()))
     if result.offsets is not None:
         arrays["offsets"] = result.offsets.astype(np.float32)
     buf = io.BytesIO()
