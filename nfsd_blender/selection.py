@@ -155,6 +155,13 @@ def cancel_all_count(context) -> int:
     return sum(job.active and job.state != "cancelling" for job in selection_jobs(context))
 
 
+def cancel_all_shown(context) -> bool:
+    """True when a selected object other than the active one has a job Cancel All would cancel (the
+    active object's own has Cancel)."""
+    active = jobs.job_for(getattr(context, "active_object", None))
+    return any(job.active and job.state != "cancelling" and job is not active for job in selection_jobs(context))
+
+
 def cancel_all(context) -> int:
     """Cancel the running jobs of every selected object (the active one too); returns how many."""
     count = 0

@@ -174,7 +174,7 @@ class NFSD_PT_main(bpy.types.Panel):
             draw_job(layout, job, panel_chars(context))
         for n, line in enumerate(selection.others_lines(context)):  # the other selected objects' jobs
             layout.label(text=line, icon="TEXTURE" if n == 0 else "BLANK1")
-        if selection.cancel_all_count(context) > (1 if job is not None and job.active else 0):
+        if selection.cancel_all_shown(context):
             layout.operator("nfsd.cancel_all", icon="CANCEL")
 
 
