@@ -107,6 +107,7 @@ def test_an_object_already_being_textured_is_left_out_not_sent_twice(addon, scen
     layout = draw_panel(addon)
     assert layout.buttons["nfsd.texture_selected"] == "Texture Selected"
     assert ("label", f"Left out: {why}", "INFO") in layout.log
+    assert ("operator", "nfsd.cancel_all") not in layout.log  # the active object's job has Cancel
     assert bpy.ops.nfsd.texture_selected() == {"FINISHED"}
     assert addon.jobs.job_for(a) is running
     addon.jobs.job_for(b).worker.connection.poll_interval = 0.01
