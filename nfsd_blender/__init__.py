@@ -12,8 +12,10 @@ Modules, one concept each:
 - ``scene_state``     snapshot/restore of an object's materials, face indices, UV map, key values;
                       object identity; one undo step
 - ``worker``          a job's HTTP thread: submit, poll, fetch previews, UVs and the result (no bpy)
+- ``submit_turns``    the jobs of one press of Texture submit one by one; a full queue stops the rest (no bpy)
 - ``job``             one job: what was sent, the state the panel shows, what its clean-up needs (no bpy)
 - ``jobs``            the running jobs: start, pump events into the scene, cancel, resubmit, reattach
+- ``selection``       Texture on every selected mesh: what is sent or left out, the selection's jobs, Cancel All
 - ``duplicates``      copies of an object (Shift+D, Alt+D) start without its job record, runs and key
 - ``preview``         a job's live preview on its object, and the clean-up when a job ends without a result
 - ``results``         results on the object and the run list (Original, delete, export)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .submit_turns import SubmitTurns
 from .worker import Connection, Worker
 
 ACTIVE_STATES = {"starting", "submitting", "queued", "loading", "running", "cancelling"}
@@ -51,13 +52,14 @@ class Job:
     The object is identified by ``object_uid`` (its ``session_uid``) and ``object_key`` (its
     ``nfsd_key``), never by name; ``object_name`` is only what the panel shows. ``watch``: the id
     of a job already on the backend (reattaching after a reload); ``resubmit``: the id of an
-    interrupted job to run again. Otherwise ``mesh_npz`` is submitted.
+    interrupted job to run again. Otherwise ``mesh_npz`` is submitted, in its turn among the jobs
+    sharing ``turns`` (one press of Texture on several objects).
     """
 
     def __init__(self, obj_uid: int | None, object_key: str, object_name: str, settings: dict,
                  connection: Connection, *, mesh_npz: bytes = b"", uv_map: str = "",
                  init_texture: np.ndarray | None = None, base_key: str = "", loops: np.ndarray | None = None,
-                 watch: str = "", resubmit: str = ""):
+                 watch: str = "", resubmit: str = "", turns: SubmitTurns | None = None):
         self.object_uid = obj_uid
         self.object_key = object_key
         self.object_name = object_name
@@ -66,7 +68,7 @@ class Job:
         self.base_key = base_key  # the shape key whose positions were sent; "" = the basis
         self.loops = loops  # int32 [F, 3] loop of each sent triangle corner (mesh_io.loop_triangles)
         self.worker = Worker(object_name, settings, connection, mesh_npz=mesh_npz, init_texture=init_texture,
-                             watch=watch, resubmit=resubmit, want_uvs=not uv_map)
+                             watch=watch, resubmit=resubmit, want_uvs=not uv_map, turns=turns)
         self.cleanup = SceneCleanup()
         self.reattached = bool(watch)
 
@@ -74,6 +76,7 @@ class Job:
         self.state = "submitting"
         self.phase = "Resubmitting" if resubmit else ("Reattaching" if watch else "Uploading mesh")
         self.error = ""
+        self.not_sent = False  # the backend's queue was full: nothing was queued (the error says so)
         self.warnings: list[str] = []  # what the result's run noticed (shown under "Done")
         self.step = 0
         self.total = int(settings.get("steps") or 0)
@@ -169,8 +172,9 @@ class Job:
             self.pending_result = payload
             self.state, self.progress, self.step = "done", 1.0, self.total
             self.finished_at = time.monotonic()
-        elif kind in ("error", "interrupted"):
+        elif kind in ("error", "interrupted", "not_sent"):
             self.fail(payload, "interrupted" if kind == "interrupted" else "failed")
+            self.not_sent = kind == "not_sent"
         elif kind == "cancelled":
             self.state = "cancelled"
             self.finished_at = time.monotonic()

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import backend_status, duplicates, image_io, mesh_io, mesh_write, preview, results, scene_state
 from .job import Job
+from .submit_turns import SubmitTurns
 from .worker import Connection  # noqa: F401  (the add-on's public name for it)
 
 _jobs: dict[str, Job] = {}
@@ -75,7 +76,17 @@ def send_problem(obj, settings: dict, *, continuing: bool = False, faces_only: b
 
 def start_job(obj, settings: dict, connection: Connection, *, continue_from=None, unwrap: bool = False,
               apply_into: bool = False, faces_only: bool = False) -> Job:
-    """Send ``obj`` to the backend with API ``settings``; returns the started Job.
+    """Send ``obj`` to the backend with API ``settings``; returns the started Job (see :func:`prepare_job`)."""
+    job = prepare_job(obj, settings, connection, continue_from=continue_from, unwrap=unwrap,
+                      apply_into=apply_into, faces_only=faces_only)
+    scene_state.push_undo(f"NFSD: send '{obj.name}'")
+    return job.start()  # after every bpy call above: the worker thread never overlaps them
+
+
+def prepare_job(obj, settings: dict, connection: Connection, *, continue_from=None, unwrap: bool = False,
+                apply_into: bool = False, faces_only: bool = False, turns: SubmitTurns | None = None) -> Job:
+    """Get ``obj`` ready to be sent with API ``settings``: the registered Job, not started yet (the
+    caller pushes the undo step, then calls ``job.start()``; several objects: all prepared first).
 
     ``continue_from``: an item of ``obj.nfsd_runs`` whose texture (and UV map) the new run starts
     from; a run that refined the shape sends its shape key's positions. ``unwrap``: a mesh without
@@ -85,20 +96,19 @@ def start_job(obj, settings: dict, connection: Connection, *, continue_from=None
     mesh. ``faces_only``: only the faces selected (in Edit Mode, where this may be started) are
     re-textured: the wire gets a ``face_mask`` and the base mesh is sent. In the "dds" (Edit) mode
     the continued run's prompt is the ``source_prompt``. Before anything changes, the object's
-    state is recorded (scene_state), and what this changes is pushed as one undo step before
-    sending. Raises ValueError (a sentence for the artist), with nothing changed, when the object
-    cannot be sent.
+    state is recorded (scene_state). ``turns``: shared by the jobs of one press of Texture, which
+    submit one by one (submit_turns). Raises ValueError (a sentence for the artist), with nothing
+    changed, when the object cannot be sent.
     """
     separate_copies()  # a duplicate sent now must not take its original's record along
     problem = send_problem(obj, settings, continuing=continue_from is not None, faces_only=faces_only)
     if problem:
         raise ValueError(problem)
     mesh_io.sync_from_edit_mode(obj)  # "Selected faces only" may start in Edit Mode
-    job = _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_only)
-    return job.start()  # after every bpy call above: the worker thread never overlaps them
+    return _prepare(obj, settings, connection, continue_from, unwrap, apply_into, faces_only, turns)
 
 
-def _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_only) -> Job:
+def _prepare(obj, settings, connection, continue_from, unwrap, apply_into, faces_only, turns) -> Job:
     init_texture = None
     base_key = ""
     uv_map = mesh_io.active_uv_name(obj)
@@ -137,10 +147,10 @@ def _start(obj, settings, connection, continue_from, unwrap, apply_into, faces_o
         mesh_write.show_offsets_key(obj, base_key)  # the live preview goes on the shape that was sent
     loops = mesh_io.loop_triangles(obj.data)[1]
     job = Job(scene_state.session_uid(obj), scene_state.object_key(obj), obj.name, settings, connection,
-              mesh_npz=wire, uv_map=uv_map, init_texture=init_texture, base_key=base_key, loops=loops)
+              mesh_npz=wire, uv_map=uv_map, init_texture=init_texture, base_key=base_key, loops=loops,
+              turns=turns)
     preview.begin(obj, job, uv_map=uv_map, base_key=base_key, created_uv_map=created_uv_map,
                   evaluated=evaluated, apply_into=apply_into)
-    scene_state.push_undo(f"NFSD: send '{obj.name}'")
     _jobs[job.object_key] = job
     return job
 
@@ -202,7 +212,7 @@ def process_events(max_events: int = 50) -> bool:
                 break
             changed = True
             if obj is None:  # deleted: however the worker ended, the job was cancelled
-                if kind in ("cancelled", "error", "interrupted"):
+                if kind in ("cancelled", "error", "interrupted", "not_sent"):
                     job.state, job.finished_at = "cancelled", time.monotonic()
                 continue
             if kind == "preview":
@@ -211,7 +221,7 @@ def process_events(max_events: int = 50) -> bool:
             job.take(kind, payload)
             if kind == "submitted":
                 obj.nfsd_job.job_id = payload
-            elif kind in ("error", "interrupted", "cancelled"):
+            elif kind in ("error", "interrupted", "cancelled", "not_sent"):
                 preview.discard(obj)
         if obj is not None and job.pending_uvs is not None:
             preview.apply_uvs(job, obj)

@@ -7,25 +7,7 @@ import time
 
 import bpy
 
-from . import backend_status, estimate, jobs, mesh_io, preferences, properties
-
-
-def texture_targets(context) -> tuple[list, str | None]:
-    """``(objects, reason)``: the selected objects that can be textured now, and when there are
-    none, why not (a sentence for the disabled button)."""
-    selected = list(getattr(context, "selected_objects", None) or [])
-    if not selected and getattr(context, "active_object", None) is not None:
-        selected = [context.active_object]
-    if not selected:
-        return [], "Select a mesh object"
-    settings = properties.settings_dict(context.scene.nfsd)
-    usable, reasons = [], []
-    for obj in selected:
-        problem = jobs.send_problem(obj, settings, faces_only=context.scene.nfsd.selected_faces_only)
-        (reasons.append(problem) if problem else usable.append(obj))
-    if not usable:
-        return [], reasons[0]
-    return usable, None
+from . import backend_status, estimate, jobs, mesh_io, preferences, properties, selection
 
 
 def continue_problem(context) -> str | None:
@@ -88,38 +70,38 @@ def tag_redraw() -> None:
 
 
 class NFSD_OT_texture_selected(bpy.types.Operator):
-    """Texture each selected mesh from the prompt on the NFSD backend"""
+    """Texture each selected mesh from the prompt on the NFSD backend, one job per object"""
 
     bl_idname = "nfsd.texture_selected"
     bl_label = "Texture Selected"
 
     @classmethod
     def poll(cls, context):
-        _objects, reason = texture_targets(context)
+        reason = selection.plan(context).reason
         if reason:
             cls.poll_message_set(reason)
         return reason is None
 
     def execute(self, context):
-        objects, reason = texture_targets(context)
-        if reason:
-            self.report({"ERROR"}, reason)
+        found = selection.plan(context)
+        if found.reason:
+            self.report({"ERROR"}, found.reason)
             return {"CANCELLED"}
-        settings = properties.settings_dict(context.scene.nfsd)
-        conn = preferences.connection(context)
-        started = []
-        for obj in objects:
-            try:
-                jobs.start_job(obj, settings, conn, unwrap=context.scene.nfsd.unwrap_in_blender,
-                               apply_into=context.scene.nfsd.apply_into_material,
-                               faces_only=context.scene.nfsd.selected_faces_only)
-                started.append(obj.name)
-            except ValueError as error:
-                self.report({"WARNING"}, str(error))
+        settings = context.scene.nfsd
+        started, problems = selection.texture(
+            found.objects, properties.settings_dict(settings), preferences.connection(context),
+            unwrap=settings.unwrap_in_blender, apply_into=settings.apply_into_material,
+            faces_only=settings.selected_faces_only)
         ensure_timer()
+        skipped = [why for _obj, why in found.left_out] + problems
+        names = ", ".join(job.object_name for job in started)
         if not started:
+            self.report({"ERROR"}, "; ".join(skipped))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"NFSD: texturing {', '.join(started)}")
+        if skipped:  # Blender shows one report: the left out in the same line
+            self.report({"WARNING"}, f"NFSD: texturing {names}. Left out: " + "; ".join(skipped))
+        else:
+            self.report({"INFO"}, f"NFSD: texturing {names}")
         return {"FINISHED"}
 
 
@@ -167,6 +149,22 @@ class NFSD_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         jobs.cancel(context.active_object)
+        return {"FINISHED"}
+
+
+class NFSD_OT_cancel_all(bpy.types.Operator):
+    """Cancel the NFSD jobs of every selected object"""
+
+    bl_idname = "nfsd.cancel_all"
+    bl_label = "Cancel All"
+
+    @classmethod
+    def poll(cls, context):
+        return selection.cancel_all_count(context) > 0
+
+    def execute(self, context):
+        count = selection.cancel_all(context)
+        self.report({"INFO"}, f"NFSD: cancelling {count} job(s)")
         return {"FINISHED"}
 
 
@@ -267,8 +265,8 @@ class NFSD_OT_randomize_seed(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (NFSD_OT_texture_selected, NFSD_OT_continue, NFSD_OT_cancel, NFSD_OT_resubmit, NFSD_OT_reattach,
-           NFSD_OT_forget, NFSD_OT_error_details, NFSD_OT_randomize_seed)
+classes = (NFSD_OT_texture_selected, NFSD_OT_continue, NFSD_OT_cancel, NFSD_OT_cancel_all, NFSD_OT_resubmit,
+           NFSD_OT_reattach, NFSD_OT_forget, NFSD_OT_error_details, NFSD_OT_randomize_seed)
 
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)

@@ -5,7 +5,7 @@ import re
 
 import bpy
 
-from . import backend_status, estimate, jobs, mesh_io, operators, preferences, properties, results, scene_state
+from . import backend_status, estimate, jobs, mesh_io, operators, preferences, properties, results, scene_state, selection
 
 
 def draw_backend_line(layout) -> None:
@@ -148,13 +148,13 @@ class NFSD_PT_main(bpy.types.Panel):
         obj = context.active_object
         for note in object_notes(obj, settings):
             layout.label(text=note, icon="INFO")
-        _objects, reason = operators.texture_targets(context)
+        found = selection.plan(context)
         column = layout.column(align=True)
         column.scale_y = 1.4
-        column.operator("nfsd.texture_selected", icon="TEXTURE")
+        column.operator("nfsd.texture_selected", text=selection.button_text(found), icon="TEXTURE")
         column.operator("nfsd.continue_texture", icon="TRIA_RIGHT")
-        if reason:
-            layout.label(text=reason, icon="INFO")
+        for line in [found.reason] if found.reason else selection.left_out_notes(found):
+            layout.label(text=line, icon="INFO")
         note = operators.continue_note(context)
         if note:
             layout.label(text=note, icon="INFO")
@@ -172,9 +172,10 @@ class NFSD_PT_main(bpy.types.Panel):
         job = jobs.job_for(obj) if obj is not None else None
         if job is not None:
             draw_job(layout, job, panel_chars(context))
-        others = [j for j in jobs.all_jobs() if j.active and j is not job]
-        if others:
-            layout.label(text=f"{len(others)} more job(s) running: " + ", ".join(j.object_name for j in others))
+        for n, line in enumerate(selection.others_lines(context)):  # the other selected objects' jobs
+            layout.label(text=line, icon="TEXTURE" if n == 0 else "BLANK1")
+        if selection.cancel_all_shown(context):
+            layout.operator("nfsd.cancel_all", icon="CANCEL")
 
 
 def object_notes(obj, settings) -> list[str]:

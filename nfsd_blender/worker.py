@@ -6,7 +6,8 @@ Threading rule: the worker only does HTTP and numpy. It reports through ``events
 tuples; :func:`jobs.process_events` drains them on the main thread. Kinds: ``phase`` (text),
 ``submitted`` (job id), ``reconnecting`` (seconds), ``status`` (the backend's status dict),
 ``preview`` (PNG bytes), ``uvs`` (float32 [F, 3, 2]), ``result`` (.npz bytes), ``error`` /
-``interrupted`` (a sentence) and ``cancelled``.
+``interrupted`` / ``not_sent`` (a sentence; ``not_sent``: the backend's queue was full, nothing was
+queued) and ``cancelled``. The workers of one press of Texture submit in turn (:mod:`submit_turns`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import image_io, local_backend, mesh_io
 from .client import BackendError, Client
+from .submit_turns import SubmitTurns
 
 INTERRUPTED_TEXT = "The backend stopped while this job ran. Press Resubmit to run it again."
 GONE_TEXT = ("The backend no longer has this job (it was deleted, or the backend restarted with other "
@@ -52,11 +54,12 @@ class Worker:
     """One job's HTTP thread. ``watch``: the id of a job already on the backend (reattaching after
     a reload); ``resubmit``: the id of an interrupted job to run again; otherwise ``mesh_npz`` (and
     ``init_texture``, uint8 [H, W, 4], row 0 = bottom) is submitted with ``settings``.
-    ``want_uvs``: fetch the backend's unwrap once it is known (a mesh sent without UVs)."""
+    ``want_uvs``: fetch the backend's unwrap once it is known (a mesh sent without UVs). ``turns``:
+    shared by the jobs of one press of Texture, which submit one after the other."""
 
     def __init__(self, name: str, settings: dict, connection: Connection, *, mesh_npz: bytes = b"",
                  init_texture: np.ndarray | None = None, watch: str = "", resubmit: str = "",
-                 want_uvs: bool = False):
+                 want_uvs: bool = False, turns: SubmitTurns | None = None):
         self.settings = dict(settings)
         self.connection = connection
         self.events: queue.Queue = queue.Queue()
@@ -65,12 +68,16 @@ class Worker:
         self._watch = watch
         self._resubmit = resubmit
         self._want_uvs = want_uvs
+        self._turns = turns
+        self._ticket = -1
         self._cancel = threading.Event()
         self._detached = False
         self.thread = threading.Thread(target=self._work, name=f"nfsd-job-{name}", daemon=True)
 
     # -- main thread ---------------------------------------------------------------------------
     def start(self) -> None:
+        if self._turns is not None and not self._watch and not self._resubmit:
+            self._ticket = self._turns.ticket()  # in the order the jobs start
         self.thread.start()
 
     def cancel(self) -> None:
@@ -97,9 +104,10 @@ class Worker:
             if self._resubmit:
                 job_id = client.resubmit(self._resubmit)
             elif not self._watch:
-                init_png = image_io.encode_png(self._init_texture) if self._init_texture is not None else None
-                job_id = self._submit(client, init_png)
+                job_id = self._submit_in_turn(client)
                 self._mesh_npz = b""
+                if not job_id:
+                    return  # not sent: cancelled while waiting, or the backend's queue is full
             self._post("submitted", job_id)
             self._poll(client, job_id)
         except BackendError as error:
@@ -113,6 +121,36 @@ class Worker:
                 self._post("error", str(error))
         except Exception as error:  # a bug must still end the job with a message, not a silent thread
             self._post("error", f"Unexpected error in the NFSD add-on: {error!r}")
+
+    def _submit_in_turn(self, client: Client) -> str:
+        """Submit when this job's turn comes; "" (and the event said why) when it was not sent."""
+        turns, ticket = self._turns, self._ticket
+        try:
+            if turns is not None and ticket >= 0:
+                waits = not turns.is_turn(ticket)
+                if waits:
+                    self._post("phase", "Waiting to upload (the selected objects go one by one)")
+                if not turns.wait(ticket, self._cancel):
+                    self._post("cancelled")
+                    return ""
+                if turns.refused:
+                    self._post("not_sent", f"Not sent: {turns.refused}")
+                    return ""
+                if waits:
+                    self._post("phase", "Uploading mesh")
+            init_png = image_io.encode_png(self._init_texture) if self._init_texture is not None else None
+            try:
+                return self._submit(client, init_png)
+            except BackendError as error:
+                if error.status != 429:
+                    raise
+                if turns is not None:
+                    turns.refuse(str(error))
+                self._post("not_sent", f"Not sent: {error}")
+                return ""
+        finally:
+            if turns is not None and ticket >= 0:
+                turns.done(ticket)
 
     def _submit(self, client: Client, init_png: bytes | None) -> str:
         try:

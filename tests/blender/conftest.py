@@ -129,14 +129,15 @@ def fast_connection(addon, fake_backend):
 class RecordingLayout:
     """Stands in for bpy's UILayout (which only exists while Blender draws): records calls."""
 
-    def __init__(self, log=None):
+    def __init__(self, log=None, buttons=None):
         self.log = [] if log is None else log
+        self.buttons = {} if buttons is None else buttons  # operator -> the text it was drawn with
         self.alert = self.active = self.enabled = False
         self.scale_y = 1.0
         self.use_property_split = False
 
     def _child(self, *_args, **_kwargs):
-        return RecordingLayout(self.log)
+        return RecordingLayout(self.log, self.buttons)
 
     row = column = box = split = _child
 
@@ -146,8 +147,10 @@ class RecordingLayout:
     def prop(self, data, name, **_kwargs):
         self.log.append(("prop", name))
 
-    def operator(self, idname, **_kwargs):
+    def operator(self, idname, **kwargs):
         self.log.append(("operator", idname))
+        if "text" in kwargs:
+            self.buttons[idname] = kwargs["text"]
         return SimpleNamespace()
 
     def progress(self, factor=0.0, type="BAR", text=""):

@@ -2,7 +2,9 @@
 """A scripted stand-in for `nfsd serve` (docs/API.md) whose answers are the server's own.
 
 Scripted and deterministic: every ``GET /jobs/{id}`` advances a running job by one step, so tests
-control progress by polling, not by sleeping. Prompts steer it: "fail" fails the job with a
+control progress by polling, not by sleeping; while ``hold`` is True queued jobs stay queued (a
+backend busy with something else), and beyond ``max_queue`` waiting jobs a submission gets the
+server's 429. Prompts steer it: "fail" fails the job with a
 backend-style message. :meth:`FakeBackend.stop` / :meth:`FakeBackend.restart` take it away and bring
 it back. Files the add-on sent are kept in ``jobs[id]`` for assertions (``request``: the settings
 as sent; ``settings``: as the server stores them, resolved).
@@ -44,6 +46,7 @@ from nfsd.limits import LIMITS
 from nfsd.priors.catalog import Catalog
 from nfsd.priors.model_files import ModelEntry
 from nfsd.server.config import ServerConfig
+from nfsd.server.routes import refuse_when_queue_full
 from nfsd.server.schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, ResolvedSettings, SubmitResponse,
                                  Unloaded, status_dict)
 from nfsd.server.validation import model_defaults, read_request, resolve_request
@@ -100,10 +103,11 @@ class FakeBackend:
 
     ``models``: the ``ModelEntry`` fields of each model it offers (dicts or entries); None: it has no
     ``GET /models`` (404) and offers its default model only. ``steps_per_second``: the speed a finished
-    job records (what ``POST /settings/resolve`` then estimates from)."""
+    job records (what ``POST /settings/resolve`` then estimates from). ``max_queue``: the server's
+    ``--max-queue``."""
 
     def __init__(self, total_steps: int = 4, token: str = "", models: list | None = None,
-                 default_model: str = "builtin", steps_per_second: float = 2.0):
+                 default_model: str = "builtin", steps_per_second: float = 2.0, max_queue: int = 100):
         self.total_steps = total_steps
         self.token = token
         self.models = None if models is None else [m if isinstance(m, ModelEntry) else ModelEntry(**m)
@@ -111,7 +115,9 @@ class FakeBackend:
         self.steps_per_second = steps_per_second
         self._dir = Path(tempfile.mkdtemp(prefix="nfsd-fake-"))
         self.config = FakeConfig(model=default_model, token=token or None, data_dir=self._dir,
-                                 offered=self.models or [])
+                                 offered=self.models or [], max_queue=max_queue)
+        self.hold = False  # True: queued jobs stay queued
+        self.refused = 0  # submissions refused because the queue was full (429)
         self.speeds = SpeedBook(self._dir / "speeds.json")
         self.jobs: dict[str, dict] = {}
         self.unloaded = 0
@@ -161,8 +167,12 @@ class FakeBackend:
         self.jobs[job["id"]] = job
         return job
 
+    def queue_length(self) -> int:
+        """Jobs waiting to run (JobManager.queue_length)."""
+        return sum(j["state"] == "queued" for j in self.jobs.values())
+
     def _advance(self, job: dict) -> None:
-        if job["state"] == "queued":
+        if job["state"] == "queued" and not self.hold:
             job["state"] = "running"
             job["started"] = job.get("started") or time.time()
         elif job["state"] == "running":
@@ -261,7 +271,13 @@ class FakeBackend:
                                 estimate_seconds=self.speeds.estimate(settings)).model_dump()
 
     def submit(self, fields: dict) -> dict:
-        """``POST /jobs`` as routes.submit checks it (settings, dds, files) and answers it."""
+        """``POST /jobs`` as routes.submit checks it (queue, settings, dds, files) and answers it."""
+        with self.lock:
+            try:
+                refuse_when_queue_full(self, self.config)
+            except HTTPException:
+                self.refused += 1
+                raise
         text = fields["settings"].decode("utf-8", errors="replace")
         settings = resolve_request(read_request(text), self.config).settings  # = validation.parse_settings
         init = fields.get("init_texture")

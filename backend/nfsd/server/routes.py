@@ -141,7 +141,7 @@ SUBMIT_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
               responses={code: {"model": ErrorBody} for code in (408, 411, 413, 415, 429, 507)},
               openapi_extra=SUBMIT_BODY)
 async def submit(request: Request, manager: Manager, config: Config, checker: Checker) -> SubmitResponse:
-    _refuse_when_queue_full(manager, config)  # before reading a byte of the body
+    refuse_when_queue_full(manager, config)  # before reading a byte of the body
     spool = manager.store.root.parent / "uploads"
     sub = await read_submission(request, config, spool)
     try:
@@ -151,7 +151,7 @@ async def submit(request: Request, manager: Manager, config: Config, checker: Ch
         await checker.check(sub.mesh_path, sub.init_path)
         mesh = await run_in_threadpool(sub.mesh_path.read_bytes)
         init = await run_in_threadpool(sub.init_path.read_bytes) if sub.init_path else None
-        _refuse_when_queue_full(manager, config)
+        refuse_when_queue_full(manager, config)
         try:
             rec = await run_in_threadpool(manager.submit, mesh, settings, init)
         except OSError as exc:
@@ -163,7 +163,8 @@ async def submit(request: Request, manager: Manager, config: Config, checker: Ch
     return _submitted(manager, rec)
 
 
-def _refuse_when_queue_full(manager: JobManager, config: ServerConfig) -> None:
+def refuse_when_queue_full(manager: JobManager, config: ServerConfig) -> None:
+    """HTTP 429 when ``config.max_queue`` jobs already wait (the add-on's tests' fake backend refuses with it too)."""
     waiting = manager.queue_length()
     if waiting >= config.max_queue:
         raise HTTPException(429, f"the queue is full ({waiting} jobs waiting, this server's limit is "
