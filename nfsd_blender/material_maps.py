@@ -101,13 +101,6 @@ def wire_maps(material, bsdf, images: dict, uv_map: str) -> None:
         links.new(output, bsdf.inputs[SOCKETS[name]])
 
 
-def set_uv_map(material, uv_map: str) -> None:
-    """Point the material's NFSD Normal Map node (if any) at ``uv_map``, as its NFSD UV Map node."""
-    node = material.node_tree.nodes.get("NFSD Normal Map") if material.node_tree else None
-    if node is not None:
-        node.uv_map = uv_map
-
-
 def run_images(run) -> dict:
     """A run's map images that exist: map name -> image (``{}`` for an albedo run)."""
     found = {name: getattr(run, f"{name}_image") for name in MAPS}

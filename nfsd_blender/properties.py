@@ -91,10 +91,11 @@ def settings_dict(settings) -> dict:
         "texture_size": int(settings.texture_size),
         "seed": settings.seed,
         "offsets": settings.offsets,
-        "material": settings.material,
     }
-    if settings.material == "pbr" and settings.normal_map:  # a normal map is a pbr run's only
-        data["normal_map"] = True
+    if settings.material != "albedo":  # albedo is the backend's default
+        data["material"] = settings.material
+        if settings.normal_map:  # a normal map is a pbr run's only
+            data["normal_map"] = True
     if settings.offsets:
         data["offset_strength"] = settings.offset_strength
     if settings.negative_prompt.strip():
