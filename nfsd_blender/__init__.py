@@ -9,6 +9,7 @@ Modules, one concept each:
 - ``image_io``        pixels between Blender images, numpy and PNG
 - ``mesh_io``         mesh object -> wire .npz; the backend's answers parsed
 - ``mesh_write``      a result into the object: UV map, shape keys, image, material
+- ``material_maps``   a pbr result's roughness, metallic and normal maps: images, wiring, export
 - ``scene_state``     snapshot/restore of an object's materials, face indices, UV map, key values;
                       object identity; one undo step
 - ``worker``          a job's HTTP thread: submit, poll, fetch previews, UVs and the result (no bpy)
@@ -22,6 +23,7 @@ Modules, one concept each:
 - ``file_handlers``   saving and opening files while jobs run
 - ``local_backend``   start/stop ``nfsd serve`` on this computer
 - ``properties``      scene settings, per-object runs, original materials and job record
+- ``presets``         quality presets and the model picker of the settings (no bpy)
 - ``preferences``     backend URL, token, local backend program
 - ``operators``       texturing operators and the timer that pumps job events
 - ``run_operators``   the run list's operators (apply, Original, delete, export)

@@ -6,6 +6,8 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
                        PointerProperty, StringProperty)
 
+from . import presets
+
 MODES = [
     ("nfsd", "Clean (NFSD)", "Noise-Free Score Distillation: clean detail at normal guidance (recommended)"),
     ("sds", "Classic (SDS)", "Score Distillation Sampling: the classic method; needs very high guidance and "
@@ -15,136 +17,11 @@ MODES = [
     ("dds", "Edit (DDS)", "Delta Denoising Score: change what the prompt says and keep the rest of the selected "
                           "run's texture (select a run and press Continue)"),
 ]
-
-# What each quality preset sets when the model does not say its own defaults (GET /models entries
-# without "defaults"); the model's render size, when known, replaces render_size.
-PRESETS = {
-    "FAST": {"steps": 200, "render_size": 256, "texture_size": 512},
-    "BALANCED": {"steps": 500, "render_size": 512, "texture_size": 1024},
-    "HIGH": {"steps": 1000, "render_size": 512, "texture_size": 2048},
-}
-PRESET_ITEMS = [
-    ("FAST", "Fast", "Quick look: {steps} steps, {render_size} px renders, {texture_size} px texture"),
-    ("BALANCED", "Balanced", "Good default: {steps} steps, {render_size} px renders, {texture_size} px texture"),
-    ("HIGH", "High", "Final quality: {steps} steps, {render_size} px renders, {texture_size} px texture"),
-    ("CUSTOM", "Custom", "Steps and sizes set by hand"),
+MATERIALS = [
+    ("albedo", "Albedo", "One colour texture (sRGB) into Base Color; lighting the prior imagined may be painted in"),
+    ("pbr", "PBR", "Base colour, roughness and metallic maps optimized under changing lights, wired into the "
+                   "Principled BSDF (Base Color, Roughness, Metallic; Normal with Normal Map)"),
 ]
-
-
-# What the backend accepts (backend/nfsd/server.py JobSettings): texture sizes a multiple of 64 in
-# 64..4096, render sizes a multiple of 8 in 32..1024. The panel offers these as choices.
-TEXTURE_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
-RENDER_SIZES = (64, 128, 256, 384, 512, 640, 768, 1024)
-SIZE_KEYS = ("texture_size", "render_size")
-
-
-def _size_items(sizes):
-    # Each item's number is its size: a file saved when these were plain numbers opens with them.
-    return [(str(size), f"{size} px", f"{size} x {size} pixels", size) for size in sizes]
-
-
-def _snap(value: int, sizes) -> int:
-    """The largest of ``sizes`` not above ``value`` (the smallest when all are)."""
-    return max([size for size in sizes if size <= value] or [min(sizes)])
-
-
-def presets_for(model: str) -> dict:
-    """What each preset sets for ``model`` ("" = the backend's default). From the model's
-    ``defaults`` (GET /models): Fast = half the steps and half the texture, Balanced = the
-    defaults, High = twice the steps and twice the texture; else :data:`PRESETS`, with the model's
-    render size when the backend says it."""
-    from . import backend_status
-
-    entry = backend_status.model_entry(model) or {}
-    defaults = entry.get("defaults") or {}
-    render = defaults.get("render_size") or entry.get("render_size")
-    render = _snap(render, RENDER_SIZES) if render else None
-    if "steps" in defaults:
-        steps, texture = defaults["steps"], _snap(defaults.get("texture_size", 1024), TEXTURE_SIZES)
-        render = render or 512
-        return {"FAST": {"steps": max(1, round(steps / 2)), "render_size": render,
-                         "texture_size": _snap(texture // 2, TEXTURE_SIZES)},
-                "BALANCED": {"steps": steps, "render_size": render, "texture_size": texture},
-                "HIGH": {"steps": steps * 2, "render_size": render, "texture_size": _snap(texture * 2, TEXTURE_SIZES)}}
-    return {name: dict(values, render_size=render or values["render_size"]) for name, values in PRESETS.items()}
-
-
-def settings_summary(settings) -> str:
-    """What will run, from the panel's own values: ``"500 steps · 512 px render · 1024 px texture ·
-    4 views/step"`` (the panel shows the backend's resolution instead once it answered: estimate)."""
-    from . import backend_status, estimate
-
-    batch = settings.batch
-    if batch <= 0:
-        batch = ((backend_status.model_entry(settings.model) or {}).get("defaults") or {}).get("batch")
-    return estimate.what_runs(settings.steps, settings.render_size, settings.texture_size, batch)
-
-
-def current_preset(settings) -> str:
-    """The preset the current values match ("CUSTOM" when none does)."""
-    current = {key: int(getattr(settings, key)) for key in PRESETS["FAST"]}
-    return next((name for name, values in presets_for(settings.model).items() if values == current), "CUSTOM")
-
-
-def _get_preset(self) -> int:
-    # The preset shown is the one the current values match: editing a value shows "Custom".
-    name = current_preset(self)
-    return next(index for index, item in enumerate(PRESET_ITEMS) if item[0] == name)
-
-
-def _set_preset(self, index: int) -> None:
-    values = presets_for(self.model).get(PRESET_ITEMS[index][0])
-    for key, value in (values or {}).items():
-        setattr(self, key, str(value) if key in SIZE_KEYS else value)
-
-
-_preset_items: list = []
-
-
-def preset_items(self, _context=None):
-    global _preset_items
-    values = presets_for(getattr(self, "model", "") or "")
-    _preset_items = [(name, label, desc.format(**values.get(name, {})), n)
-                     for n, (name, label, desc) in enumerate(PRESET_ITEMS)]
-    return _preset_items
-
-
-# The model list comes from the backend (GET /models, see backend_status); Blender needs the item
-# tuples kept alive while it shows them, hence this cache. The backend's default has an identifier
-# of its own: Blender takes an item with identifier "" for a heading that cannot be chosen.
-DEFAULT_MODEL_ID = "__default__"
-_model_items: list = []
-
-
-def model_items(_self=None, _context=None):
-    from . import backend_status
-
-    global _model_items
-    items = [(DEFAULT_MODEL_ID, f"Backend default ({backend_status.default_model_name()})",
-              "The model the backend was started with (--model)", 0)]
-    for n, entry in enumerate(backend_status.models(), start=1):
-        name = entry["name"]
-        family = f" ({entry['family']})" if entry.get("family") else ""
-        items.append((name, name + family, f"Model '{name}' on the backend", n))
-    _model_items = items
-    return items
-
-
-def _get_model(self) -> int:
-    identifier = self.model or DEFAULT_MODEL_ID
-    return next((number for ident, _label, _description, number in model_items() if ident == identifier), 0)
-
-
-def _set_model(self, number: int) -> None:
-    """Choose a model; the sizes follow it: a named preset is applied again for the new model,
-    Custom keeps steps and texture and takes the model's render size."""
-    preset = current_preset(self)
-    identifier = next((ident for ident, _label, _description, n in model_items() if n == number), DEFAULT_MODEL_ID)
-    self.model = "" if identifier == DEFAULT_MODEL_ID else identifier
-    presets = presets_for(self.model)
-    values = presets.get(preset) or {"render_size": presets["BALANCED"]["render_size"]}
-    for key, value in values.items():
-        setattr(self, key, str(value) if key in SIZE_KEYS else value)
 
 
 class NFSD_PG_settings(bpy.types.PropertyGroup):
@@ -156,16 +33,19 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
         description="What to steer away from; empty uses the backend's default (the NFSD paper's list)")
     mode: EnumProperty(name="Mode", items=MODES, default="nfsd")
     model: StringProperty(name="Model", description="The backend's model id ('' = its default)")
-    model_choice: EnumProperty(name="Model", items=model_items, get=_get_model, set=_set_model,
+    model_choice: EnumProperty(name="Model", items=presets.model_items, get=presets.get_model,
+                               set=presets.set_model,
                                description="The models the backend offers")
-    preset: EnumProperty(name="Quality", items=preset_items, get=_get_preset, set=_set_preset,
+    preset: EnumProperty(name="Quality", items=presets.preset_items, get=presets.get_preset,
+                         set=presets.set_preset,
                          description="Sets steps, render size and texture size (relative to the model's "
                                      "defaults when the backend says them)")
     steps: IntProperty(name="Steps", default=500, min=1, soft_max=3000,
                        description="Optimization steps; time grows linearly with them")
-    render_size: EnumProperty(name="Render Size", items=_size_items(RENDER_SIZES), default="512",
+    render_size: EnumProperty(name="Render Size", items=presets.size_items(presets.RENDER_SIZES), default="512",
                               description="Side of each rendered view fed to the diffusion model")
-    texture_size: EnumProperty(name="Texture Size", items=_size_items(TEXTURE_SIZES), default="1024",
+    texture_size: EnumProperty(name="Texture Size", items=presets.size_items(presets.TEXTURE_SIZES),
+                               default="1024",
                                description="Side of the square texture image")
     seed: IntProperty(name="Seed", default=0, min=0, max=2 ** 31 - 1,  # Blender ints are 32-bit signed
                       description="Same seed and settings give the same texture")
@@ -179,8 +59,14 @@ class NFSD_PG_settings(bpy.types.PropertyGroup):
                     "(works from Edit Mode)")
     apply_into_material: BoolProperty(
         name="Apply into Existing Material", default=False,
-        description="Wire the texture into a copy of the active material's Base Color (Principled BSDF), "
-                    "keeping its other inputs; off: a new NFSD material goes in every slot")
+        description="Wire the texture into a copy of the active material's Base Color (Principled BSDF; PBR: "
+                    "also Roughness, Metallic and Normal), keeping its other inputs; off: a new NFSD material "
+                    "goes in every slot")
+    material: EnumProperty(name="Material", items=MATERIALS, default="albedo",
+                           description="What the run makes: one colour texture, or PBR maps")
+    normal_map: BoolProperty(name="Normal Map", default=False,
+                             description="PBR: also optimize a tangent-space normal map, wired through a Normal "
+                                         "Map node into the Principled BSDF's Normal")
     offsets: BoolProperty(name="Refine Shape", default=False,
                           description="Also optimize small vertex offsets, stored as a shape key")
     offset_strength: FloatProperty(name="Strength", default=0.1, min=0.0, max=0.2, soft_max=0.2, step=0.1,
@@ -206,6 +92,10 @@ def settings_dict(settings) -> dict:
         "seed": settings.seed,
         "offsets": settings.offsets,
     }
+    if settings.material != "albedo":  # albedo is the backend's default
+        data["material"] = settings.material
+        if settings.normal_map:  # a normal map is a pbr run's only
+            data["normal_map"] = True
     if settings.offsets:
         data["offset_strength"] = settings.offset_strength
     if settings.negative_prompt.strip():
@@ -232,6 +122,10 @@ class NFSD_PG_run(bpy.types.PropertyGroup):
     texture_size: IntProperty(name="Texture Size")
     job_id: StringProperty(name="Backend Job")
     image: PointerProperty(name="Image", type=bpy.types.Image)
+    # A pbr run's other maps (material_maps), None for an albedo run; their nodes are in ``material``.
+    roughness_image: PointerProperty(name="Roughness", type=bpy.types.Image)
+    metallic_image: PointerProperty(name="Metallic", type=bpy.types.Image)
+    normal_image: PointerProperty(name="Normal", type=bpy.types.Image)
     material: PointerProperty(name="Material", type=bpy.types.Material)
     target_material: PointerProperty(name="Into Material", type=bpy.types.Material,
                                      description="the artist's material this run's copy replaces (Apply into "

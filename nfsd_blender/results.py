@@ -9,6 +9,8 @@ A result goes on the object one of two ways:
 - "Apply into existing material": a copy of the active material, "<name> + NFSD", whose Principled
   BSDF Base Color is fed by the texture, its other inputs untouched, in the slots that held it.
 
+A pbr result's maps (material_maps) feed the same Principled BSDF's Roughness, Metallic and Normal.
+
 Either way the artist's materials stay referenced by ``obj.nfsd_original`` (so Blender never drops
 them) and :func:`restore_original` puts the slots and per-face material indices back exactly.
 """
@@ -20,7 +22,7 @@ import time
 
 import numpy as np
 
-from . import image_io, mesh_io, mesh_write, preview, scene_state
+from . import image_io, material_maps, mesh_io, mesh_write, preview, scene_state
 
 
 def result_warnings(meta: dict) -> list[str]:
@@ -75,6 +77,8 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
         raise ValueError(f"the result has offsets for {result.offsets.shape[0]} vertices but '{obj.name}' "
                          f"has {len(mesh.vertices)}; was the mesh edited while the job ran?")
 
+    maps = material_maps.read_maps(data, result.texture.shape)  # {} for albedo; ValueError: nothing changed
+
     warnings = result_warnings(result.meta)
     if not evaluated and (result.uvs_generated or not uv_map or uv_map not in mesh.uv_layers):
         uv_map = mesh_write.write_uv_map(obj, uv_map if uv_map and not result.uvs_generated
@@ -104,6 +108,7 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
             scene_state.tag(image)
         image_io.set_image_pixels(image, result.texture)
         image.pack()
+    map_images = material_maps.new_images(preview.image_name(obj, settings), maps, result.tiles)
 
     target = None
     if apply_into:
@@ -126,6 +131,8 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
         else:
             mesh_write.set_uv_map_of_material(material, uv_map)
         mesh_write.assign_material(obj, material)
+    if map_images:
+        material_maps.wire_maps(material, _principled(material), map_images, uv_map)
     shape_key = base_key
     if result.offsets is not None:  # each run keeps its own key, so an earlier run can be re-applied
         offsets = result.offsets if base_offsets is None else base_offsets + result.offsets
@@ -142,6 +149,7 @@ def apply_result(obj, data: bytes, settings: dict, *, uv_map: str = "", base_key
     run.texture_size = int(width)
     run.job_id = job_id
     run.image = image
+    material_maps.keep_in_run(run, map_images)
     run.material = material
     run.target_material = target
     run.uv_map = uv_map
@@ -168,14 +176,15 @@ def into_material(obj):
     return material
 
 
-def into_note(obj) -> str:
-    """The panel's line for "Apply into existing material": where the texture will go."""
+def into_note(obj, inputs: str = "Base Color") -> str:
+    """The panel's line for "Apply into existing material": where the texture (and maps) will go,
+    ``inputs`` naming the Principled BSDF inputs they feed."""
     target = into_material(obj)
     if target is None:
         return "No material in the active slot: a new NFSD material instead"
     if _principled(target) is None:
         return f"'{target.name}' has no Principled BSDF: a new NFSD material instead"
-    return f"Into a copy of '{target.name}' (Base Color)"
+    return f"Into a copy of '{target.name}' ({inputs})"
 
 
 def _principled(material):
@@ -250,6 +259,7 @@ def delete_run(obj, index: int) -> None:
         raise ValueError(f"'{obj.name}' has no NFSD run number {index + 1}")
     run = obj.nfsd_runs[index]
     material, image, key = run.material, run.image, run.shape_key
+    maps = list(material_maps.run_images(run).values())
     if material is not None and any(slot.material == material for slot in obj.material_slots):
         if obj.nfsd_original.captured:
             restore_original(obj)
@@ -260,15 +270,17 @@ def delete_run(obj, index: int) -> None:
     obj.nfsd_runs.remove(index)
     obj.nfsd_run_index = max(0, min(obj.nfsd_run_index, len(obj.nfsd_runs) - 1))
     scene_state.remove_if_unused(material)
-    scene_state.remove_if_unused(image)
+    for unused in [image] + maps:
+        scene_state.remove_if_unused(unused)
     keys = obj.data.shape_keys.key_blocks if obj.data.shape_keys else {}
     if key and key in keys and not any(other.shape_key == key for other in obj.nfsd_runs):
         obj.shape_key_remove(keys[key])
 
 
 def export_run_png(run, path: str) -> str:
-    """Write the run's texture to ``path`` as an 8-bit RGBA PNG (".png" added if missing); returns
-    the path written."""
+    """Write the run's texture to ``path`` as an 8-bit RGBA PNG (".png" added if missing), a pbr
+    run's maps beside it ("<name>_roughness.png", "_metallic.png", "_normal.png"); returns the
+    texture's path."""
     if run.image is None:
         raise ValueError("That run's image is gone")
     path = bpy_abspath(path)
@@ -281,6 +293,7 @@ def export_run_png(run, path: str) -> str:
         raise ValueError(f"The folder {folder} does not exist")
     with open(path, "wb") as file:
         file.write(image_io.encode_png(rgba))
+    material_maps.export_pngs(run, path)
     return path
 
 

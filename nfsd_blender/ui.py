@@ -5,7 +5,8 @@ import re
 
 import bpy
 
-from . import backend_status, estimate, jobs, mesh_io, operators, preferences, properties, results, scene_state, selection
+from . import (backend_status, estimate, jobs, mesh_io, operators, preferences, presets, properties, results,
+               scene_state, selection)
 
 
 def draw_backend_line(layout) -> None:
@@ -30,7 +31,7 @@ def draw_summary(layout, settings, context) -> None:
         found, refused = estimate.lines(answer), estimate.refusal(answer)
     except KeyError:  # the add-on is being disabled
         pass
-    layout.label(text=found[0] if found else properties.settings_summary(settings))
+    layout.label(text=found[0] if found else presets.settings_summary(settings))
     if len(found) > 1:
         layout.label(text=found[1], icon="TIME")
     if refused or settings.allow_unknown_words:  # the backend's note, and the choice it offers
@@ -133,11 +134,12 @@ class NFSD_PT_main(bpy.types.Panel):
         row.prop(settings, "seed")
         row.operator("nfsd.randomize_seed", text="", icon="FILE_REFRESH")
         layout.prop(settings, "texture_size")
+        draw_material(layout, settings)
         layout.prop(settings, "unwrap_in_blender")
         layout.prop(settings, "apply_into_material")
         obj = context.active_object
         if settings.apply_into_material and obj is not None and obj.type == "MESH":
-            layout.label(text=results.into_note(obj), icon="MATERIAL")
+            layout.label(text=results.into_note(obj, material_inputs(settings)), icon="MATERIAL")
         layout.prop(settings, "selected_faces_only")
         row = layout.row(align=True)
         row.prop(settings, "offsets")
@@ -176,6 +178,21 @@ class NFSD_PT_main(bpy.types.Panel):
             layout.label(text=line, icon="TEXTURE" if n == 0 else "BLANK1")
         if selection.cancel_all_shown(context):
             layout.operator("nfsd.cancel_all", icon="CANCEL")
+
+
+def draw_material(layout, settings) -> None:
+    """Material: Albedo / PBR, and Normal Map beside it for PBR only."""
+    row = layout.row(align=True)
+    row.prop(settings, "material", expand=True)
+    if settings.material == "pbr":
+        row.prop(settings, "normal_map")
+
+
+def material_inputs(settings) -> str:
+    """The Principled BSDF inputs a run of these settings feeds."""
+    if settings.material != "pbr":
+        return "Base Color"
+    return "Base Color, Roughness, Metallic" + (", Normal" if settings.normal_map else "")
 
 
 def object_notes(obj, settings) -> list[str]:
@@ -228,9 +245,11 @@ class NFSD_UL_runs(bpy.types.UIList):
 
 
 def run_label(run) -> str:
-    """``"moss (NFSD, builtin, 500 steps, 1024 px, seed 7)"``"""
+    """``"moss (NFSD, builtin, 500 steps, 1024 px, seed 7)"``; a pbr run ends with ", PBR"."""
     model = run.model or "default model"
-    return f"{run.prompt} ({run.mode.upper()}, {model}, {run.steps} steps, {run.texture_size} px, seed {run.seed})"
+    pbr = ", PBR" if run.roughness_image is not None or run.metallic_image is not None else ""
+    return (f"{run.prompt} ({run.mode.upper()}, {model}, {run.steps} steps, {run.texture_size} px, "
+            f"seed {run.seed}{pbr})")
 
 
 class NFSD_PT_history(bpy.types.Panel):

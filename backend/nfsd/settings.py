@@ -169,8 +169,8 @@ class TextureConfig:
     material: str = setting("albedo", "albedo: one sRGB colour map; pbr: base colour, roughness and metallic maps "
                                       "optimized under randomized lights, so lighting stays out of the base colour "
                                       "(glTF metallic-roughness, Blender's Principled BSDF)", choices=("albedo", "pbr"),
-                            faces=(CLI, API))
-    normal_map: bool = setting(False, "pbr: also optimize a tangent-space normal map", faces=(CLI, API))
+                            faces=ALL)
+    normal_map: bool = setting(False, "pbr: also optimize a tangent-space normal map", faces=ALL)
     offsets: bool = setting(False, "also optimize small vertex offsets along the normals", faces=ALL)
     offset_strength: float = setting(0.1, "largest offset, as a fraction of the mesh's bounding-sphere radius",
                                      range=(0.0, 0.2), faces=ALL)

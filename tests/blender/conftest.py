@@ -87,6 +87,8 @@ def scene(addon):
     settings.negative_prompt = ""
     settings.offset_strength = 0.1
     settings.allow_unknown_words = False
+    settings.material = "albedo"
+    settings.normal_map = False
     addon.estimate.clear()
     yield bpy.context.scene
     for job in addon.jobs.all_jobs():

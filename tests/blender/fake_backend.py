@@ -16,7 +16,9 @@ here (after bpy: nothing below loads pymeshlab, see test_contract.py). Job statu
 through the server's ``resolve_request(read_request(...))`` against a ``Catalog`` of the fake's models
 (a key the server refuses gets the server's 422) and its files through ``nfsd.jobs.inputcheck``;
 ``POST /settings/resolve`` answers ``ResolvedSettings`` from a real ``SpeedBook`` that finished jobs
-record into; errors are ``ErrorBody``. A key renamed on the server changes what this fake sends.
+record into; errors are ``ErrorBody``; a result is ``nfsd.distill.outputs.result_npz`` of a ``TextureResult``
+(a UDIM mesh's tiles in ``UdimTextures``, a pbr job's maps in ``maps``). A key renamed on the server
+changes what this fake sends.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from PIL import Image
 
 from fastapi import HTTPException  # noqa: E402  (the backend's own exception, as its routes raise it)
 from nfsd import __version__
+from nfsd.distill.config import TextureResult
+from nfsd.distill.outputs import result_npz
+from nfsd.distill.tiles import UdimTextures
+from nfsd.geometry.udim import join_tiles, udim_tiles
 from nfsd.jobs import inputcheck
 from nfsd.jobs.speeds import SpeedBook
 from nfsd.jobs.store import JobRecord
@@ -65,6 +71,26 @@ def result_texture(size: int) -> np.ndarray:
     texture[0] = (255, 0, 0, 255)
     texture[-1] = (0, 0, 255, 255)
     return texture
+
+
+# A pbr result's maps (uint8, row 0 bottom): (bottom row, top row, every other row) of each.
+MAP_ROWS = {"roughness": (30, 220, 128), "metallic": (255, 0, 64),
+            "normal": ((255, 128, 128), (128, 255, 128), (128, 128, 255))}
+
+
+def result_maps(size: int, normal_map: bool) -> dict:
+    """``TextureResult.maps`` of a pbr job: roughness and metallic uint8 ``[size, size]``, with
+    ``normal_map`` normal uint8 ``[size, size, 3]``; rows as :data:`MAP_ROWS` says."""
+    maps = {}
+    for name, (bottom, top, middle) in MAP_ROWS.items():
+        if name == "normal" and not normal_map:
+            continue
+        shape = (size, size) if name != "normal" else (size, size, 3)
+        image = np.empty(shape, np.uint8)
+        image[...] = middle
+        image[0], image[-1] = bottom, top
+        maps[name] = image
+    return maps
 
 
 def preview_png(size: int) -> bytes:
@@ -222,29 +248,32 @@ class FakeBackend:
         return buffer.getvalue()
 
     def _result(self, job: dict) -> bytes:
-        mesh = job["mesh"]
-        size = int(job["settings"]["texture_size"])
+        """``GET /jobs/{id}/result``: the server's ``result_npz`` of a ``TextureResult`` holding
+        :func:`result_texture` (a pbr job's maps: :func:`result_maps`). A mesh sent in UDIM tiles
+        (``udim_tiles``, as the backend reads them) gets one texture per tile: inside its first and
+        last rows tile k is 255 - 80 k green."""
+        mesh, settings = job["mesh"], job["settings"]
+        size = int(settings["texture_size"])
         uvs, generated = self.uvs(job)
-        texture = result_texture(size)
-        cells = np.floor(uvs.mean(axis=1)).astype(np.int64)  # UDIM tiles as the backend reads them
-        tiles = np.unique(1001 + cells[:, 0] + 10 * cells[:, 1])
-        udim = len(tiles) > 1 and (cells[:, 0] >= 0).all() and (cells[:, 0] <= 9).all() and (cells[:, 1] >= 0).all()
-        if udim:  # one texture per tile (docs/API.md); inside its first and last rows tile k is 255 - 80 k green
-            texture = np.stack([texture] * len(tiles))
-            for k in range(len(tiles)):
-                texture[k, 1:-1, :, 1] = 255 - 80 * k
-        arrays = {"texture": texture, "uvs": uvs,
-                  "uvs_generated": np.array(generated),
-                  "meta": np.array(json.dumps({"prompt": job["settings"]["prompt"], "config": job["settings"],
-                                               "mesh": {"warnings": self.mesh_warnings}}))}
-        if udim:
-            arrays["tiles"] = tiles.astype(np.int32)
-        if job["settings"].get("offsets"):
-            count = mesh["positions"].shape[0]
-            arrays["offsets"] = np.tile(np.array([0.0, 0.0, 0.1], np.float32), (count, 1))
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        return buffer.getvalue()
+        texture = result_texture(size)[..., :3]
+        maps = result_maps(size, bool(settings.get("normal_map"))) if settings.get("material") == "pbr" else {}
+        layout = None if generated else udim_tiles(uvs)
+        udim = None
+        if layout is not None:  # the engine's result is the atlas of the tiles, maps included
+            tiles = {}
+            for k, tile in enumerate(layout.tiles):
+                tiles[tile] = texture.copy()
+                tiles[tile][1:-1, :, 1] = 255 - 80 * k
+            udim = UdimTextures(layout=layout, textures=tiles, uvs=uvs)
+            texture = join_tiles(tiles, layout)
+            maps = {name: join_tiles({tile: image for tile in layout.tiles}, layout) for name, image in maps.items()}
+        offsets = None
+        if settings.get("offsets"):
+            offsets = np.tile(np.array([0.0, 0.0, 0.1], np.float32), (mesh["positions"].shape[0], 1))
+        result = TextureResult(texture=texture, uvs=uvs, uvs_generated=generated, offsets=offsets, mesh=None,
+                               config=None, udim=udim, maps=maps)
+        meta = {"prompt": settings["prompt"], "config": settings, "mesh": {"warnings": self.mesh_warnings}}
+        return result_npz(result, meta)
 
     # -- the answers, built by the server's code ---------------------------------------------------
     def health(self, authorized: bool) -> dict:

@@ -55,7 +55,7 @@ def test_the_quality_preset_sets_and_shows_its_values(addon, scene):
     assert settings.preset == "HIGH"
     settings.steps = 777  # an edited value no longer matches any preset
     assert settings.preset == "CUSTOM"
-    assert addon.properties.preset_items(settings)[0][2] == "Quick look: 200 steps, 256 px renders, 512 px texture"
+    assert addon.presets.preset_items(settings)[0][2] == "Quick look: 200 steps, 256 px renders, 512 px texture"
 
 
 def test_settings_dict_holds_only_api_keys_and_leaves_defaults_to_the_backend(addon, scene):

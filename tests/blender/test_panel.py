@@ -120,7 +120,7 @@ def test_the_model_picker_lists_the_backends_models_and_runs_show_model_steps_si
     with FakeBackend(models=MODELS) as backend:
         connection = addon.jobs.Connection(url=backend.url, poll_interval=0.01, preview_interval=0.0)
         addon.backend_status.check_backend(connection)
-        items = [item[0] for item in addon.properties.model_items()]
+        items = [item[0] for item in addon.presets.model_items()]
         assert items == ["__default__", "builtin", "tiny-sdxl"]
         scene.nfsd.model_choice = "tiny-sdxl"
         assert scene.nfsd.model == "tiny-sdxl" and scene.nfsd.render_size == "128"  # the model's render size
@@ -144,7 +144,7 @@ def test_presets_follow_the_chosen_models_defaults_and_the_summary_says_what_wil
     lora = model("detail-lora", "sd1", None, kind="lora")
     with FakeBackend(models=MODELS + [tuned, lora]) as backend:
         addon.backend_status.check_backend(addon.jobs.Connection(url=backend.url))
-        assert [item[0] for item in addon.properties.model_items()] == ["__default__", "builtin", "tiny-sdxl", "tuned"]
+        assert [item[0] for item in addon.presets.model_items()] == ["__default__", "builtin", "tiny-sdxl", "tuned"]
         nfsd = scene.nfsd
         nfsd.preset = "BALANCED"
         assert (nfsd.steps, nfsd.render_size, nfsd.texture_size) == (600, "128", "256")  # builtin's defaults
@@ -165,7 +165,7 @@ def test_presets_follow_the_chosen_models_defaults_and_the_summary_says_what_wil
 
 def test_without_get_models_the_picker_offers_the_backends_default(addon, scene, fast_connection):
     addon.backend_status.check_backend(fast_connection)  # the fake serves no /models by default
-    assert [item[:2] for item in addon.properties.model_items()] == [("__default__", "Backend default (sd15)")]
+    assert [item[:2] for item in addon.presets.model_items()] == [("__default__", "Backend default (sd15)")]
     assert "model" not in settings(addon, scene)
 
 

@@ -62,7 +62,7 @@ def test_the_backend_line_names_the_model(addon, connection):
     ok, text = addon.backend_status.check_backend(connection)
     assert ok and text.startswith("Connected") and "tiny-model" in text
     # The model picker: the backend's list when it has GET /models, else its default by name.
-    labels = [item[1] for item in addon.properties.model_items()]
+    labels = [item[1] for item in addon.presets.model_items()]
     assert labels[0] == "Backend default (tiny-model)"
 
 
@@ -70,7 +70,7 @@ def test_the_model_picker_reads_the_real_get_models(addon, scene, connection):
     addon.backend_status.check_backend(connection)
     served = connection.client().models()
     tiny = served["default_model"]
-    assert [item[0] for item in addon.properties.model_items()] == ["__default__"] + [
+    assert [item[0] for item in addon.presets.model_items()] == ["__default__"] + [
         entry["name"] for entry in served["models"] if entry["kind"] != "lora"]
     nfsd = scene.nfsd
     nfsd.model_choice = "builtin"  # Custom keeps steps and texture, takes the model's render size
@@ -86,7 +86,7 @@ def test_the_model_picker_reads_the_real_get_models(addon, scene, connection):
     assert nfsd.model == tiny and nfsd.preset == "BALANCED" and nfsd.steps == defaults["steps"]
     # The tiny model renders at 16 px; the panel's smallest render size stands in for it.
     properties = addon.properties
-    assert nfsd.render_size == str(properties._snap(defaults["render_size"], properties.RENDER_SIZES))
+    assert nfsd.render_size == str(addon.presets.snap(defaults["render_size"], addon.presets.RENDER_SIZES))
     answer = connection.client().resolve_settings(properties.settings_dict(nfsd))  # the real server takes them
     assert answer["settings"]["steps"] == defaults["steps"] and answer["render_size"] == int(nfsd.render_size)
 
