@@ -2,6 +2,7 @@
 
     nfsd texture MESH "PROMPT" --out DIR [options]   texture a mesh file
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
+    nfsd batch MANIFEST [--out DIR] [--server URL]   texture every row of a .csv/.json manifest (nfsd.batch)
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
     nfsd models [--models-dir DIR] [--json]           the models and LoRAs a server would offer
     nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams|meshes [...]   benchmarks (print their figures)
@@ -225,6 +226,11 @@ def main(argv=None) -> int:
                 return 130
             print(f"done: {result.steps_done} steps in {result.timings['total_s']:.1f} s "
                   f"({result.timings['steps_per_s']:.2f} steps/s) -> {out}", file=sys.stderr)
+        elif args.command == "batch":
+            from .batch.command import run_batch
+
+            return run_batch(args.manifest, args.out, server=args.server, token=args.token, jobs=args.jobs,
+                             threads=args.threads)
         elif args.command == "serve":
             from .server import serve
 
