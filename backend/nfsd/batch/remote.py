@@ -21,7 +21,7 @@ from ..errors import NfsdError
 from .plan import CANCELLED, DONE, FAILED, NOT_RUN, TODO, Row, clear_marker, write_marker
 from .remote_files import write_result_files
 
-MAX_WAIT = 5.0          # seconds between two tries of a full queue at most (a job may finish sooner)
+MAX_WAIT = 2.0          # seconds between two tries of a full queue at most (a job may finish sooner)
 ENDED = ("failed", "cancelled", "interrupted")
 
 

@@ -1,0 +1,214 @@
+"""`nfsd batch MANIFEST`: rows checked up front, bad rows reported without stopping the good ones, resumable
+folders, CSV and JSON alike, and the same rows run on a real server (tests/server_kit.py) over HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from server_kit import LiveServer, config
+
+from nfsd.batch.command import run_batch
+from nfsd.batch.local import check_local_mesh, check_local_settings
+from nfsd.batch.manifest import read_manifest
+from nfsd.batch.plan import MARKER, plan_rows
+from nfsd.cli import main
+from nfsd.errors import ConfigError
+from nfsd.geometry.builtin_meshes import builtin_mesh
+from nfsd.geometry.wire import write_wire_npz
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# The built-in prior at a handful of steps on tiny sizes: a row takes about a second.
+TINY = "steps,texture_size,render_size,batch"
+TINY_VALUES = "3,64,32,1"
+TINY_JSON = {"steps": 3, "texture_size": 64, "render_size": 32, "batch": 1}
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """A manifest folder holding meshes/cube.npz."""
+    (tmp_path / "meshes").mkdir()
+    write_wire_npz(builtin_mesh("cube"), tmp_path / "meshes" / "cube.npz")
+    return tmp_path
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_bad_rows_are_reported_up_front_and_the_good_rows_still_finish(folder, capsys):
+    (folder / "shoot.csv").write_text(
+        f"mesh,prompt,{TINY},seed,name\n"
+        f"meshes/cube.npz,solid red,{TINY_VALUES},1,red\n"
+        f"meshes/missing.obj,solid red,{TINY_VALUES},1,\n"
+        f"meshes/cube.npz,solid blue,{TINY_VALUES},many,\n"
+        f"meshes/cube.npz,solid blue,3,17,32,1,1,\n"
+        f"meshes/cube.npz,red and white stripes,{TINY_VALUES},2,\n")
+    out = folder / "out"
+    code = main(["batch", str(folder / "shoot.csv"), "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    before_bar = err.split("batch:")[0]  # every bad row is named before anything runs
+    for where in ("row 2 (line 3)", "row 3 (line 4)", "row 4 (line 5)"):
+        assert where in before_bar, err
+    rows = summary_of(out)["rows"]
+    assert [r["state"] for r in rows] == ["done", "failed", "failed", "failed", "done"]
+    assert "missing.obj: file not found" in rows[1]["error"]
+    assert "seed must be an integer, got 'many'" in rows[2]["error"]
+    assert "texture_size must be a multiple of 16" in rows[3]["error"]
+    assert summary_of(out)["ok"] is False and summary_of(out)["counts"] == {"done": 2, "failed": 3}
+    for name in ("red", "005-cube"):
+        assert Image.open(out / name / "texture.png").size == (64, 64)
+        marker = json.loads((out / name / MARKER).read_text())
+        report = json.loads((out / name / "report.json").read_text())
+        assert marker["settings"] == report["settings"] and report["steps_done"] == 3
+    assert sorted(p.name for p in out.iterdir()) == ["005-cube", "red", "summary.json"]
+
+
+def test_a_half_done_batch_resumes_skipping_done_rows_and_rerunning_changed_ones(folder, capsys):
+    rows = [{"mesh": "meshes/cube.npz", "prompt": "solid red", "name": "a"},
+            {"mesh": "meshes/cube.npz", "prompt": "solid green", "name": "b"},
+            {"mesh": "meshes/cube.npz", "prompt": "solid blue", "name": "c"}]
+    manifest = folder / "shoot.json"
+    manifest.write_text(json.dumps({"defaults": TINY_JSON, "rows": rows}))
+    out = folder / "out"
+    assert run_batch(manifest, out) == 0
+    stamp = {n: (out / n / "texture.png").stat().st_mtime_ns for n in "abc"}
+    (out / "b" / MARKER).unlink()            # b was cut short: no finished marker
+    rows[2]["seed"] = 7                      # c changed
+    manifest.write_text(json.dumps({"defaults": TINY_JSON, "rows": rows}))
+    capsys.readouterr()
+    assert run_batch(manifest, out) == 0
+    assert "1 done before (skipped)" in capsys.readouterr().err
+    assert [r["state"] for r in summary_of(out)["rows"]] == ["skipped", "done", "done"]
+    assert (out / "a" / "texture.png").stat().st_mtime_ns == stamp["a"]
+    assert (out / "b" / "texture.png").stat().st_mtime_ns != stamp["b"]
+    assert json.loads((out / "c" / "report.json").read_text())["settings"]["seed"] == 7
+    assert json.loads((out / "c" / MARKER).read_text())["settings"]["seed"] == 7
+
+
+def test_csv_and_json_manifests_resolve_to_the_same_settings(folder):
+    (folder / "a.csv").write_text(
+        "mesh,prompt,steps,seed,texture_size,material,offsets,guidance_scale,loras,name\n"
+        "meshes/cube.npz,solid red,12,3,128,pbr,yes,5.5,,one\n"
+        'meshes/cube.npz,"blue dots on yellow",,4,,,false,,,\n')
+    (folder / "a.json").write_text(json.dumps({"defaults": {"seed": 4}, "rows": [
+        {"mesh": "meshes/cube.npz", "prompt": "solid red", "steps": 12, "seed": 3, "texture_size": 128,
+         "material": "pbr", "offsets": True, "guidance_scale": 5.5, "name": "one"},
+        {"mesh": "meshes/cube.npz", "prompt": "blue dots on yellow", "offsets": False}]}))
+    planned = {}
+    for name in ("a.csv", "a.json"):
+        planned[name] = plan_rows(read_manifest(folder / name), folder, folder / "out", check_local_settings,
+                                  check_local_mesh)
+    csv_rows, json_rows = planned["a.csv"], planned["a.json"]
+    assert [r.state for r in csv_rows] == ["todo", "todo"]
+    assert [r.settings for r in csv_rows] == [r.settings for r in json_rows]
+    assert [r.fingerprint() for r in csv_rows] == [r.fingerprint() for r in json_rows]
+    assert [r.folder for r in csv_rows] == ["one", "002-cube"]
+    first, second = csv_rows[0].settings, csv_rows[1].settings
+    assert (first["material"], first["offsets"], first["guidance_scale"], first["steps"]) == ("pbr", True, 5.5, 12)
+    assert (second["steps"], second["texture_size"], second["seed"]) == (600, 256, 4)  # the built-in prior's
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"rows": [{"mesh": "m.npz", "prompt": "solid red", "stepz": 3}]}', "unknown setting(s): stepz"),
+    ('[{"mesh": "m.npz", "prompt": "solid red", "steps": 20000}]', "steps=20000 is out of range"),
+    ('[{"prompt": "solid red"}]', "no mesh"),
+    ('["m.npz"]', "a row must be an object"),
+    ('[{"mesh": "m.npz", "prompt": "solid red", "name": "../up"}]', "cannot be a folder name"),
+])
+def test_a_bad_json_row_says_why(tmp_path, text, reason):
+    write_wire_npz(builtin_mesh("cube"), tmp_path / "m.npz")
+    (tmp_path / "b.json").write_text(text)
+    rows = plan_rows(read_manifest(tmp_path / "b.json"), tmp_path, tmp_path / "out", check_local_settings,
+                     check_local_mesh)
+    assert rows[0].state == "failed" and reason in rows[0].error, rows[0].error
+
+
+@pytest.mark.parametrize("name, text, reason", [
+    ("m.csv", "prompt,steps\nsolid red,3\n", "must name a 'mesh' column"),
+    ("m.json", '{"defaults": {}, "rowz": []}', "'defaults' (an object) and 'rows'"),
+    ("m.json", "[", "not valid JSON"),
+    ("m.json", "[]", "no rows"),
+    ("m.txt", "", "expected a .csv or .json file"),
+    ("gone.csv", None, "file not found"),
+])
+def test_a_manifest_that_cannot_be_read_exits_2_with_one_line(tmp_path, capsys, name, text, reason):
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    assert main(["batch", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nfsd: error: manifest") and reason in err[0], err
+
+
+# ---------------------------------------------------------------------------------------------
+# through a server
+
+FAST = {"steps": 5, "render_size": 32, "texture_size": 64}
+
+
+def test_server_mode_runs_every_row_within_the_queue_limit_and_writes_their_folders(tiny_model, tmp_path,
+                                                                                       folder, capsys):
+    rows = [{"mesh": "meshes/cube.npz", "prompt": p, "seed": i} for i, p in
+            enumerate(["red and white stripes", "blue dots on yellow", "solid green"])]
+    rows.append({"mesh": "meshes/cube.npz", "prompt": "solid green", "steps": 0})  # the server's resolver refuses
+    manifest = folder / "shoot.json"
+    manifest.write_text(json.dumps({"defaults": FAST, "rows": rows}))
+    out = folder / "out"
+    # a queue of one: the third submission gets 429 until the first finishes, and is sent again
+    with LiveServer(config(str(tiny_model), tmp_path / "data", max_queue=1)) as live:
+        code = run_batch(manifest, out, server=live.url, jobs=3)
+        assert code == 1
+        assert "the server is busy" in capsys.readouterr().err  # the 429 was waited out
+        summary = summary_of(out)
+        assert [r["state"] for r in summary["rows"]] == ["done", "done", "done", "failed"]
+        assert "steps" in summary["rows"][3]["error"] and summary["server"] == live.url
+        jobs = live.client.get("/jobs").json()["jobs"]
+        assert len(jobs) == 3 and {j["state"] for j in jobs} == {"done"}
+        for i, row in enumerate(summary["rows"][:3]):
+            folder_ = Path(row["out"])
+            assert folder_.name == f"{i + 1:03d}-cube"
+            with np.load(folder_ / "result.npz", allow_pickle=False) as z:
+                texture = z["texture"]
+            assert texture.shape == (64, 64, 4)
+            png = np.asarray(Image.open(folder_ / "texture.png").convert("RGB"))[::-1]  # PNG: top row first
+            np.testing.assert_array_equal(png, texture[..., :3])
+            report = json.loads((folder_ / "report.json").read_text())
+            assert report["settings"]["seed"] == i and report["batch"]["server"] == live.url
+            marker = json.loads((folder_ / MARKER).read_text())["settings"]
+            assert marker == row["settings"] and marker.items() <= report["settings"].items()
+            assert (folder_ / "textured.glb").stat().st_size > 0 and (folder_ / "views.png").exists()
+        capsys.readouterr()
+        assert run_batch(manifest, out, server=live.url) == 1  # again: the done rows are skipped, nothing sent
+        assert "3 done before (skipped), 1 bad" in capsys.readouterr().err
+        assert len(live.client.get("/jobs").json()["jobs"]) == 3
+
+
+def test_a_server_that_goes_away_fails_the_rows_left_and_keeps_the_done_ones(tiny_model, tmp_path, folder):
+    rows = [{"mesh": "meshes/cube.npz", "prompt": "solid green", "seed": 0, "name": "first"},
+            {"mesh": "meshes/cube.npz", "prompt": "solid green", "seed": 1, "steps": 5000, "name": "long"},
+            {"mesh": "meshes/cube.npz", "prompt": "solid green", "seed": 2, "name": "never"}]
+    manifest = folder / "shoot.json"
+    manifest.write_text(json.dumps({"defaults": FAST, "rows": rows}))
+    out = folder / "out"
+    codes = []
+    with LiveServer(config(str(tiny_model), tmp_path / "data")) as live:
+        batch = threading.Thread(target=lambda: codes.append(
+            run_batch(manifest, out, server=live.url, jobs=1, patience=1.0)))
+        batch.start()
+        deadline = time.monotonic() + 120
+        while not (out / "first" / MARKER).exists():
+            assert time.monotonic() < deadline and batch.is_alive(), "the first row did not finish"
+            time.sleep(0.1)
+    batch.join(60)
+    assert codes == [1]
+    states = {r["folder"]: (r["state"], r["error"]) for r in summary_of(out)["rows"]}
+    assert states["first"] == ("done", None)
+    assert states["long"][0] in ("failed", "not run") and "stopped answering" in states["long"][1]
+    assert states["never"][0] == "not run" and "stopped answering" in states["never"][1]
