@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from server_kit import LiveServer, config
+from server_kit import LiveServer, config, wait_for
 
 from nfsd.batch.command import run_batch
 from nfsd.batch.local import check_local_mesh, check_local_settings
@@ -212,3 +212,73 @@ def test_a_server_that_goes_away_fails_the_rows_left_and_keeps_the_done_ones(tin
     assert states["first"] == ("done", None)
     assert states["long"][0] in ("failed", "not run") and "stopped answering" in states["long"][1]
     assert states["never"][0] == "not run" and "stopped answering" in states["never"][1]
+
+
+class InterruptingBar:
+    """A stand-in for the batch's tqdm bar whose first counted step acts as Ctrl-C (``interrupt()``), or its
+    first description naming ``text``."""
+
+    def __init__(self, interrupt, text=None):
+        self.interrupt, self.text, self.total, self.n, self.fp = interrupt, text, 0, 0, None
+
+    def update(self, n):
+        self.n += n
+        if n:
+            self.interrupt()
+
+    def set_description(self, text):
+        if self.text and self.text in text:
+            self.interrupt()
+
+    def refresh(self):
+        pass
+
+    def write(self, text, file=None):
+        pass
+
+
+def test_ctrl_c_in_process_keeps_what_the_row_made_without_a_marker_and_runs_no_more_rows(folder):
+    import os
+    import signal
+
+    from nfsd.batch.local import run_local
+
+    manifest = folder / "shoot.json"
+    manifest.write_text(json.dumps({"defaults": dict(TINY_JSON, steps=50), "rows": [
+        {"mesh": "meshes/cube.npz", "prompt": "solid red", "name": "a"},
+        {"mesh": "meshes/cube.npz", "prompt": "solid blue", "name": "b"}]}))
+    out = folder / "out"
+    rows = plan_rows(read_manifest(manifest), folder, out, check_local_settings, check_local_mesh)
+    assert run_local(rows, out, InterruptingBar(lambda: os.kill(os.getpid(), signal.SIGINT))) is True
+    assert [r.state for r in rows] == ["cancelled", "not run"]
+    assert "interrupted after" in rows[0].error and "Ctrl-C" in rows[1].error
+    report = json.loads((out / "a" / "report.json").read_text())
+    assert report["cancelled"] is True and 1 <= report["steps_done"] < 50
+    assert not (out / "a" / MARKER).exists() and not (out / "b").exists()  # a runs again next time
+
+
+def test_server_mode_needs_the_token_and_ctrl_c_cancels_the_submitted_jobs(tiny_model, tmp_path, folder, capsys):
+    from nfsd.batch.remote import Server, run_remote
+
+    manifest = folder / "shoot.json"
+    manifest.write_text(json.dumps({"defaults": dict(FAST, steps=5000), "rows": [
+        {"mesh": "meshes/cube.npz", "prompt": "solid green", "seed": i} for i in range(3)]}))
+    out = folder / "out"
+    with LiveServer(config(str(tiny_model), tmp_path / "data", token="s3cret")) as live:
+        assert main(["batch", str(manifest), "--server", live.url]) == 2
+        assert "needs a token: pass --token" in capsys.readouterr().err
+        server = Server(live.url, "s3cret")
+        rows = plan_rows(read_manifest(manifest), folder, out, server.resolve, check_local_mesh)
+
+        def interrupt():
+            raise KeyboardInterrupt
+
+        bar = InterruptingBar(interrupt, text="2 on the server")  # both submitted, neither finished
+        assert run_remote(rows, out, bar, server, jobs=2, poll=0.05) is True
+        server.close()
+        assert [r.state for r in rows] == ["cancelled", "cancelled", "not run"]
+        assert "was cancelled on the server" in rows[0].error
+        jobs = live.client.get("/jobs").json()["jobs"]
+        assert len(jobs) == 2
+        for job in jobs:
+            assert wait_for(live.client, job["id"])["state"] == "cancelled"

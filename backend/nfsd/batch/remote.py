@@ -111,6 +111,7 @@ def run_remote(rows: list[Row], out: Path, bar, server: Server, jobs: int = 4, p
             if active:
                 bar.set_description(f"{len(active)} on the server, {len(pending)} to send")
             time.sleep(poll)
+        bar.set_description("batch")
     except ServerGone as exc:
         for job in active.values():
             _give_up(job, bar, FAILED, f"{exc} while it ran this row")
