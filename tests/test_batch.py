@@ -282,3 +282,15 @@ def test_server_mode_needs_the_token_and_ctrl_c_cancels_the_submitted_jobs(tiny_
         assert len(jobs) == 2
         for job in jobs:
             assert wait_for(live.client, job["id"])["state"] == "cancelled"
+
+
+def test_the_readme_example_manifest_plans_without_a_bad_row(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    section = (root / "README.md").read_text().split("### Batch texturing")[1]
+    example = section.split("```csv\n")[1].split("```")[0]
+    (tmp_path / "shoot.csv").write_text(example)
+    rows = plan_rows(read_manifest(tmp_path / "shoot.csv"), root, tmp_path / "out", check_local_settings,
+                     check_local_mesh)
+    assert len(rows) == 4 and [r.state for r in rows] == ["todo"] * 4, [r.error for r in rows]
+    assert [r.folder for r in rows][2:] == ["003-hardsurface", "004-quadruped"]
+    assert rows[1].settings["texture_size"] == 256 and rows[2].settings["texture_size"] == 512
