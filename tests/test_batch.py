@@ -119,6 +119,7 @@ def test_csv_and_json_manifests_resolve_to_the_same_settings(folder):
 @pytest.mark.parametrize("text, reason", [
     ('{"rows": [{"mesh": "m.npz", "prompt": "solid red", "stepz": 3}]}', "unknown setting(s): stepz"),
     ('[{"mesh": "m.npz", "prompt": "solid red", "steps": 20000}]', "steps=20000 is out of range"),
+    ('[{"mesh": "m.npz", "prompt": "solid red", "t_min": 0.1}]', "unknown setting(s): t_min"),  # not nfsd texture's
     ('[{"prompt": "solid red"}]', "no mesh"),
     ('["m.npz"]', "a row must be an object"),
     ('[{"mesh": "m.npz", "prompt": "solid red", "name": "../up"}]', "cannot be a folder name"),
@@ -294,3 +295,32 @@ def test_the_readme_example_manifest_plans_without_a_bad_row(tmp_path):
     assert len(rows) == 4 and [r.state for r in rows] == ["todo"] * 4, [r.error for r in rows]
     assert [r.folder for r in rows][2:] == ["003-hardsurface", "004-quadruped"]
     assert rows[1].settings["texture_size"] == 256 and rows[2].settings["texture_size"] == 512
+
+
+def test_a_result_npz_becomes_the_base_colour_the_maps_and_per_tile_files(tmp_path):
+    import io
+
+    from nfsd.batch.remote_files import write_result_files
+
+    mesh = builtin_mesh("cube")
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (32, 32, 4), np.uint8)
+    maps = {"roughness": rng.integers(0, 256, (32, 32), np.uint8), "metallic": rng.integers(0, 256, (32, 32), np.uint8)}
+    buf = io.BytesIO()
+    np.savez(buf, texture=texture, uvs=mesh.uvs, uvs_generated=np.array(False), meta=np.array('{"steps_done": 3}'),
+             **maps)
+    files = write_result_files(buf.getvalue(), mesh, tmp_path / "pbr", {"server": "s", "job_id": "j"})
+    assert set(files) == {"result.npz", "texture.png", "roughness.png", "metallic.png", "textured.glb", "views.png",
+                          "report.json"}
+    png = np.asarray(Image.open(tmp_path / "pbr" / "texture.png").convert("RGB"))[::-1]  # row 0 bottom again
+    np.testing.assert_array_equal(png, texture[..., :3])
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "pbr" / "roughness.png"))[::-1], maps["roughness"])
+    assert json.loads((tmp_path / "pbr" / "report.json").read_text()) == {"steps_done": 3,
+                                                                         "batch": {"server": "s", "job_id": "j"}}
+    buf = io.BytesIO()
+    np.savez(buf, texture=np.stack([texture, texture[::-1]]), tiles=np.array([1001, 1002], np.int32), uvs=mesh.uvs,
+             uvs_generated=np.array(False), offsets=np.zeros((mesh.num_vertices, 3), np.float32))
+    files = write_result_files(buf.getvalue(), mesh, tmp_path / "udim", {})
+    assert set(files) == {"result.npz", "texture.1001.png", "texture.1002.png", "offsets.npy", "report.json"}
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "udim" / "texture.1002.png").convert("RGB")),
+                                  texture[..., :3])  # the second tile was stored upside down

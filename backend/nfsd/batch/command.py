@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .manifest import read_manifest
-from .plan import FAILED, SKIPPED, TODO, plan_rows
+from .plan import FAILED, NOT_RUN, SKIPPED, TODO, plan_rows
 from .summary import all_good, table, write_summary
 
 
@@ -86,6 +86,9 @@ def run_batch(manifest, out=None, server: str | None = None, token: str | None =
     finally:
         if client is not None:
             client.close()
+    for row in planned:
+        if row.state == TODO:  # a row the run never reached (it stopped on Ctrl-C while writing another)
+            row.fail(NOT_RUN, "not run: the batch stopped before it")
     print(table(planned, out))
     summary = write_summary(planned, out, manifest, client.url if client else None)
     print(f"nfsd: summary in {summary}", file=err)

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import Cancelled, NfsdError
+from ..errors import Cancelled, ConfigError, NfsdError
 from .plan import CANCELLED, DONE, FAILED, NOT_RUN, TODO, Row, clear_marker, write_marker
 
 
@@ -46,8 +46,12 @@ def check_local_settings(request: dict) -> dict:
     """The resolver of an in-process batch: ``nfsd.settings.resolve`` (as ``nfsd texture``), and a model
     path that names nothing is refused before anything runs."""
     from ..priors.loading import resolve_model
-    from ..settings import resolve
+    from ..settings import CLI, exposed, resolve
 
+    offered = [s.name for s in exposed(CLI)]
+    unknown = sorted(set(request) - set(offered))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(offered)}")
     config = resolve(request)
     resolve_model(config.model)
     return config.to_dict()

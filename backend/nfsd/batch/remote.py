@@ -49,7 +49,8 @@ class Server:
         except httpx.TransportError as exc:
             response, why = None, f"{type(exc).__name__}: {exc}"
         else:
-            why = f"HTTP {response.status_code}" if response.status_code in (502, 504) else None
+            # 503 is a busy server (its connection limit): waited out like 429; other 5xx count as not answering
+            why = f"HTTP {response.status_code}: {detail(response)}" if response.status_code in (500, 502, 504) else None
         if why is None:
             self._failing_since = None
             return response
@@ -183,8 +184,12 @@ def _poll(active: dict, job_id: str, server: Server, out: Path, bar) -> None:
         active.pop(job_id)
         _give_up(job, bar, FAILED, f"the server no longer knows job {job_id} (deleted or pruned)")
         return
+    if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+        active.pop(job_id)
+        _give_up(job, bar, FAILED, f"the server refused to say how job {job_id} goes: {detail(response)}")
+        return
     if response.status_code != 200:
-        return  # a passing error: ask again next time
+        return  # a passing error (busy, a timeout): ask again next time
     status = response.json()
     step = int(status.get("step") or 0)
     if step > job.counted:
