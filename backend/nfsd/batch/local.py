@@ -108,8 +108,11 @@ def _run_row(row: Row, out: Path, bar, ctrl_c: CtrlC) -> int:
         for warning in mesh.warnings:
             bar.write(f"nfsd: {row.where}: warning: {warning}", file=bar.fp)
         bar.set_description(f"{row.folder}: preparing")
+        known = len(mesh.warnings)
         job = ctrl_c.job = make_job(mesh, config, None, cancelled=lambda: ctrl_c.count > 0,
                                     texture_size_given="texture_size" in row.request)
+        for warning in job.mesh.warnings[known:]:  # the texel-density rule's, the unwrap's
+            bar.write(f"nfsd: {row.where}: warning: {warning}", file=bar.fp)
         if ctrl_c.count:
             job.cancel()
         result = job.run(on_progress)
