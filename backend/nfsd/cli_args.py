@@ -127,8 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     # The built-in prior on the CPU (one thread: --threads' default).
     p.set_defaults(model=BUILTIN, device="cpu", **DEMO_SETTINGS)
 
-    _add_batch(sub)
-
     p = sub.add_parser("serve", help="run the HTTP backend for the Blender add-on",
                        description="Run the HTTP backend for the Blender add-on (docs/API.md).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -157,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=tuple(BENCHMARKS),
                    help="which benchmark")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
+    _add_batch(sub)
     return parser
 
 
