@@ -18,7 +18,6 @@ from nfsd.batch.local import check_local_mesh, check_local_settings
 from nfsd.batch.manifest import read_manifest
 from nfsd.batch.plan import MARKER, plan_rows
 from nfsd.cli import main
-from nfsd.errors import ConfigError
 from nfsd.geometry.builtin_meshes import builtin_mesh
 from nfsd.geometry.wire import write_wire_npz
 
