@@ -5,6 +5,7 @@
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
     nfsd models [--models-dir DIR] [--json]           the models and LoRAs a server would offer
     nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams|meshes [...]   benchmarks (print their figures)
+    nfsd batch MANIFEST [--out DIR] [--server URL]   texture every row of a .csv/.json manifest (nfsd.batch)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback. Ctrl-C during
 ``texture`` / ``demo`` drops the step in progress, writes what the last whole step made and exits with status 130.
@@ -250,6 +251,11 @@ def main(argv=None) -> int:
             rest = [a for a in args.rest if a != "--"]
             bench_main = importlib.import_module(BENCHMARKS[args.which], __package__).main
             return int(bench_main(rest) or 0)
+        elif args.command == "batch":
+            from .batch.command import run_batch
+
+            return run_batch(args.manifest, args.out, server=args.server, token=args.token, jobs=args.jobs,
+                             threads=args.threads)
     except Cancelled as exc:
         print(f"nfsd: interrupted: {exc}; nothing was written", file=sys.stderr)
         return 130

@@ -155,7 +155,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=tuple(BENCHMARKS),
                    help="which benchmark")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (see `nfsd bench WHICH --help`)")
+    _add_batch(sub)
     return parser
+
+
+def _add_batch(sub) -> None:
+    """``nfsd batch MANIFEST``: many meshes from one list (``nfsd.batch``)."""
+    p = sub.add_parser(
+        "batch", help="texture many meshes from a .csv or .json manifest, here or on a server",
+        description="Texture every row of a manifest: a .csv with a header row 'mesh,prompt,' then any setting names "
+                    "(steps,seed,texture_size,material,...; an optional 'name' column names the row's output folder), "
+                    "or a .json list of objects with the same keys, or {\"defaults\": {...}, \"rows\": [...]}. Mesh "
+                    "paths are relative to the manifest's folder. Every row is checked before anything runs (a bad "
+                    "row is reported and the others still run); each row writes OUT/<name or number-meshstem>/; a row "
+                    "whose folder holds finished.json of the same settings and mesh is skipped, so running the "
+                    "same command again resumes. OUT/summary.json and a table say how each row went. Exit status 0 "
+                    "when every row is done or skipped, 1 otherwise, 130 after Ctrl-C (which cancels the server's "
+                    "jobs of this batch).",
+        epilog="Example manifest (shoot.csv): 'mesh,prompt,steps,seed' then 'chair.obj,red and white stripes,300,1'. "
+               "README, 'Batch texturing'.")
+    p.add_argument("manifest", help="the .csv or .json manifest")
+    p.add_argument("--out", default=None, help="output folder (default: MANIFEST's folder/<its name>-out)")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="run the rows on this `nfsd serve` (e.g. http://127.0.0.1:7870) instead of in this process; "
+                        "each row's folder gets result.npz, texture.png, the maps, textured.glb, views.png, report.json")
+    p.add_argument("--token", default=None, help="the server's --token")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="--server: most rows on the server at once, queued or running (default 4); the next is sent "
+                        "as one finishes")
+    p.add_argument("--threads", type=int, default=1,
+                   help="in this process: torch CPU threads, as `nfsd texture --threads`")
 
 
 def config_from_args(args):
