@@ -57,7 +57,7 @@ def test_three_selected_meshes_are_three_jobs_each_previewed_and_applied_on_its_
         addon, scene, prefs, fake_backend):
     prefs.backend_url = fake_backend.url
     scene.nfsd.unwrap_in_blender = True
-    fake_backend.total_steps = 8
+    fake_backend.total_steps = 10_000  # no job may end before all three show a preview (a loaded machine)
     a, b, c = three_meshes()
     assert draw_panel(addon).buttons["nfsd.texture_selected"] == "Texture 3 objects"
     assert bpy.ops.nfsd.texture_selected() == {"FINISHED"}
@@ -71,6 +71,8 @@ def test_three_selected_meshes_are_three_jobs_each_previewed_and_applied_on_its_
         assert obj.nfsd_job.preview_image is not None and texture_node_image(obj) == obj.nfsd_job.preview_image
     assert len({obj.nfsd_job.preview_image.name for obj in (a, b, c)}) == 3
     a.name = "A renamed"  # mid-run: the job finds its object by identity
+    for sent_job in fake_backend.jobs.values():  # now let each end two polls from here
+        sent_job["total"] = sent_job["step"] + 2
     for job in jobs.values():
         addon.jobs.wait(job)
     assert [job.state for job in jobs.values()] == ["done"] * 3, [job.error for job in jobs.values()]
