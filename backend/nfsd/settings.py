@@ -210,6 +210,10 @@ class TextureConfig:
                                faces=())
     laplacian_weight: float = setting(1e2, "offsets: Laplacian smoothness weight", range=(0.0, 1e9), faces=())
     normal_weight: float = setting(1e1, "offsets: normal consistency weight", range=(0.0, 1e9), faces=())
+    material_smoothness: float = setting(0.1, "pbr: total-variation weight on the roughness and metallic maps",
+                                         range=(0.0, 1e6), faces=())
+    metallic_binary: float = setting(0.05, "pbr: weight of m (1 - m), pushing metallic to 0 or 1", range=(0.0, 1e6),
+                                     faces=())
     half_precision: bool = setting(True, "float16 networks on CUDA (the texture stays float32)", faces=())
     channels_last: bool = setting(True, "CUDA: channels_last convolutions", faces=())
     compile: bool = setting(False, "CUDA: torch.compile the UNet and VAE encoder (slow first steps)", faces=())
