@@ -32,10 +32,15 @@ def initial_material(colour: torch.Tensor | None, size: int, normal_map: bool) -
     return out
 
 
-def regularization(texture: torch.Tensor, covered: torch.Tensor, smoothness: float, binary: float) -> torch.Tensor:
-    """The material's priors on itself, a scalar: ``smoothness`` x total variation of roughness and metallic
-    (mean absolute difference of UV neighbours, both covered) + ``binary`` x mean ``m (1 - m)`` of metallic
-    (real surfaces are metal or not). texture ``[S, S, C]``, covered ``[S, S]`` bool (``uv_coverage``)."""
+def regularization(texture: torch.Tensor, covered: torch.Tensor, smoothness: float, binary: float,
+                   pixels: int = 1) -> torch.Tensor:
+    """The material's priors on itself, a scalar: ``pixels`` x (``smoothness`` x total variation of roughness and
+    metallic (mean absolute difference of UV neighbours, both covered) + ``binary`` x mean ``m (1 - m)`` of
+    metallic: real surfaces are metal or not). texture ``[S, S, C]``, covered ``[S, S]`` bool (``uv_coverage``).
+
+    ``pixels``: the pixels a step renders (batch x render_size^2). The distillation loss is a sum over the
+    rendered image, so a texel's share of it grows with the pixels that see it; scaled so, the weights act the
+    same at any texture and render size."""
     maps = texture[..., 3:5]  # roughness, metallic
     zero = texture.new_zeros(())
     total = zero
@@ -47,7 +52,7 @@ def regularization(texture: torch.Tensor, covered: torch.Tensor, smoothness: flo
     if binary > 0:
         m = texture[..., MATERIAL_CHANNELS["metallic"]][..., 0]
         total = total + binary * (m * (1 - m))[covered].mean()
-    return total
+    return total * pixels
 
 
 def split_maps(material: np.ndarray) -> tuple[np.ndarray, dict]:
