@@ -221,7 +221,8 @@ def _loss_and_gradients(run: Run, step: int, lock, check: Callable[[], None]) ->
         total = total + c.laplacian_weight * run.offsets.laplacian_loss() + \
             c.normal_weight * run.offsets.normal_consistency_loss(run.base, run.triangles)
     if run.covered is not None:
-        total = total + material_lib.regularization(tex, run.covered, c.material_smoothness, c.metallic_binary,
+        total = total + material_lib.regularization(tex, run.covered, c.material_smoothness,
+                                                     c.metallic_binary * step / c.steps,  # ramped in: decide late
                                                      c.batch * run.render_size ** 2)
     total.backward()
     return loss.detach()
