@@ -190,3 +190,29 @@ def test_albedo_runs_have_no_maps_and_the_same_files(tmp_path):
     assert result.maps == {}
     assert set(write_outputs(result, tmp_path, views_size=32)) == {"texture.png", "textured.glb", "views.png",
                                                                    "report.json"}
+
+
+def test_render_views_shades_a_material_and_its_normal_map_and_refuses_other_channel_counts():
+    from nfsd.bench.materials import toy_sphere
+    from nfsd.render.cameras import orbit_cameras
+    from nfsd.render.renderer import get_rasterizer, render_views
+    from nfsd.render.shading import studio_lighting
+
+    mesh = toy_sphere()
+    pos, tri, uvs = (torch.from_numpy(a) for a in (mesh.positions * 0.8, mesh.triangles, mesh.uvs))
+    cams = orbit_cameras((0.0, 90.0), 15.0)
+    material = torch.tensor([0.8, 0.5, 0.2, 0.4, 1.0, 0.5, 0.5]).expand(16, 16, 7).clone().requires_grad_(True)
+    raster = get_rasterizer("torch")
+
+    def render(tex):
+        return render_views(raster, pos, tri, uvs, tex, cams, 32, studio_lighting(cams.eye, 0))
+
+    flat = render(material)
+    flat.image.sum().backward()
+    assert (material.grad.abs().sum((0, 1)) > 0).all()  # every channel, the normal map's too, gets a gradient
+    assert torch.allclose(render(material.detach()[..., :5]).image, flat.image, atol=1e-5)  # 0.5, 0.5: flat
+    tilted = material.detach().clone()
+    tilted[..., 5] = 0.9
+    assert (render(tilted).image - flat.image).abs().max() > 0.1
+    with pytest.raises(ValueError, match="texture must be"):
+        render(material.detach()[..., :4])
