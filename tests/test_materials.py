@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nfsd.bench.materials import recover
+from nfsd.bench.materials import recover, recover_normal_map
 from nfsd.distill.engine import texture_mesh
 from nfsd.distill.outputs import result_npz, write_outputs
 from nfsd.geometry.mesh import Mesh
@@ -98,6 +98,15 @@ def test_albedo_bakes_the_lighting_into_the_colour_pbr_keeps_it_out(toy_runs):
     err_albedo = np.abs(np.array(albedo["base_mean"]) - truth).mean()
     err_pbr = np.abs(np.array(pbr["base_mean"]) - truth).mean()
     assert err_albedo > 0.05 and err_pbr < 0.02, (err_albedo, err_pbr)
+
+
+def test_a_normal_map_is_recovered_where_the_target_has_one():
+    # Measured (seed 0, 100 steps, CPU): normal x 0.503 on the flat dielectric half (truth 0.5), 0.729 on the tilted
+    # metal half (truth 0.75). Known weakness (BENCHMARKS.md, "Materials"): with a normal map the metal half's
+    # metallic converges slower, and the ramped metallic_binary then settles it at 0 (error 0.90 here).
+    got = recover_normal_map(100)
+    assert abs(got["dielectric"]["normal_x"] - 0.5) < 0.02 and abs(got["metal"]["normal_x"] - 0.75) < 0.05, got
+    assert got["dielectric"]["roughness"] < 0.05 and got["dielectric"]["metallic"] < 0.05, got
 
 
 def octahedron() -> Mesh:
