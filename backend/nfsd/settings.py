@@ -210,6 +210,13 @@ class TextureConfig:
                                faces=())
     laplacian_weight: float = setting(1e2, "offsets: Laplacian smoothness weight", range=(0.0, 1e9), faces=())
     normal_weight: float = setting(1e1, "offsets: normal consistency weight", range=(0.0, 1e9), faces=())
+    # pbr regularizers (nfsd.distill.material.regularization), tuned on `nfsd bench materials`' toy target at 100
+    # steps: metallic_binary (ramped in linearly over the run) 0.05 took the metallic errors to 0.005 / 0.047
+    # (dielectric / metal half); a smoothness of 0.01 already doubled the dielectric's roughness error (0.04 -> 0.09).
+    material_smoothness: float = setting(0.002, "pbr: total-variation weight on the roughness and metallic maps",
+                                         range=(0.0, 1e6), faces=())
+    metallic_binary: float = setting(0.05, "pbr: weight of m (1 - m) at the last step (ramped in from 0), pushing "
+                                           "metallic to 0 or 1", range=(0.0, 1e6), faces=())
     half_precision: bool = setting(True, "float16 networks on CUDA (the texture stays float32)", faces=())
     channels_last: bool = setting(True, "CUDA: channels_last convolutions", faces=())
     compile: bool = setting(False, "CUDA: torch.compile the UNet and VAE encoder (slow first steps)", faces=())

@@ -95,12 +95,13 @@ class TextureJob:
         return self._cancel.is_set()
 
     def snapshot(self) -> np.ndarray | None:
-        """The current texture, uint8 ``[H, W, 3]`` row 0 bottom (not dilated); None before the first step."""
+        """The current texture (a pbr run's base colour), uint8 ``[H, W, 3]`` row 0 bottom (not dilated); None
+        before the first step."""
         with self._lock:
             if self._texture is None:
                 return None
             with torch.no_grad():
-                return to_uint8(self._texture())
+                return to_uint8(self._texture()[..., :3])  # a pbr run's base colour
 
     # -----------------------------------------------------------------------------------------
 

@@ -27,10 +27,12 @@ from ..priors.lora import apply_loras
 from ..priors.prior import load_prior
 from ..render.cameras import CameraConfig, sample_cameras
 from ..render.renderer import get_rasterizer, random_lighting, render_views
+from ..render.shading import material_channels, random_pbr_lighting
 from .cancel_points import CancelPoints
 from .config import Progress, TextureResult
 from ..settings import TextureConfig
 from .image_files import from_uint8, to_uint8
+from . import material as material_lib
 from .offsets import NormalOffsets
 from .texels import dilate, uv_coverage
 from .texture import face_region, make_texture
@@ -62,6 +64,7 @@ class Run:
     rasterizer: object
     size: int
     region: torch.Tensor | None
+    covered: torch.Tensor | None  # [S, S] bool texels some face covers (pbr regularizers); None for albedo
     current: Callable[[], torch.Tensor]
     offsets: NormalOffsets | None
     optimizer: torch.optim.Optimizer
@@ -116,8 +119,12 @@ def prepare(job, report: Callable[[Progress], None]) -> Run:
     # Parameters. With a face mask the texture keeps the initial texture's own size (texel for texel).
     size = np.asarray(job.init_texture).shape[0] if job.face_mask is not None else c.texture_size
     init = from_uint8(job.init_texture, size).to(device) if job.init_texture is not None else None
+    pbr = c.material == "pbr"
+    if pbr:  # one texture of base colour, roughness, metallic (, normal): the initial texture is the base colour
+        init = material_lib.initial_material(init, size, c.normal_map).to(device)
     torch.manual_seed(c.seed)
-    texture = make_texture(c.parametrization, size, init, surface=(base, triangles, uvs)).to(device)
+    texture = make_texture(c.parametrization, size, init, surface=(base, triangles, uvs),
+                           channels=material_channels(c.normal_map) if pbr else 3).to(device)
     params = [{"params": texture.parameters(), "lr": c.lr}]
     region = None
     if job.face_mask is not None:
@@ -157,6 +164,7 @@ def prepare(job, report: Callable[[Progress], None]) -> Run:
     return Run(config=c, prior=prior, device=device, encode=encode,
                render_size=c.render_size or prior.default_render_size, edit=edit, mesh=mesh, transform=transform,
                base=base, triangles=triangles, uvs=uvs, rasterizer=rasterizer, size=size, region=region,
+               covered=uv_coverage(uvs, size) if pbr else None,
                current=current, offsets=offsets, optimizer=optimizer, original=original,
                embeddings={"views": emb_views, "neg": emb_neg, "empty": emb_empty, "source": emb_source},
                rule=rule, scale=scale, see_views=getattr(prior, "see_views", None),  # camera-aware test priors
@@ -212,6 +220,10 @@ def _loss_and_gradients(run: Run, step: int, lock, check: Callable[[], None]) ->
     if run.offsets is not None:
         total = total + c.laplacian_weight * run.offsets.laplacian_loss() + \
             c.normal_weight * run.offsets.normal_consistency_loss(run.base, run.triangles)
+    if run.covered is not None:
+        total = total + material_lib.regularization(tex, run.covered, c.material_smoothness,
+                                                     c.metallic_binary * step / c.steps,  # ramped in: decide late
+                                                     c.batch * run.render_size ** 2)
     total.backward()
     return loss.detach()
 
@@ -234,7 +246,7 @@ def finish(run: Run, step: int, last_loss: float | None, init_texture, face_mask
         final = to_uint8(dilate(run.current(), uv_coverage(run.uvs, run.size)))
         if region is not None:  # composited in uint8: the texels outside are the input's own bytes
             keep = ~region.cpu().numpy()
-            final[keep] = np.asarray(init_texture)[:, :, :3][keep]
+            final[keep, :3] = np.asarray(init_texture)[:, :, :3][keep]  # (a pbr run's other maps: their start)
         offsets_obj = None
         if run.offsets is not None:
             offsets_obj = mesh_lib.render_offsets_to_object(mesh, run.transform, run.offsets().cpu().numpy()).astype(np.float32)
@@ -253,8 +265,11 @@ def finish(run: Run, step: int, last_loss: float | None, init_texture, face_mask
         info["text"]["source_prompt"] = prior.prompt_report(c.source_prompt)
     if region is not None:
         info.update(masked_faces=int(face_mask.sum()), region_texels=int(region.sum()))
+    final, maps = material_lib.split_maps(final) if c.material == "pbr" else (final, {})
+    if maps:
+        info["material"] = {"kind": "pbr", "maps": sorted(maps)}
     return TextureResult(
-        texture=final, uvs=mesh.uvs.astype(np.float32), uvs_generated=bool(mesh.uvs_generated),
+        texture=final, maps=maps, uvs=mesh.uvs.astype(np.float32), uvs_generated=bool(mesh.uvs_generated),
         offsets=offsets_obj, mesh=mesh, config=c, losses=run.loss_values, steps_done=step,
         cancelled=step < c.steps, timings=timings, info=info,  # a cancel after the last step keeps the result
     )
@@ -279,6 +294,8 @@ def sample_plan(c: TextureConfig, num_t: int, device) -> dict:
     n = c.steps * c.batch
     cams = sample_cameras(n, gen, CameraConfig())
     light = random_lighting(n, gen, eye=cams.eye)
+    if c.material == "pbr":  # drawn apart, so the cameras and noise levels stay those of an albedo run
+        light = random_pbr_lighting(n, torch.Generator().manual_seed(c.seed + 0x9E3779B9), eye=cams.eye)
     frac = torch.arange(c.steps, dtype=torch.float64).repeat_interleave(c.batch) / max(c.steps - 1, 1)
     t_max = c.t_max + (c.t_max_end - c.t_max) * frac
     u = torch.rand(n, generator=gen, dtype=torch.float64)

@@ -1,5 +1,5 @@
 """Write a run's results to a folder: texture.png (UDIM: texture.1001.png...), textured.glb, views.png, report.json,
-offsets.npy."""
+offsets.npy; a pbr run also base_color.png, roughness.png, metallic.png, orm.png (and normal.png)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ import torch
 
 from .. import __version__
 from ..geometry import mesh as mesh_lib
-from ..geometry.mesh_files import save_textured_glb
+from ..geometry.mesh_files import orm_image, save_textured_glb
 from ..geometry.udim import split_atlas
 from ..render.cameras import orbit_cameras
 from ..errors import NfsdError
 from .image_files import atomic_write_bytes, from_uint8, grid, save_png
 from ..render.renderer import flat_lighting, get_rasterizer, render_views
+from ..render.shading import studio_lighting
+from .material import material_texture
 
 # The fixed views of views.png: front, right, back, left at 15 deg, one from above and one from below
 # (an artist orbits under the mesh too, and a texel seen only at grazing angles shows it there first).
@@ -31,11 +33,13 @@ VIEW_BACKGROUND = (0.5, 0.5, 0.5)
 
 
 def render_result(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
-                  background=VIEW_BACKGROUND, device: str | torch.device = "cpu", rasterizer=None):
+                  background=VIEW_BACKGROUND, device: str | torch.device = "cpu", rasterizer=None,
+                  studio: int | None = None):
     """Render a result's textured (and displaced) mesh from fixed orbit cameras with flat lighting.
 
     ``elevations`` may be one number for every azimuth. Returns the ``RenderOutput`` (images
-    ``[N, 3, size, size]`` float, row 0 top, and masks).
+    ``[N, 3, size, size]`` float, row 0 top, and masks). ``studio`` 0 or 1: a pbr result's material
+    (``result.maps``) under that ``nfsd.render.shading.studio_lighting`` instead of the flat base colour.
     """
     mesh = result.mesh
     world = mesh.world_positions()
@@ -48,17 +52,55 @@ def render_result(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VI
     uvs = torch.from_numpy(result.uvs.astype(np.float32)).to(device)
     texture = from_uint8(result.texture).to(device)
     cams = orbit_cameras(azimuths, elevations).to(device)
+    lighting = flat_lighting(len(cams), background)
+    if studio is not None:
+        texture = material_texture(result.texture, result.maps).to(device)
+        lighting = studio_lighting(cams.eye, studio, background)
     rasterizer = rasterizer or get_rasterizer("auto", device)
     with torch.no_grad():
-        return render_views(rasterizer, positions, triangles, uvs, texture, cams, size,
-                            flat_lighting(len(cams), background))
+        return render_views(rasterizer, positions, triangles, uvs, texture, cams, size, lighting)
 
 
 def render_result_views(result, size: int = 256, azimuths=VIEW_AZIMUTHS, elevations=VIEW_ELEVATIONS,
-                        device: str | torch.device = "cpu", rasterizer=None) -> np.ndarray:
+                        device: str | torch.device = "cpu", rasterizer=None, studio: int | None = None) -> np.ndarray:
     """``render_result`` on the grey ``VIEW_BACKGROUND`` as uint8 ``[N, size, size, 3]`` (row 0 top): views.png."""
-    out = render_result(result, size, azimuths, elevations, device=device, rasterizer=rasterizer)
+    out = render_result(result, size, azimuths, elevations, device=device, rasterizer=rasterizer, studio=studio)
     return (out.image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def render_material_views(result, size: int = 256, device: str | torch.device = "cpu", rasterizer=None) -> np.ndarray:
+    """A pbr result's views.png: the six views under studio lightings 0 and 1, uint8 ``[2, 6, size, size, 3]``
+    (row 0 top)."""
+    return np.stack([render_result_views(result, size, device=device, rasterizer=rasterizer, studio=k)
+                     for k in (0, 1)])
+
+
+MAP_FILES = ("base_color", "roughness", "metallic", "orm", "normal")
+
+
+def map_images(result) -> dict[str, np.ndarray]:
+    """A pbr result's map files (name without ``.png`` -> uint8 image, row 0 bottom): ``base_color`` (sRGB, the
+    same bytes as ``texture``), ``roughness`` and ``metallic`` (linear grey), ``orm`` (glTF packing: R occlusion
+    255, G roughness, B metallic) and, with a normal map, ``normal``. Empty for an albedo result."""
+    maps = getattr(result, "maps", None) or {}
+    if not maps:
+        return {}
+    images = {"base_color": result.texture, "roughness": maps["roughness"], "metallic": maps["metallic"],
+              "orm": orm_image(maps)}
+    if "normal" in maps:
+        images["normal"] = maps["normal"]
+    return images
+
+
+def output_names(result) -> list[str]:
+    """The files ``write_outputs`` writes for ``result`` (offsets.npy aside), in order."""
+    udim = getattr(result, "udim", None)
+    maps = list(map_images(result))
+    if udim is None:
+        images = ["texture.png"] + [f"{m}.png" for m in maps]
+    else:
+        images = [f"{m}.{t}.png" for m in ["texture", *maps] for t in udim.tiles]
+    return images + ["textured.glb", "views.png", "report.json"]
 
 
 def report_dict(result) -> dict:
@@ -75,10 +117,26 @@ def report_dict(result) -> dict:
         "mesh": {"vertices": result.mesh.num_vertices, "faces": result.mesh.num_faces,
                  "uvs_generated": result.uvs_generated, "warnings": list(result.mesh.warnings)},
         "info": result.info,
+        "material": material_report(result),
+        "files": output_names(result) + (["offsets.npy"] if result.offsets is not None else []),
     }
     if getattr(result, "udim", None) is not None:
         report["udim"] = udim_report(result)
     return report
+
+
+def material_report(result) -> dict:
+    """report.json's ``material``: the kind (albedo or pbr), the maps and what each file holds."""
+    maps = map_images(result)
+    if not maps:
+        return {"kind": "albedo", "maps": [], "texture": "texture.png: sRGB colour, lighting baked in as the prior drew it"}
+    return {"kind": "pbr", "maps": sorted(getattr(result, "maps", {})),
+            "texture": "texture.png = base_color.png: sRGB base colour", "roughness": "linear grey, 0..255 -> 0..1",
+            "metallic": "linear grey, 0..255 -> 0..1", "orm": "glTF packing: R occlusion 255, G roughness, B metallic",
+            **({"normal": "tangent space, OpenGL convention (+Y up), z from x and y"} if "normal" in maps else {}),
+            "glb": "pbrMetallicRoughness: baseColorTexture, metallicRoughnessTexture (orm)"
+                   + (", normalTexture" if "normal" in maps else ""),
+            "views": "views.png: row 1 studio lighting 0 (white key, cool fill), row 2 lighting 1 (warm side, blue rim)"}
 
 
 GLB_ATLAS_NOTE = ("glTF has no UDIM: textured.glb holds the tiles side by side in one atlas texture, with the "
@@ -100,7 +158,10 @@ def write_outputs(result, out_dir, views_size: int = 256) -> dict[str, Path]:
     ``texture.1002.png``... instead, one per tile, and textured.glb the atlas of its tiles on atlas UVs, as
     glTF has no UDIM), ``textured.glb`` (world space, Y-up as glTF wants),
     ``views.png`` (6 fixed views: four sides, above, below), ``report.json``, and ``offsets.npy`` (``[V, 3]`` float32 object
-    space) when offsets were optimized.
+    space) when offsets were optimized. A pbr result (``result.maps``) adds ``base_color.png`` (the same as
+    texture.png), ``roughness.png``, ``metallic.png``, ``orm.png`` and, with a normal map, ``normal.png``
+    (``map_images``; UDIM: ``roughness.1001.png``... per tile); its textured.glb carries them as a
+    pbrMetallicRoughness material and its views.png has two rows, one per studio lighting.
 
     Returns:
         name -> path of each file written.
@@ -111,19 +172,25 @@ def write_outputs(result, out_dir, views_size: int = 256) -> dict[str, Path]:
     except OSError as exc:
         raise NfsdError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
     udim = getattr(result, "udim", None)
-    names = ["textured.glb", "views.png", "report.json"]
-    names = (["texture.png"] if udim is None else [f"texture.{t}.png" for t in udim.tiles]) + names
-    paths = {name: out / name for name in names}
-    if udim is None:
-        save_png(result.texture, paths["texture.png"])
-    else:  # one texture per tile; textured.glb and views.png use the atlas (result.texture, result.uvs)
-        for tile, texture in udim.textures.items():
-            save_png(texture, paths[f"texture.{tile}.png"])
+    paths = {name: out / name for name in output_names(result)}
+    images = {"texture": result.texture, **map_images(result)}
+    for name, image in images.items():
+        if udim is None:
+            save_png(image, paths[f"{name}.png"])
+        else:  # one image per tile; textured.glb and views.png use the atlas (result.texture, result.uvs)
+            for tile, part in split_atlas(image, udim.layout).items():
+                save_png(part, paths[f"{name}.{tile}.png"])
     with tempfile.TemporaryDirectory(dir=out, prefix=".glb-") as tmp:
-        save_textured_glb(result.mesh, result.texture, Path(tmp) / "textured.glb", offsets=result.offsets)
+        save_textured_glb(result.mesh, result.texture, Path(tmp) / "textured.glb", offsets=result.offsets,
+                          maps=getattr(result, "maps", None))
         atomic_write_bytes(paths["textured.glb"], (Path(tmp) / "textured.glb").read_bytes())
-    views = render_result_views(result, views_size)
-    save_png(np.ascontiguousarray(grid(list(views), len(views))[::-1]), paths["views.png"])
+    if getattr(result, "maps", None):
+        rows = render_material_views(result, views_size)
+        views = grid([v for row in rows for v in row], rows.shape[1])
+    else:
+        views = render_result_views(result, views_size)
+        views = grid(list(views), len(views))
+    save_png(np.ascontiguousarray(views[::-1]), paths["views.png"])
     atomic_write_bytes(paths["report.json"], json.dumps(report_dict(result), indent=2).encode())
     if result.offsets is not None:
         buf = io.BytesIO()

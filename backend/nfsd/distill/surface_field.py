@@ -129,16 +129,18 @@ class SurfaceFieldTexture(torch.nn.Module):
             grid's box ``[-1, 1]^3`` (the engine's render space: the unit bounding sphere).
         grid_sizes: the 3D levels' nodes per side (``align_corners=True``), coarse to fine; summed
             like the pyramid's levels (default: ``default_grid_sizes(size)``). ``grids[k]`` is
-            ``[1, 3, g, g, g]`` for ``g <= DENSE_MAX``, else ``[nodes some texel reads, 3]``.
+            ``[1, C, g, g, g]`` for ``g <= DENSE_MAX``, else ``[nodes some texel reads, C]``.
         uv_levels: how many of the finest UV pyramid levels (``size``, ``size / 2``, ...) add detail;
             each one adds seam mismatch back at its scale.
-        init: optional ``[size, size, 3]`` float in [0, 1] (row 0 bottom), put in the finest UV level.
+        init: optional ``[size, size, C]`` float in [0, 1] (row 0 bottom), put in the finest UV level.
         detail_scale: the UV levels' weight in the sum; below 1 they move that much slower.
+        channels: C without ``init`` (3 colour; a pbr material has more); every grid and level has C.
     """
 
     def __init__(self, size: int, points: torch.Tensor, grid_sizes=None, uv_levels: int = 1,
-                 init: torch.Tensor | None = None, detail_scale: float = 0.25):
+                 init: torch.Tensor | None = None, detail_scale: float = 0.25, channels: int = 3):
         super().__init__()
+        self.channels = channels = init.shape[-1] if init is not None else channels
         if points.shape != (size, size, 3):
             raise ValueError(f"points must be [{size}, {size}, 3], got {list(points.shape)}")
         self.size = size
@@ -152,7 +154,7 @@ class SurfaceFieldTexture(torch.nn.Module):
         grids, self._sparse = [], []
         for g in self.grid_sizes:
             if g <= DENSE_MAX:
-                grids.append(torch.nn.Parameter(torch.zeros(1, 3, g, g, g, device=points.device)))
+                grids.append(torch.nn.Parameter(torch.zeros(1, channels, g, g, g, device=points.device)))
                 continue
             nodes, weights = _trilinear(flat_points, g)
             used, rows = torch.unique(nodes, return_inverse=True)
@@ -161,13 +163,13 @@ class SurfaceFieldTexture(torch.nn.Module):
             self.register_buffer(f"_weights{k}", weights, persistent=False)  # [N, 8]
             self.register_buffer(f"_nodes{k}", used, persistent=False)  # [K] node x + g (y + g z) of each row
             self._sparse.append(len(grids))
-            grids.append(torch.nn.Parameter(torch.zeros(len(used), 3, device=points.device)))
+            grids.append(torch.nn.Parameter(torch.zeros(len(used), channels, device=points.device)))
         self.grids = torch.nn.ParameterList(grids)
         uv_sizes = [size]
         while len(uv_sizes) < uv_levels and uv_sizes[0] >= 32:
             uv_sizes.insert(0, uv_sizes[0] // 2)
         self.uv_sizes = uv_sizes
-        self.levels = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, 3, s, s)) for s in uv_sizes])
+        self.levels = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, channels, s, s)) for s in uv_sizes])
         if init is not None:
             with torch.no_grad():
                 self.levels[-1].copy_(logit(init.permute(2, 0, 1)[None].float()) / self.detail_scale)
@@ -180,7 +182,7 @@ class SurfaceFieldTexture(torch.nn.Module):
         return cls(size, points, init=init, **kwargs)
 
     def forward(self) -> torch.Tensor:
-        """Texture ``[size, size, 3]`` float32 in [0, 1], row 0 bottom."""
+        """Texture ``[size, size, C]`` float32 in [0, 1], row 0 bottom."""
         dense = [(grid, g) for grid, g in zip(self.grids, self.grid_sizes) if g <= DENSE_MAX]
         field = dense[0][0]
         for grid, g in dense[1:]:  # coarse to fine, one trilinear upsampling per level
@@ -188,8 +190,8 @@ class SurfaceFieldTexture(torch.nn.Module):
         total = F.grid_sample(field, self.points, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
         for k, index in enumerate(self._sparse):
             rows, weights = getattr(self, f"_rows{k}"), getattr(self, f"_weights{k}")  # int32 rows index as they are
-            value = (self.grids[index][rows] * weights.unsqueeze(-1)).sum(1)  # [N, 3]
-            total = total + value.t().reshape(1, 3, self.size, self.size)
+            value = (self.grids[index][rows] * weights.unsqueeze(-1)).sum(1)  # [N, C]
+            total = total + value.t().reshape(1, self.channels, self.size, self.size)
         detail = self.levels[0]
         for level, s in zip(list(self.levels)[1:], self.uv_sizes[1:]):
             detail = F.interpolate(detail, size=(s, s), mode="bilinear", align_corners=False) + level

@@ -22,19 +22,20 @@ class PixelTexture(torch.nn.Module):
 
     Args:
         size: texture width and height in texels.
-        init: optional ``[size, size, 3]`` float in [0, 1], row 0 bottom; default mid-grey.
+        init: optional ``[size, size, C]`` float in [0, 1], row 0 bottom; default mid-grey.
+        channels: C without ``init`` (3 colour; a pbr material has more, ``nfsd.render.shading``).
     """
 
-    def __init__(self, size: int, init: torch.Tensor | None = None):
+    def __init__(self, size: int, init: torch.Tensor | None = None, channels: int = 3):
         super().__init__()
-        logits = torch.zeros(1, 3, size, size)
+        logits = torch.zeros(1, channels, size, size)
         if init is not None:
             logits = logit(init.permute(2, 0, 1)[None].float())
         self.logits = torch.nn.Parameter(logits)
         self.size = size
 
     def forward(self) -> torch.Tensor:
-        """Texture ``[size, size, 3]`` float32 in [0, 1], row 0 bottom."""
+        """Texture ``[size, size, C]`` float32 in [0, 1], row 0 bottom."""
         return torch.sigmoid(self.logits)[0].permute(1, 2, 0)
 
 
@@ -49,11 +50,13 @@ class PyramidTexture(torch.nn.Module):
     Args:
         size: texture width and height (a power of two times ``base`` is not required).
         base: the coarsest level's size.
-        init: optional ``[size, size, 3]`` float in [0, 1] (row 0 bottom), put in the finest level.
+        init: optional ``[size, size, C]`` float in [0, 1] (row 0 bottom), put in the finest level.
+        channels: C without ``init`` (3 colour; a pbr material has more, ``nfsd.render.shading``).
     """
 
-    def __init__(self, size: int, base: int = 16, init: torch.Tensor | None = None):
+    def __init__(self, size: int, base: int = 16, init: torch.Tensor | None = None, channels: int = 3):
         super().__init__()
+        channels = init.shape[-1] if init is not None else channels
         sizes = []
         s = min(base, size)
         while s < size:
@@ -62,13 +65,13 @@ class PyramidTexture(torch.nn.Module):
         sizes.append(size)
         self.sizes = sizes
         self.size = size
-        self.levels = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, 3, s, s)) for s in sizes])
+        self.levels = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(1, channels, s, s)) for s in sizes])
         if init is not None:
             with torch.no_grad():
                 self.levels[-1].copy_(logit(init.permute(2, 0, 1)[None].float()))
 
     def forward(self) -> torch.Tensor:
-        """Texture ``[size, size, 3]`` float32 in [0, 1], row 0 bottom."""
+        """Texture ``[size, size, C]`` float32 in [0, 1], row 0 bottom."""
         # Coarse to fine, one 2x upsampling per level: a single full-size interpolation instead of
         # one per level (the sum is still a smooth multi-resolution field).
         total = self.levels[0]
@@ -77,20 +80,22 @@ class PyramidTexture(torch.nn.Module):
         return torch.sigmoid(total)[0].permute(1, 2, 0)
 
 
-def make_texture(kind: str, size: int, init: torch.Tensor | None = None, surface=None) -> torch.nn.Module:
+def make_texture(kind: str, size: int, init: torch.Tensor | None = None, surface=None,
+                 channels: int = 3) -> torch.nn.Module:
     """A texture parametrization by name: ``"pyramid"`` (the engine's default), ``"pixels"`` or ``"surface"``.
 
     ``"surface"`` (``nfsd.distill.surface_field``) needs the mesh: ``surface = (positions [V, 3] in
-    [-1, 1]^3, triangles [F, 3], uvs [F, 3, 2])``; the others ignore it.
+    [-1, 1]^3, triangles [F, 3], uvs [F, 3, 2])``; the others ignore it. ``channels``: 3 for a colour
+    texture, more for a pbr material (``nfsd.distill.material``); ``init`` ``[size, size, C]`` sets it too.
     """
     if kind == "surface":
         if surface is None:
             raise ConfigError("the surface parametrization needs the mesh (positions, triangles, uvs)")
-        return SurfaceFieldTexture.from_mesh(size, *surface, init=init)
+        return SurfaceFieldTexture.from_mesh(size, *surface, init=init, channels=channels)
     if kind == "pyramid":
-        return PyramidTexture(size, init=init)
+        return PyramidTexture(size, init=init, channels=channels)
     if kind == "pixels":
-        return PixelTexture(size, init=init)
+        return PixelTexture(size, init=init, channels=channels)
     raise ConfigError(f"unknown texture parametrization {kind!r}: choose one of {', '.join(PARAMETRIZATIONS)}")
 
 

@@ -323,7 +323,8 @@ def _read_gltf(path: Path) -> Mesh:
     return mesh
 
 
-def save_textured_glb(mesh: Mesh, texture: np.ndarray, path: str | os.PathLike, offsets: np.ndarray | None = None) -> None:
+def save_textured_glb(mesh: Mesh, texture: np.ndarray, path: str | os.PathLike, offsets: np.ndarray | None = None,
+                      maps: dict | None = None) -> None:
     """Write ``mesh`` with ``texture`` as a binary glTF (GLB) for any viewer.
 
     Args:
@@ -331,12 +332,16 @@ def save_textured_glb(mesh: Mesh, texture: np.ndarray, path: str | os.PathLike, 
         texture: ``[H, W, 3]`` (or RGBA ``[H, W, 4]``) uint8 sRGB albedo, row 0 = BOTTOM (v = 0).
         path: output file.
         offsets: optional ``[V, 3]`` object-space vertex offsets added before the world matrix.
+        maps: a pbr result's maps (``TextureResult.maps``: ``roughness``, ``metallic`` uint8 ``[H, W]``, optional
+            ``normal`` uint8 ``[H, W, 3]``, row 0 bottom): written as the material's metallicRoughness texture
+            (glTF's ORM packing: R occlusion 255, G roughness, B metallic; factors 1) and normal texture
+            (tangent space, +Y up; viewers derive the tangents, glTF's MikkTSpace rule).
 
     Positions are written in world space turned to glTF's Y-up (``(x, y, z) -> (x, z, -y)``).
     Vertices are split where corners differ in UV or normal (glTF has one UV per vertex). Normals
     are smooth per Blender vertex, except at corners more than 40 degrees off that smooth normal
-    (a cube's edges), which take their face's normal. The material is unlit-looking PBR albedo
-    (metallic 0, roughness 1).
+    (a cube's edges), which take their face's normal. Without ``maps`` the material is unlit-looking PBR
+    albedo (metallic 0, roughness 1).
     """
     import trimesh
     from PIL import Image
@@ -372,9 +377,14 @@ def save_textured_glb(mesh: Mesh, texture: np.ndarray, path: str | os.PathLike, 
     out_normals = corner_n.reshape(-1, 3)[first]
 
     image = Image.fromarray(np.ascontiguousarray(tex[::-1]))  # PNG inside the GLB stores row 0 at the top
-    material = trimesh.visual.material.PBRMaterial(
-        baseColorTexture=image, metallicFactor=0.0, roughnessFactor=1.0, doubleSided=False
-    )
+    if maps:
+        extra = {"metallicRoughnessTexture": Image.fromarray(np.ascontiguousarray(orm_image(maps)[::-1])),
+                 "metallicFactor": 1.0, "roughnessFactor": 1.0}
+        if "normal" in maps:
+            extra["normalTexture"] = Image.fromarray(np.ascontiguousarray(np.asarray(maps["normal"], np.uint8)[::-1]))
+    else:
+        extra = {"metallicFactor": 0.0, "roughnessFactor": 1.0}
+    material = trimesh.visual.material.PBRMaterial(baseColorTexture=image, doubleSided=False, **extra)
     out = trimesh.Trimesh(
         vertices=world[vertex_of],
         faces=inverse.reshape(-1, 3),
@@ -385,6 +395,13 @@ def save_textured_glb(mesh: Mesh, texture: np.ndarray, path: str | os.PathLike, 
     # trimesh writes glTF's top-left UV origin itself (v -> 1 - v).
     data = out.export(file_type="glb", include_normals=True)
     Path(path).write_bytes(data)
+
+
+def orm_image(maps: dict) -> np.ndarray:
+    """glTF's packing of a pbr result's maps: uint8 ``[H, W, 3]`` = (occlusion 255, roughness, metallic),
+    from ``maps["roughness"]``, ``maps["metallic"]`` uint8 ``[H, W]`` (row order unchanged)."""
+    rough = np.asarray(maps["roughness"], np.uint8)
+    return np.stack([np.full_like(rough, 255), rough, np.asarray(maps["metallic"], np.uint8)], axis=-1)
 
 
 def _normalized(v: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Exact toy priors: noise predictions known in closed form, so the distillation loop has a known answer.
 
 ``AnalyticPrior`` wants one flat colour per prompt; ``ShapePrior`` wants the mesh with a bump (a
-camera-dependent target, for the vertex offsets). Both implement the ``nfsd.priors.prior.Prior`` interface
+camera-dependent target, for the vertex offsets); ``MaterialPrior`` wants renders of a known pbr material
+under each view's own lights (for the ``material`` setting). Both implement the ``nfsd.priors.prior.Prior`` interface
 the engine uses, in pixel space, float32; tests and ``nfsd bench offsets`` use them where a trained
 model would hide whether the loop itself is right.
 """
@@ -155,3 +156,58 @@ class ShapePrior(AnalyticPrior):
         conditional = embeddings.view(-1, 1, 1, 1) > 0.5
         mean = torch.where(conditional, target, p_target * target + (1 - p_target) * base)
         return (z_t - a.sqrt() * mean) / (1 - a).sqrt()
+
+
+class MaterialPrior(AnalyticPrior):
+    """An exact toy prior whose every prompt means "this mesh in this material, under this view's lights".
+
+    The engine tells it each step's cameras and lights (``see_views``); it renders ``material`` (a pbr
+    material texture ``[S, S, 5|7]``, ``nfsd.render.shading``) on the mesh from them, and its prediction
+    is the exact denoiser of that one image: a run's render converges to it where the texture can explain
+    it. Under an albedo run's ``Lighting`` it renders the material under that light (``as_pbr_lighting``),
+    so an albedo texture can match only by painting the highlights in. Every prompt means the same
+    image, so use ``mode="sds"`` (the conditional and unconditional predictions coincide: NFSD and CSD
+    would see no classifier direction). Pixel space, float32; tests and ``nfsd bench materials`` use it.
+
+    Args:
+        mesh: ``nfsd.geometry.mesh.Mesh`` with UVs, the one the engine optimizes.
+        material: ``[S, S, C]`` float in [0, 1] (row 0 bottom) on the mesh's UVs: the wanted material.
+        image_size: renders and "latents" are ``image_size`` square (use it as the run's render_size).
+    """
+
+    def __init__(self, mesh, material, image_size: int = 32, device="cpu"):
+        import numpy as np
+
+        from ..geometry import mesh as mesh_lib
+        from ..render.renderer import get_rasterizer
+
+        super().__init__(image_size, device)
+        self.model_id = "material"
+        transform = mesh_lib.framing_transform(mesh)  # as the engine frames it
+        self._positions = torch.from_numpy(transform.apply(mesh.world_positions()).astype(np.float32)).to(self.device)
+        self._triangles = torch.from_numpy(mesh.triangles.astype(np.int32)).to(self.device)
+        self._uvs = torch.from_numpy(mesh.uvs.astype(np.float32)).to(self.device)
+        self._material = torch.as_tensor(np.asarray(material, np.float32), device=self.device)
+        self._rasterizer = get_rasterizer("torch", self.device)
+        self._images: torch.Tensor | None = None  # [B, 3, S, S] in [-1, 1]
+
+    def see_views(self, cameras, lighting) -> None:
+        """Render the material from this step's cameras under its lights."""
+        from ..render.renderer import render_views
+        from ..render.shading import as_pbr_lighting
+
+        with torch.no_grad():
+            self._images = render_views(self._rasterizer, self._positions, self._triangles, self._uvs,
+                                        self._material, cameras, self.image_size,
+                                        as_pbr_lighting(lighting)).image * 2 - 1
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """``[N, 1, 1]`` zeros: every prompt means the material's render."""
+        return torch.zeros(len(prompts), 1, 1, device=self.device)
+
+    def predict_eps(self, z_t, t, embeddings):
+        if self._images is None:
+            raise RuntimeError("MaterialPrior.predict_eps before see_views: the engine tells it the cameras")
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        target = self._images.repeat(z_t.shape[0] // self._images.shape[0], 1, 1, 1)
+        return (z_t - a.sqrt() * target) / (1 - a).sqrt()

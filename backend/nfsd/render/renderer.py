@@ -18,6 +18,8 @@ from .cameras import Cameras
 from ..errors import RendererError
 from .nvdiffrast_rasterizer import INSTALL_HINT, NvdiffrastRasterizer, nvdiffrast_available
 from .rasterizer import Rasterizer, rast_faces, uv_pixel_derivatives
+from .shading import (MATERIAL_CHANNELS, PBR_NORMAL_CHANNELS, PbrLighting, as_pbr_lighting, corner_normals,
+                      face_tangents, perturb_normal, shade_pbr)
 from .torch_rasterizer import TorchRasterizer
 
 __all__ = ["Lighting", "RenderOutput", "flat_lighting", "get_rasterizer", "random_lighting", "render_views"]
@@ -104,7 +106,7 @@ def random_lighting(
 class RenderOutput:
     image: torch.Tensor  # [B,3,H,W] in [0,1], row 0 = TOP
     mask: torch.Tensor  # [B,1,H,W], 1 = covered (antialiased)
-    albedo: torch.Tensor  # [B,3,H,W] unlit texture colour, background where empty
+    albedo: torch.Tensor  # [B,3,H,W] unlit texture colour (a material's base colour), background where empty
 
 
 def render_views(
@@ -115,7 +117,7 @@ def render_views(
     texture: torch.Tensor,
     cameras: Cameras,
     resolution: int | tuple[int, int],
-    lighting: Lighting | None = None,
+    lighting: "Lighting | PbrLighting | None" = None,
     filter_mode: str = "linear-mipmap-linear",
 ) -> RenderOutput:
     """Render a textured mesh from a batch of cameras.
@@ -127,15 +129,23 @@ def render_views(
     Shading: albedo * (ambient + (1 - ambient) * max(0, n . l)) with the geometric face normal
     flipped towards the camera (two-sided), composited over the background with antialiased
     coverage. Everything runs in float32, whatever precision the caller uses elsewhere.
+
+    A material texture ([Ht,Wt,5] or [Ht,Wt,7] with a normal map, channels ``nfsd.render.shading.
+    MATERIAL_CHANNELS``) is shaded by ``nfsd.render.shading.shade_pbr`` instead, under ``lighting`` as a
+    ``PbrLighting`` (a ``Lighting`` is converted: ``as_pbr_lighting``; None = flat white), the view
+    direction from each pixel's interpolated world position to the camera's eye.
     Images come back with row 0 at the TOP (PNG / diffusion-model convention).
     """
     if isinstance(resolution, int):
         resolution = (resolution, resolution)
     device = positions.device
     batch = len(cameras)
+    channels = texture.shape[-1]
+    if channels not in (3, 5, 7):
+        raise ValueError(f"texture must be [Ht,Wt,3] (albedo) or a material [Ht,Wt,5|7], got {tuple(texture.shape)}")
     if lighting is None:
         lighting = flat_lighting(batch)
-    lighting = lighting.to(device)
+    lighting = (lighting if channels == 3 else as_pbr_lighting(lighting)).to(device)
     positions = positions.float()
     tri = triangles.to(device=device, dtype=torch.int32)
     num_tri = tri.shape[0]
@@ -160,9 +170,23 @@ def render_views(
     normal_b = normal.unsqueeze(0) * torch.where(facing < 0, -1.0, 1.0).unsqueeze(-1)  # [B,F,3]
     face, covered = rast_faces(rast)
     pixel_normal = normal_b[torch.arange(batch, device=device).view(-1, 1, 1), face]  # [B,H,W,3]
-    lambert = (pixel_normal * lighting.light_dir.view(batch, 1, 1, 3)).sum(-1).clamp_min(0)
-    ambient = lighting.ambient.view(batch, 1, 1, 1)
-    shaded = albedo * (ambient + (1 - ambient) * lambert.unsqueeze(-1))
+    if channels == 3:
+        lambert = (pixel_normal * lighting.light_dir.view(batch, 1, 1, 3)).sum(-1).clamp_min(0)
+        ambient = lighting.ambient.view(batch, 1, 1, 1)
+        shaded = albedo * (ambient + (1 - ambient) * lambert.unsqueeze(-1))
+    else:
+        material, albedo = albedo, albedo[..., MATERIAL_CHANNELS["base_color"]]
+        # Smooth normals (creased as textured.glb's), on the side the face shows to this camera.
+        smooth = rasterizer.interpolate(corner_normals(positions, tri).reshape(1, 3 * num_tri, 3), rast, corner_tri)
+        side = (pixel_normal * normal[face]).sum(-1, keepdim=True).sign()
+        pixel_normal = F.normalize(smooth * side, dim=-1)
+        if channels == PBR_NORMAL_CHANNELS:
+            frame = face_tangents(positions, tri, uvs.to(device))[face]  # [B,H,W,2,3]
+            pixel_normal = perturb_normal(pixel_normal, frame, material[..., MATERIAL_CHANNELS["normal"]])
+        point = rasterizer.interpolate(positions, rast, tri)  # [B,H,W,3] world position
+        view = F.normalize(eye.view(batch, 1, 1, 3) - point, dim=-1)
+        shaded = shade_pbr(albedo, material[..., MATERIAL_CHANNELS["roughness"]],
+                           material[..., MATERIAL_CHANNELS["metallic"]], pixel_normal, view, lighting)
 
     background = lighting.background.view(batch, 1, 1, 3)
     cover = covered.unsqueeze(-1)
