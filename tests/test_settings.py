@@ -152,3 +152,9 @@ def test_models_say_what_a_job_of_them_runs(server):
     assert entries[BUILTIN]["defaults"] == {"steps": 600, "texture_size": 256, "render_size": 128, "batch": 2}
     own = entries[server.config.model]["defaults"]
     assert own["steps"] == TextureConfig().steps and own["texture_size"] == TextureConfig().texture_size
+
+
+def test_a_normal_map_without_the_pbr_material_is_refused_by_name():
+    with pytest.raises(ConfigError, match="normal_map.*material 'pbr'"):
+        resolve({"prompt": "red and white stripes", "normal_map": True})
+    assert resolve({"prompt": "red and white stripes", "material": "pbr", "normal_map": True}).normal_map

@@ -237,6 +237,9 @@ class TextureConfig:
                 s.check(getattr(self, s.name))
         if not self.t_min < self.t_max_end <= self.t_max:
             raise ConfigError(f"need t_min < t_max_end <= t_max, got {self.t_min}, {self.t_max_end}, {self.t_max}")
+        if self.normal_map and self.material != "pbr":
+            raise ConfigError("normal_map is a map of the pbr material: send material 'pbr' with it, or leave "
+                              "normal_map out")
         if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", str(self.device)):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         self.loras = normalize_loras(self.loras)
