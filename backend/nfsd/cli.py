@@ -233,7 +233,9 @@ def main(argv=None) -> int:
                   torch_threads=args.threads, allow_hosts=args.allow_host, max_faces=args.max_faces,
                   max_vertices=args.max_vertices, max_queue=args.max_queue, body_timeout=args.body_timeout,
                   header_timeout=args.header_timeout, max_connections=args.max_connections,
-                  models_dir=args.models_dir)
+                  models_dir=args.models_dir, executor=args.executor,
+                  devices=tuple(d.strip() for d in args.devices.split(",")) if args.devices else None,
+                  ray_address=args.ray_address, ray_workers=args.ray_workers)
         elif args.command == "models":
             import json
 
