@@ -180,3 +180,18 @@ def test_a_free_worker_prefers_a_job_whose_model_it_holds_but_the_head_waits_onl
     q.add("g", front=True)
     q.avoid("g", 0)  # its worker was lost: slot 0 leaves it to the other slot
     assert q.take(models.get, [], 0, 2) == "f" and q.take(models.get, [], 1, 2) == "g"
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"executor": "slurm"}, "--executor must be one of local, ray"),
+    ({"devices": ("cuda:0", "gpu1")}, "'gpu1' is not one"),
+    ({"executor": "ray", "devices": ("cuda:0", "cuda:1")}, "--devices is for --executor local"),
+    ({"ray_address": "10.0.0.5:6379"}, "need --executor ray"),
+    ({"executor": "ray", "ray_workers": -1}, "--ray-workers must be 0"),
+])
+def test_executor_options_that_cannot_work_are_refused_before_anything_starts(options, words, tmp_path):
+    from nfsd.errors import ConfigError
+    from nfsd.server import ServerConfig
+
+    with pytest.raises(ConfigError, match=words):
+        ServerConfig(data_dir=tmp_path, **options).check()

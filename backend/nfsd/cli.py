@@ -4,7 +4,7 @@
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
     nfsd models [--models-dir DIR] [--json]           the models and LoRAs a server would offer
-    nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams|meshes [...]   benchmarks (print their figures)
+    nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams|meshes|demo|cluster [...]   benchmarks (print their figures)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback. Ctrl-C during
 ``texture`` / ``demo`` drops the step in progress, writes what the last whole step made and exits with status 130.

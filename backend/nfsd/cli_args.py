@@ -22,7 +22,7 @@ BENCHMARKS = {
     "speed": ".bench.speed", "quality": ".builtin.training.quality", "server": ".bench.server",
     "renderer": ".bench.renderer", "flops": ".bench.flops", "edit": ".builtin.training.edit_quality",
     "offsets": ".bench.offsets", "seams": ".bench.seams", "meshes": ".bench.meshes",
-    "demo": ".bench.demo",
+    "demo": ".bench.demo", "cluster": ".bench.cluster",
 }
 
 
