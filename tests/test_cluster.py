@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from server_kit import cube, npz
+from server_kit import LiveServer, config, cube, npz, wait_for
 
 from nfsd.jobs.events import Outcome
 from nfsd.jobs.outcomes import REQUEUE, after_restart, settle
 from nfsd.jobs.queue import JobManager, ManagerConfig
 from nfsd.jobs.slots import JobQueue
-from nfsd.jobs.store import JobRecord
+from nfsd.jobs.store import JobRecord, JobStore, new_job_id
 
 JOB = {"prompt": "red brick wall", "render_size": 32, "texture_size": 32, "steps": 20, "seed": 0}
 ENDED = ("done", "failed", "cancelled", "interrupted")
@@ -150,6 +150,24 @@ def test_a_killed_ray_worker_is_replaced_and_its_job_runs_once_more_on_another(r
         assert time.monotonic() < deadline, ray_manager.workers()
         time.sleep(0.05)
     assert slot.runner.pid() not in (None, pid)
+
+
+def test_a_server_restarted_with_the_ray_executor_runs_what_was_running_again_once(ray_cluster, tiny_model, tmp_path):
+    store, mesh = JobStore(tmp_path), npz(**cube())
+    fresh = JobRecord(id=new_job_id(), seq=0, created=time.time(), settings=dict(JOB, steps=3), state="running",
+                      step=2, total=3, worker="ray-1")
+    again = JobRecord(id=new_job_id(), seq=1, created=time.time(), settings=dict(JOB, steps=3), state="running",
+                      retries=1)  # it was re-run once already
+    for rec in (fresh, again):
+        store.create(rec, mesh, None)
+    with LiveServer(config(str(tiny_model), tmp_path, executor="ray", ray_workers=1)) as live:
+        c = live.client
+        s = wait_for(c, fresh.id)
+        assert s["state"] == "done" and s["retries"] == 1 and s["worker"] == "ray-0" and s["step"] == 3, s["error"]
+        s = c.get(f"/jobs/{again.id}").json()
+        assert s["state"] == "interrupted" and s["retries"] == 1 and f"/jobs/{again.id}/resubmit" in s["error"]
+        [worker] = c.get("/health").json()["workers"]
+        assert worker["executor"] == "ray" and worker["name"] == "ray-0" and worker["model_loads"] == 1
 
 
 # -- the rules, without Ray -------------------------------------------------------------------------

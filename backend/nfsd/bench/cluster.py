@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             ray.shutdown()
     print(f"\nmodel {model}, {args.jobs} jobs of {args.steps} steps, render {args.render_size}, texture "
-          f"{args.texture_size}, {args.threads} torch thread(s) per worker, medians of {args.rounds} round(s)")
+          f"{args.texture_size}, {args.threads} torch thread(s) per worker, medians of {args.rounds} round(s); "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[1]:.1f} over the last 5 minutes")
     print(f"{'workers':>8} {'wall s':>8} {'jobs/hour':>10} {'ratio':>6} {'model loads':>12}")
     base = statistics.median(o["jobs_per_hour"] for o in runs[counts[0]])
     for n in counts:

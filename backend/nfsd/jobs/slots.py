@@ -46,12 +46,13 @@ class Slot:
 
     def describe(self, executor: str) -> dict:
         """Its ``/health`` entry: ``{name, executor, device, gpu_name, gpu_free_bytes, models, model_loads,
-        running_job, jobs_done, ready}``."""
+        running_job, jobs_done, ready}`` (from what the slot's thread last saw: asking the runner from
+        another thread could start a second Ray actor)."""
         info = self.runner.device_and_models()
         return {"name": self.name, "executor": executor, "device": info.get("device"),
                 "gpu_name": info.get("gpu_name"), "gpu_free_bytes": info.get("gpu_free_bytes"),
                 "models": list(info.get("models") or []), "model_loads": info.get("model_loads"),
-                "running_job": self.job_id, "jobs_done": self.jobs_done, "ready": bool(self.runner.ready())}
+                "running_job": self.job_id, "jobs_done": self.jobs_done, "ready": self.up}
 
 
 def pick(queue: Iterable[str], model_of: Callable[[str], str], held: list[str], skips: dict[str, int],
