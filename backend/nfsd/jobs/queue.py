@@ -266,11 +266,13 @@ class JobManager:
                               self.monitor.events(rec))
         state, error = settle(rec, out, self._stopping.is_set(), self.executor.retry_lost, OOM_HINT.split(": ", 1)[1])
         if state == REQUEUE:
-            log.warning("job %s: %s; it runs again on another worker", rec.id, out.error or "its worker was lost")
             with self._lock:
-                self._queue.avoid(rec.id, slot.index)
-                self._requeue(rec, front=True)
-            return
+                if not rec.cancel_requested:  # (a cancel may have come in meanwhile)
+                    log.warning("job %s: %s; it runs again on another worker", rec.id, out.error or "its worker was lost")
+                    self._queue.avoid(rec.id, slot.index)
+                    self._requeue(rec, front=True)
+                    return
+            state, error = CANCELLED, None
         if state == DONE:
             rec.step, rec.progress = out.steps_done, 1.0
             if out.steps_per_s:
