@@ -167,10 +167,13 @@ class RayRunner:
             ray.get(actor.start.remote(job_id, mesh, settings, init))
             cancel.on_set(lambda: actor.cancel.remote(job_id))
             while True:
-                for msg in ray.get(actor.poll.remote(job_id, POLL_S)):
+                batch = ray.get(actor.poll.remote(job_id, POLL_S))
+                latest = max((i for i, m in enumerate(batch) if m[0] == "progress"), default=-1)
+                for i, msg in enumerate(batch):
                     if msg[0] == "end":
                         return self._end(job_id, folder, *msg[1:])
-                    self._deliver(msg, folder, events)
+                    if msg[0] != "progress" or i == latest:  # a batch's older progress is already stale
+                        self._deliver(msg, folder, events)
         except RayError as exc:
             log.warning("job %s: Ray worker %d was lost (%s)", job_id, self.index, type(exc).__name__)
             self.actor, self._ready_ref = None, None
