@@ -170,7 +170,7 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
     """Where ``nfsd serve`` runs its jobs (``nfsd.jobs.executors``; README "Several GPUs and machines")."""
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: worker processes on this machine; ray: one long-lived worker per GPU of a Ray "
-                        "cluster (pip install 'nfsd[cluster]')")
+                        "cluster (needs Ray: pip install 'ray>=2.9')")
     p.add_argument("--devices", default=None, metavar="LIST",
                    help="local executor: one worker process per device, e.g. cuda:0,cuda:1 (cpu,cpu works too); "
                         "default: one worker on --device")

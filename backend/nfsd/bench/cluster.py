@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import ray
     except ImportError:
-        print("nfsd bench cluster needs Ray: pip install 'nfsd[cluster]'")
+        print("nfsd bench cluster needs Ray: pip install 'ray>=2.9' (in a checkout: pip install -e \".[cluster]\")")
         return 2
     counts = [int(n) for n in args.workers.split(",")]
     settings = {"prompt": PROMPT, "steps": args.steps, "render_size": args.render_size,

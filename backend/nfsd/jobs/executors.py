@@ -20,7 +20,8 @@ from .runner import ProcessRunner, ThreadRunner
 from .slots import Slot
 
 EXECUTORS = ("local", "ray")
-RAY_MISSING = "--executor ray needs Ray: pip install 'nfsd[cluster]' (or pip install 'ray>=2.9')"
+RAY_MISSING = ("--executor ray needs Ray: pip install 'ray>=2.9' (in a checkout: pip install -e \".[cluster]\"); "
+               "or use --devices cuda:0,cuda:1 for several GPUs of this machine")
 
 
 @dataclass

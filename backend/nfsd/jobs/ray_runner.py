@@ -5,7 +5,7 @@ the cluster and makes one runner per GPU (or per CPU slot of a CPU-only cluster)
 Ray places the actors (``num_gpus=1`` each); the server stays the one endpoint and keeps every job
 folder: a job's inputs go to its actor as bytes, and its UVs, previews and result come back as bytes
 that the runner writes into the job folder here, so the nodes need no shared file system (only
-``pip install nfsd[cluster]`` and the models they run). Ray is imported lazily: the base install does
+the project's ``cluster`` extra, i.e. Ray, and the models they run). Ray is imported lazily: the base install does
 not need it.
 
 A lost actor (killed, crashed, its node gone: a ``RayError`` while the job runs) ends the job as
