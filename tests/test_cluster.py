@@ -170,6 +170,22 @@ def test_a_server_restarted_with_the_ray_executor_runs_what_was_running_again_on
         assert worker["executor"] == "ray" and worker["name"] == "ray-0" and worker["model_loads"] == 1
 
 
+def test_the_cluster_bench_prints_jobs_per_hour_for_each_worker_count_and_the_load_saved(ray_cluster, tiny_model,
+                                                                                          capsys):
+    from nfsd.bench.cluster import main
+
+    assert main(["--jobs", "3", "--steps", "2", "--render-size", "32", "--texture-size", "32",
+                 "--model", str(tiny_model)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    table = lines[lines.index(next(l for l in lines if l.split()[:1] == ["workers"])) + 1:][:2]
+    rows = {int(line.split()[0]): line.split() for line in table}
+    assert rows[1][3] == "1.00" and rows[1][4] == "1" and rows[2][4] == "2"  # one model load per worker
+    jph = float(rows[2][2]) / float(rows[1][2])
+    assert abs(jph - float(rows[2][3])) < 0.01  # the ratio is the two rates'
+    assert "cold (a worker's first job, 3 jobs)" in out  # 1 + 2 workers: each loaded the model once
+
+
 # -- the rules, without Ray -------------------------------------------------------------------------
 
 def test_a_lost_worker_requeues_its_job_once_then_ends_it_interrupted():

@@ -108,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="nfsd-bench-cluster-") as tmp_name:
         tmp = Path(tmp_name)
         model = _pick_model(args.model, tmp)
-        ray.init(num_cpus=args.cpus or max(counts), include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=False)
+        owns_ray = not ray.is_initialized()  # a caller's Ray (a test's) is used as it is
+        if owns_ray:
+            ray.init(num_cpus=args.cpus or max(counts), include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=False)
         runs: dict[int, list[dict]] = {n: [] for n in counts}
         try:
             for r in range(args.rounds):
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                     runs[n].append(out)
                     print(f"round {r + 1}, {n} worker(s): {args.jobs} jobs in {out['wall_s']:.1f} s", flush=True)
         finally:
-            ray.shutdown()
+            if owns_ray:
+                ray.shutdown()
     print(f"\nmodel {model}, {args.jobs} jobs of {args.steps} steps, render {args.render_size}, texture "
           f"{args.texture_size}, {args.threads} torch thread(s) per worker, medians of {args.rounds} round(s); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[1]:.1f} over the last 5 minutes")
