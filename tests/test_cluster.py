@@ -229,3 +229,13 @@ def test_executor_options_that_cannot_work_are_refused_before_anything_starts(op
 
     with pytest.raises(ConfigError, match=words):
         ServerConfig(data_dir=tmp_path, **options).check()
+
+
+def test_a_ray_address_where_nothing_answers_is_refused_at_once():
+    from nfsd.errors import ConfigError
+    from nfsd.jobs.ray_runner import check_reachable
+    from server_kit import free_port
+
+    with pytest.raises(ConfigError, match="nothing answers at the Ray address 127.0.0.1:.*ray start --head"):
+        check_reachable(f"127.0.0.1:{free_port()}", timeout=2.0)
+    check_reachable(None)  # a local Ray: nothing to check

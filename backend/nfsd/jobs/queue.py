@@ -24,7 +24,7 @@ from typing import Callable
 
 from .dispatch import SlotWorkers
 from .events import CancelSignal
-from .executors import Executor, make_executor
+from .executors import make_executor
 from .monitor import JobMonitor
 from .outcomes import REQUEUE, after_restart, settle
 from .slots import JobQueue, Slot
@@ -71,7 +71,7 @@ class ManagerConfig:
 class JobManager:
     """The job queue and one worker thread per slot. Thread-safe; one per server.
 
-    ``start()`` makes the slots, loads the jobs on disk and starts the workers; ``stop()`` interrupts the
+    ``start()`` loads the jobs on disk and starts the workers (the slots are made with the manager); ``stop()`` interrupts the
     running jobs (they are marked ``interrupted``) and joins the threads. Queued jobs run first-in
     first-out, but a free slot may take a job a few places back whose model it holds (``slots.pick``).
     """
@@ -82,22 +82,20 @@ class JobManager:
         self.speeds = SpeedBook(Path(config.data_dir) / "speeds.json")  # the time estimate before a job
         # Jobs run in child processes or Ray actors (no GIL shared with the HTTP server, and a crash there
         # cannot take the server down) unless a ``make_job`` factory is given: then in threads here (tests).
-        self._make_job = make_job
-        self.executor = Executor("local", [])
-        self.slots: list[Slot] = []
+        # Made here, so that a Ray cluster that cannot be reached is a ConfigError before the server starts.
+        self.executor = make_executor(config, make_job)
+        self.slots: list[Slot] = self.executor.slots
         self._lock = threading.RLock()
         self._records: dict[str, JobRecord] = {}
         self._queue = JobQueue()
         self._seq = 0
         self.monitor = JobMonitor(self.store, self._running_records, config.status_interval)
         self._stopping = threading.Event()
-        self._workers = SlotWorkers([], self._lock, self._stopping, self._take, self._run, self._prune)
+        self._workers = SlotWorkers(self.slots, self._lock, self._stopping, self._take, self._run, self._prune)
         self._threads: list[threading.Thread] = []
 
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> None:
-        self.executor = make_executor(self.config, self._make_job)
-        self.slots = self._workers.slots = self.executor.slots
         with self._lock:
             for rec in sorted(self.store.load_all(), key=lambda r: r.seq):
                 if rec.state in ACTIVE:  # the server stopped under it: queued again (once, on Ray) or ended

@@ -49,6 +49,22 @@ def plan(resources: dict, requested: int = 0, device: str = "auto") -> Placement
     return Placement(requested or max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}, "cpu")
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A ``host:port`` cluster address that takes no TCP connection is a ``ConfigError`` within ``timeout`` s
+    (``ray.init`` would retry for a minute or more). Other forms (``ray://``, ``auto``, None) are left to Ray."""
+    import re
+    import socket
+
+    found = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address or "")
+    if found is None:
+        return
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"nothing answers at the Ray address {address} ({exc}); start the head there with "
+                          "`ray start --head --port=6379`, or pass its address (IP:6379) with --ray-address") from None
+
+
 def ray_runners(config) -> tuple[list["RayRunner"], Callable[[], None]]:
     """Connect to Ray (``config.ray_address``; a local Ray is started when None and none is running in
     this process) and make the runners; the function returned disconnects again if this call connected."""
@@ -56,6 +72,7 @@ def ray_runners(config) -> tuple[list["RayRunner"], Callable[[], None]]:
 
     connected_here = not ray.is_initialized()
     if connected_here:
+        check_reachable(config.ray_address)
         try:
             ray.init(address=config.ray_address, include_dashboard=False, logging_level=logging.WARNING)
         except Exception as exc:  # ConnectionError, a version mismatch, a bad address...
