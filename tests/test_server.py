@@ -58,6 +58,10 @@ def test_job_runs_to_done_and_result_matches_mesh(server):
 
     s = wait_for(c, job_id)
     assert s["state"] == "done", s
+    assert s["worker"] == "local-0" and s["retries"] == 0
+    [worker] = c.get("/health").json()["workers"]  # the one local worker process
+    assert worker["name"] == "local-0" and worker["executor"] == "local" and worker["device"] == "cpu"
+    assert worker["running_job"] is None and worker["jobs_done"] >= 1 and worker["models"] == [server.config.model]
     assert (s["step"], s["total"], s["progress"]) == (10, 10, 1.0)
     assert s["error"] is None and s["has_result"] and s["settings"]["model"] == server.config.model
     assert set(s) == set(JobStatus.model_fields) and JobStatus.model_validate(s).state == "done"

@@ -4,7 +4,7 @@
     nfsd demo [--out DIR]                            built-in mesh + built-in prior, on the CPU
     nfsd serve [--host 127.0.0.1] [--port 7870] ...  the HTTP backend for the Blender add-on
     nfsd models [--models-dir DIR] [--json]           the models and LoRAs a server would offer
-    nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams|meshes [...]   benchmarks (print their figures)
+    nfsd bench speed|quality|server|renderer|flops|edit|offsets|seams|meshes|demo|materials|cluster [...]   benchmarks (print their figures)
     nfsd batch MANIFEST [--out DIR] [--server URL]   texture every row of a .csv/.json manifest (nfsd.batch)
 
 Bad input exits with status 2 and one line ``nfsd: error: <reason>``; no traceback. Ctrl-C during
@@ -234,7 +234,9 @@ def main(argv=None) -> int:
                   torch_threads=args.threads, allow_hosts=args.allow_host, max_faces=args.max_faces,
                   max_vertices=args.max_vertices, max_queue=args.max_queue, body_timeout=args.body_timeout,
                   header_timeout=args.header_timeout, max_connections=args.max_connections,
-                  models_dir=args.models_dir)
+                  models_dir=args.models_dir, executor=args.executor,
+                  devices=tuple(d.strip() for d in args.devices.split(",")) if args.devices else None,
+                  ray_address=args.ray_address, ray_workers=args.ray_workers)
         elif args.command == "models":
             import json
 

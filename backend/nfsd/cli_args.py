@@ -22,7 +22,7 @@ BENCHMARKS = {
     "speed": ".bench.speed", "quality": ".builtin.training.quality", "server": ".bench.server",
     "renderer": ".bench.renderer", "flops": ".bench.flops", "edit": ".builtin.training.edit_quality",
     "offsets": ".bench.offsets", "seams": ".bench.seams", "meshes": ".bench.meshes",
-    "demo": ".bench.demo", "materials": ".bench.materials",
+    "demo": ".bench.demo", "materials": ".bench.materials", "cluster": ".bench.cluster",
 }
 
 
@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--max-jobs", type=int, default=50, help="finished jobs kept on disk")
     p.add_argument("--max-age-days", type=float, default=30.0, help="finished jobs older than this are pruned")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads of the worker (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads of each worker (0: torch's default)")
+    _add_executor_options(p)
     _add_server_limits(p)
     p.add_argument("--models-dir", default=None, metavar="DIR",
                    help="offer the diffusers folders and .safetensors checkpoints in DIR and the LoRAs in DIR/loras; "
@@ -192,6 +193,20 @@ def config_from_args(args):
     by ``nfsd.settings.resolve`` (what the server does with an API request)."""
     request = {name: getattr(args, name) for name in NAMES if hasattr(args, name)}
     return resolve(request)
+
+
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    """Where ``nfsd serve`` runs its jobs (``nfsd.jobs.executors``; README "Several GPUs and machines")."""
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: worker processes on this machine; ray: one long-lived worker per GPU of a Ray "
+                        "cluster (needs Ray: pip install 'ray>=2.9')")
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="local executor: one worker process per device, e.g. cuda:0,cuda:1 (cpu,cpu works too); "
+                        "default: one worker on --device")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="ray executor: the cluster to join, e.g. 10.0.0.5:6379 (default: start a local Ray)")
+    p.add_argument("--ray-workers", type=int, default=0, metavar="N",
+                   help="ray executor: how many workers (0: one per GPU of the cluster, or per CPU on a CPU-only one)")
 
 
 def _add_server_limits(p: argparse.ArgumentParser) -> None:

@@ -1,40 +1,38 @@
-"""The server's job queue: jobs kept on disk (``nfsd.jobs.store``), run one at a time by a single worker.
+"""The server's job queue: jobs kept on disk (``nfsd.jobs.store``), run by one worker thread per slot
+(``nfsd.jobs.slots``: a worker process per device, or a Ray actor per GPU: ``nfsd.jobs.executors``).
 
 After a restart, jobs that were ``loading`` or ``running`` are marked ``interrupted`` (re-submit them
-with :meth:`JobManager.resubmit`), ``queued`` jobs are queued again in their original order, and
-finished jobs keep serving their files. Pruning (after every job and at start): at most
-``max_finished`` finished jobs are kept (the oldest go first) and finished jobs older than
-``max_age_days`` go; queued and running jobs are never pruned.
+with :meth:`JobManager.resubmit`) - under the Ray executor they are queued again, once - ``queued`` jobs
+are queued again in their original order, and finished jobs keep serving their files. Pruning (after
+every job and at start): at most ``max_finished`` finished jobs are kept (the oldest go first) and
+finished jobs older than ``max_age_days`` go; queued and running jobs are never pruned.
 
-Jobs run in the worker process (``nfsd.jobs.worker``). The manager's worker thread does no file I/O per
-step: progress only updates the in-memory record; ``nfsd.jobs.monitor`` writes ``status.json`` and
-``preview.png`` from its own thread, so that polling, snapshots and disk latency never slow the job down.
+The worker threads do no file I/O per step: progress only updates the in-memory record;
+``nfsd.jobs.monitor`` writes ``status.json`` and ``preview.png`` from its own thread, so that polling,
+snapshots and disk latency never slow a job down.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .monitor import JobMonitor
-from .store import ACTIVE, CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, LOADING, QUEUED, JobRecord, JobStore, new_job_id
+from .dispatch import SlotWorkers
 from .events import CancelSignal
-from .runner import ProcessRunner, ThreadRunner
+from .executors import make_executor
+from .monitor import JobMonitor
+from .outcomes import REQUEUE, after_restart, settle
+from .slots import JobQueue, Slot
 from .speeds import SpeedBook
+from .store import ACTIVE, CANCELLED, DONE, FAILED, INTERRUPTED, LOADING, QUEUED, JobRecord, JobStore, new_job_id, prunable
 from .worker import OOM_HINT
 
 log = logging.getLogger("nfsd.jobs")
-
-# Exit codes of a worker process ended by a shutdown signal (SIGTERM / SIGINT to the server's process
-# group), not by a crash or the out-of-memory killer (SIGKILL).
-_SHUTDOWN_CODES = (-signal.SIGTERM, -signal.SIGINT)
 
 
 @dataclass
@@ -44,12 +42,16 @@ class ManagerConfig:
     Attributes:
         data_dir: where ``jobs/`` lives.
         default_model: model used when a job's settings name none.
-        device: ``auto`` | ``cpu`` | ``cuda`` for every job.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` for every job (of the one local worker).
         max_finished: keep at most this many finished (done/failed/cancelled/interrupted) jobs.
         max_age_days: remove finished jobs older than this (None: no age limit).
         status_interval: seconds between ``status.json`` writes while a job runs.
         preview_interval: seconds between preview snapshots while a job runs.
-        torch_threads: CPU threads of torch in the worker process (0: torch's default).
+        torch_threads: CPU threads of torch in each worker (0: torch's default).
+        executor: ``local`` (worker processes here) | ``ray`` (actors on a Ray cluster).
+        devices: local: one worker process per entry (``("cuda:0", "cuda:1")``); empty: one on ``device``.
+        ray_address: the cluster to connect to (None: start a local Ray).
+        ray_workers: Ray actors (0: one per GPU of the cluster, or per CPU on a CPU-only one).
     """
 
     data_dir: Path
@@ -60,79 +62,70 @@ class ManagerConfig:
     status_interval: float = 0.5
     preview_interval: float = 2.0
     torch_threads: int = 0
+    executor: str = "local"
+    devices: tuple[str, ...] = ()
+    ray_address: str | None = None
+    ray_workers: int = 0
 
 
 class JobManager:
-    """The job queue and its single worker thread. Thread-safe; one per server.
+    """The job queue and one worker thread per slot. Thread-safe; one per server.
 
-    ``start()`` loads the jobs on disk and starts the worker; ``stop()`` interrupts the running job
-    (it is marked ``interrupted``) and joins the threads. Queued jobs run first-in first-out.
+    ``start()`` loads the jobs on disk and starts the workers (the slots are made with the manager); ``stop()`` interrupts the
+    running jobs (they are marked ``interrupted``) and joins the threads. Queued jobs run first-in
+    first-out, but a free slot may take a job a few places back whose model it holds (``slots.pick``).
     """
 
     def __init__(self, config: ManagerConfig, make_job: Callable | None = None):
         self.config = config
         self.store = JobStore(config.data_dir)
         self.speeds = SpeedBook(Path(config.data_dir) / "speeds.json")  # the time estimate before a job
-        # Jobs run in a child process (no GIL shared with the HTTP server, and a crash there cannot take
-        # the server down) unless a ``make_job`` factory is given: then in a thread here (tests' fakes).
-        self._runner = ProcessRunner(config) if make_job is None else ThreadRunner(config, make_job)
-        self._commands: collections.deque = collections.deque()
+        # Jobs run in child processes or Ray actors (no GIL shared with the HTTP server, and a crash there
+        # cannot take the server down) unless a ``make_job`` factory is given: then in threads here (tests).
+        # Made here, so that a Ray cluster that cannot be reached is a ConfigError before the server starts.
+        self.executor = make_executor(config, make_job)
+        self.slots: list[Slot] = self.executor.slots
         self._lock = threading.RLock()
-        self._wake = threading.Condition(self._lock)
         self._records: dict[str, JobRecord] = {}
-        self._queue: collections.deque[str] = collections.deque()
+        self._queue = JobQueue()
         self._seq = 0
-        self._current_id: str | None = None
-        self._current_cancel: CancelSignal | None = None
-        self.monitor = JobMonitor(self.store, self._running_record, config.status_interval)
+        self.monitor = JobMonitor(self.store, self._running_records, config.status_interval)
         self._stopping = threading.Event()
+        self._workers = SlotWorkers(self.slots, self._lock, self._stopping, self._take, self._run, self._prune)
         self._threads: list[threading.Thread] = []
 
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
             for rec in sorted(self.store.load_all(), key=lambda r: r.seq):
-                if rec.state in ACTIVE:
-                    # The server stopped under it; a job the user had cancelled stays cancelled.
-                    rec.state = CANCELLED if rec.cancel_requested else INTERRUPTED
-                    rec.error = None if rec.cancel_requested else _interrupted_message(rec)
-                    rec.finished = rec.finished or time.time()
-                    rec.eta_seconds, rec.stage = None, None
-                    self.store.write_status(rec, durable=True)
+                if rec.state in ACTIVE:  # the server stopped under it: queued again (once, on Ray) or ended
+                    state, error = after_restart(rec, self.executor.retry_lost)
+                    if state == REQUEUE:
+                        self._requeue(rec, front=False)
+                    else:
+                        rec.state, rec.error, rec.eta_seconds, rec.stage = state, error, None, None
+                        rec.finished = rec.finished or time.time()
+                        self.store.write_status(rec, durable=True)
                 elif rec.state == QUEUED:
-                    self._queue.append(rec.id)
+                    self._queue.add(rec.id)
                 self._records[rec.id] = rec
                 self._seq = max(self._seq, rec.seq + 1)
             self._prune()
         self._stopping.clear()
-        self._runner.start()
-        self._threads = [
-            threading.Thread(target=self._worker_loop, name="nfsd-gpu-worker", daemon=True),
-            threading.Thread(target=self.monitor.loop, args=(self._stopping,), name="nfsd-job-monitor", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        monitor = threading.Thread(target=self.monitor.loop, args=(self._stopping,), name="nfsd-job-monitor", daemon=True)
+        monitor.start()
+        self._threads = self._workers.start() + [monitor]
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stop the worker and the monitor. The running job is asked to stop; when it has not stopped
-        within ``timeout`` s (a long step, a model still loading) its worker process is ended. The job is
-        recorded as cancelled if the user had cancelled it, else as interrupted (re-submittable)."""
+        """Stop the workers and the monitor. Running jobs are asked to stop; a worker whose job has not
+        stopped within ``timeout`` s (a long step, a model still loading) is ended. Each job is recorded
+        as cancelled if the user had cancelled it, else as interrupted (re-submittable)."""
         self._stopping.set()
-        with self._lock:
-            if self._current_cancel is not None:
-                self._current_cancel.set()
-            self._wake.notify_all()
-        worker = self._threads[:1]
-        for t in worker:
-            t.join(timeout)
-        if any(t.is_alive() for t in worker):
-            self._runner.kill()
-            for t in worker:
-                t.join(2.0)
-        self._runner.close(timeout=1.0)
+        self._workers.stop(timeout)
         for t in self._threads:
             t.join(timeout)
         self._threads = []
+        self.executor.close()
 
     # -- requests ----------------------------------------------------------------------------------
     def submit(self, mesh_npz: bytes, settings: dict, init_png: bytes | None = None,
@@ -144,8 +137,8 @@ class JobManager:
             self._seq += 1
             self.store.create(rec, mesh_npz, init_png)
             self._records[rec.id] = rec
-            self._queue.append(rec.id)
-            self._wake.notify_all()
+            self._queue.add(rec.id)
+            self._workers.notify()
             return rec
 
     def resubmit(self, job_id: str) -> JobRecord:
@@ -170,18 +163,12 @@ class JobManager:
             rec = self._records.get(job_id)
             if rec is None:
                 return None
-            return JobRecord(**rec.__dict__), self._position(job_id)
+            return JobRecord(**rec.__dict__), self._queue.position(job_id)
 
     def list(self) -> list[tuple[JobRecord, int]]:
         with self._lock:
             recs = sorted(self._records.values(), key=lambda r: r.seq, reverse=True)
-            return [(JobRecord(**r.__dict__), self._position(r.id)) for r in recs]
-
-    def _position(self, job_id: str) -> int:
-        try:
-            return self._queue.index(job_id) + 1
-        except ValueError:
-            return 0
+            return [(JobRecord(**r.__dict__), self._queue.position(r.id)) for r in recs]
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job at once, or ask the running one to stop at its next step."""
@@ -194,8 +181,9 @@ class JobManager:
                 if not rec.cancel_requested:
                     rec.cancel_requested = True
                     self.store.write_status(rec, durable=True)
-                if self._current_cancel is not None and self._current_id == job_id:
-                    self._current_cancel.set()
+                for slot in self.slots:
+                    if slot.job_id == job_id and slot.cancel is not None:
+                        slot.cancel.set()
             return rec
 
     def delete(self, job_id: str) -> None:
@@ -204,8 +192,7 @@ class JobManager:
             rec = self._records[job_id]
             if rec.state in ACTIVE:
                 raise ValueError(f"job {job_id} is {rec.state}: cancel it first (POST /jobs/{job_id}/cancel)")
-            if rec.state == QUEUED:
-                self._queue.remove(job_id)
+            self._queue.remove(job_id)
             del self._records[job_id]
             self.monitor.forget(job_id)
             self.store.delete(job_id)
@@ -215,16 +202,26 @@ class JobManager:
             return len(self._queue)
 
     def running_id(self) -> str | None:
+        """The running job of the first busy slot (``running_ids`` for all)."""
+        ids = self.running_ids()
+        return ids[0] if ids else None
+
+    def running_ids(self) -> list[str]:
         with self._lock:
-            return self._current_id
+            return self._workers.running_ids()
 
     def loading_model(self) -> str | None:
-        """The model the running job is loading, or None when no job is in the loading phase."""
+        """The model a running job is loading, or None when no job is in the loading phase."""
         with self._lock:
-            rec = self._records.get(self._current_id) if self._current_id else None
-            if rec is None or rec.state != LOADING:
-                return None
-            return rec.settings.get("model") or self.config.default_model
+            for rec in self._running_records():
+                if rec.state == LOADING:
+                    return self._model_of(rec.id)
+            return None
+
+    def workers(self) -> list[dict]:
+        """Every slot's ``/health`` entry (``nfsd.jobs.slots.Slot.describe``)."""
+        with self._lock:
+            return [s.describe(self.executor.kind) for s in self.slots]
 
     def preview_cached(self, job_id: str) -> bytes | None:
         """The latest preview PNG of ``job_id`` if it is the job that wrote the last one (no disk access)."""
@@ -244,96 +241,69 @@ class JobManager:
     def result_path(self, job_id: str) -> Path:
         return self.store.path(job_id, "result.npz")
 
-    # -- the worker --------------------------------------------------------------------------------
-    def _worker_loop(self) -> None:
-        while not self._stopping.is_set():
-            with self._lock:
-                while not self._queue and not self._commands and not self._stopping.is_set():
-                    self._wake.wait(1.0)
-                    self._runner.idle()
-                if self._stopping.is_set():
-                    return
-                command = self._commands.popleft() if self._commands else None
-            if command is not None:
-                self._run_command(*command)
-                continue
-            with self._lock:
-                if not self._queue:
-                    continue
-                job_id = self._queue.popleft()
-                rec = self._records[job_id]
-                rec.state, rec.started, rec.progress = LOADING, time.time(), 0.0
-                self._current_id, self._current_cancel = job_id, CancelSignal()
-                if rec.cancel_requested or self._stopping.is_set():
-                    self._current_cancel.set()
-                cancel = self._current_cancel
-                self.store.write_status(rec, durable=True)
-            try:
-                self._run(rec, cancel)
-            except Exception:  # the worker must survive anything a job does
-                log.exception("job %s: unexpected error outside the job", job_id)
-            finally:
-                with self._lock:
-                    self._current_id, self._current_cancel = None, None
-                    self._prune()
+    # -- what the slots' threads call (nfsd.jobs.dispatch), under the lock but ``_run`` --------------
+    def _take(self, slot: Slot) -> tuple[JobRecord, CancelSignal] | None:
+        """Hand ``slot`` the job it should run next (``slots.pick``), marked loading; None if none."""
+        others_up = any(s.up for s in self.slots if s is not slot)
+        job_id = self._queue.take(self._model_of, slot.models(), slot.index, len(self.slots) if others_up else 1)
+        if job_id is None:
+            return None
+        rec = self._records[job_id]
+        rec.state, rec.started, rec.progress, rec.worker = LOADING, time.time(), 0.0, slot.name
+        slot.job_id, slot.cancel = job_id, CancelSignal()
+        if rec.cancel_requested:
+            slot.cancel.set()
+        self.store.write_status(rec, durable=True)
+        return rec, slot.cancel
 
-    def _run(self, rec: JobRecord, cancel: CancelSignal) -> None:
-        out = self._runner.run(rec.id, self.store.dir(rec.id), rec.settings, rec.has_init_texture, cancel,
-                               self.monitor.events(rec))
-        if out.state == "done":
+    def _model_of(self, job_id: str) -> str:
+        return self._records[job_id].settings.get("model") or self.config.default_model
+
+    def _run(self, slot: Slot, rec: JobRecord, cancel: CancelSignal) -> None:
+        out = slot.runner.run(rec.id, self.store.dir(rec.id), rec.settings, rec.has_init_texture, cancel,
+                              self.monitor.events(rec))
+        state, error = settle(rec, out, self._stopping.is_set(), self.executor.retry_lost, OOM_HINT.split(": ", 1)[1])
+        if state == REQUEUE:
+            with self._lock:
+                if not rec.cancel_requested:  # (a cancel may have come in meanwhile)
+                    log.warning("job %s: %s; it runs again on another worker", rec.id, out.error or "its worker was lost")
+                    self._queue.avoid(rec.id, slot.index)
+                    self._requeue(rec, front=True)
+                    return
+            state, error = CANCELLED, None
+        if state == DONE:
             rec.step, rec.progress = out.steps_done, 1.0
             if out.steps_per_s:
                 rec.steps_per_second = float(out.steps_per_s)
                 self.speeds.record(rec.settings, rec.steps_per_second)
-            self._finish(rec, DONE, None)
-        elif out.state == "failed":
-            self._finish(rec, FAILED, out.error)
-        elif out.state == "cancelled" or self._stopping.is_set() or rec.cancel_requested or \
-                out.exit_code in _SHUTDOWN_CODES:
-            # Ended by the user's cancel, or by a shutdown (the server stopping, its worker process
-            # terminated with it): then interrupted, to be re-submitted, unless the user had cancelled it.
-            stopped = self._stopping.is_set() or out.state == "died"
-            state = INTERRUPTED if stopped and not rec.cancel_requested else CANCELLED
-            self._finish(rec, state, _interrupted_message(rec) if state == INTERRUPTED else None)
-        else:
+        elif out.state == "died" and state != INTERRUPTED:
             log.error("job %s: the worker process exited (code %s)", rec.id, out.exit_code)
-            self._finish(rec, FAILED, f"the worker process stopped unexpectedly (exit code {out.exit_code}); if the "
-                                      f"machine ran out of memory, {OOM_HINT.split(': ', 1)[1]}")
+        self._finish(rec, state, error)
 
-    def _run_command(self, name: str, done: threading.Event, box: list) -> None:
-        """A command for the worker while no job runs (only ``unload`` so far)."""
-        try:
-            box.append(self._runner.unload())
-        except Exception as exc:
-            box.append(exc)
-        finally:
-            done.set()
+    def _requeue(self, rec: JobRecord, front: bool) -> None:
+        """Queue a job again whose worker was lost (counted in ``rec.retries``, kept on disk)."""
+        rec.retries += 1
+        rec.state, rec.step, rec.progress, rec.loss, rec.eta_seconds, rec.stage = QUEUED, 0, 0.0, None, None, None
+        rec.started = rec.finished = rec.error = rec.worker = None
+        self.store.write_status(rec, durable=True)
+        self._queue.add(rec.id, front)
 
     def unload_model(self, timeout: float = 60.0) -> bool:
-        """Free the cached model in the worker; False when none was loaded. ValueError while a job runs."""
-        done, box = threading.Event(), []
-        with self._lock:
-            if self._current_id is not None:
-                raise ValueError("a job is running and uses the model; cancel it or wait, then unload")
-            self._commands.append(("unload", done, box))
-            self._wake.notify_all()
-        if not done.wait(timeout):
-            raise TimeoutError("the worker did not answer the unload request in time")
-        if isinstance(box[0], Exception):
-            raise box[0]
-        return box[0]
+        """Free the cached models of every worker; False when none was loaded. ValueError while a job runs."""
+        return self._workers.unload(timeout)
 
     def device_and_models(self) -> dict:
-        """``{"device", "gpu_name", "gpu_free_bytes", "models": [...]}`` as the worker last reported them."""
-        return self._runner.device_and_models()
+        """``{"device", "gpu_name", "gpu_free_bytes", "models": [...]}`` of the first worker, as it last
+        reported them (``workers()`` for every worker)."""
+        return self.slots[0].runner.device_and_models() if self.slots else {}
 
     def worker_pid(self) -> int | None:
-        """The process id of the worker process, None when jobs run in this process or none is started."""
-        return self._runner.pid()
+        """The process id of the first worker, None when jobs run in this process or none is started."""
+        return self.slots[0].runner.pid() if self.slots else None
 
-    def _running_record(self) -> JobRecord | None:
+    def _running_records(self) -> list[JobRecord]:
         with self._lock:
-            return self._records.get(self._current_id) if self._current_id else None
+            return [self._records[s.job_id] for s in self.slots if s.job_id in self._records]
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         with self._lock:
@@ -345,12 +315,7 @@ class JobManager:
     # -- pruning -----------------------------------------------------------------------------------
     def _prune(self) -> None:
         """Drop finished jobs beyond ``max_finished`` (oldest first) or older than ``max_age_days``."""
-        finished = sorted((r for r in self._records.values() if r.state in FINISHED),
-                          key=lambda r: (r.finished or r.created, r.seq), reverse=True)
-        doomed = finished[self.config.max_finished:] if self.config.max_finished >= 0 else []
-        if self.config.max_age_days is not None:
-            cutoff = time.time() - self.config.max_age_days * 86400.0
-            doomed += [r for r in finished[: self.config.max_finished] if (r.finished or r.created) < cutoff]
+        doomed = prunable(self._records.values(), self.config.max_finished, self.config.max_age_days, time.time())
         for r in doomed:
             log.info("pruning job %s (%s)", r.id, r.state)
             self._records.pop(r.id, None)
@@ -360,7 +325,3 @@ class JobManager:
             except OSError:
                 log.exception("could not remove job folder %s", r.id)
 
-
-def _interrupted_message(rec: JobRecord) -> str:
-    return (f"the server stopped while this job ran (step {rec.step} of {rec.total}); re-submit it with "
-            f"POST /jobs/{rec.id}/resubmit")

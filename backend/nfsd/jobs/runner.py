@@ -27,6 +27,9 @@ class ThreadRunner:
     def start(self) -> None:
         pass
 
+    def ready(self) -> bool:
+        return True
+
     def close(self, timeout: float = 10.0) -> None:
         pass
 
@@ -50,9 +53,9 @@ class ThreadRunner:
 
     def device_and_models(self) -> dict:
         from ..distill.engine import device_info
-        from ..priors.prior import loaded_models
+        from ..priors.prior import load_count, loaded_models
 
-        return dict(device_info(), models=loaded_models())
+        return dict(device_info(), models=loaded_models(), model_loads=load_count())
 
 
 class ProcessRunner:
@@ -65,6 +68,9 @@ class ProcessRunner:
 
     def start(self) -> None:
         self._ensure_child()  # start-up (imports, CUDA init) overlaps with the server's own
+
+    def ready(self) -> bool:
+        return True  # a job waits for the process's start-up in run()
 
     def close(self, timeout: float = 10.0) -> None:
         if self._child is not None:
@@ -132,5 +138,6 @@ class ProcessRunner:
     def device_and_models(self) -> dict:
         info = dict(self._info)
         if not info:
-            info = {"device": guess_device(self.config.device), "gpu_name": None, "gpu_free_bytes": None, "models": []}
+            info = {"device": guess_device(self.config.device), "gpu_name": None, "gpu_free_bytes": None, "models": [],
+                    "model_loads": 0}
         return info

@@ -42,6 +42,18 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def prunable(records, max_finished: int, max_age_days: float | None, now: float) -> list["JobRecord"]:
+    """The finished jobs to remove: beyond the ``max_finished`` newest, or finished before ``max_age_days``
+    (None: no age limit). Queued and running jobs are never among them."""
+    finished = sorted((r for r in records if r.state in FINISHED), key=lambda r: (r.finished or r.created, r.seq),
+                      reverse=True)
+    doomed = finished[max_finished:] if max_finished >= 0 else []
+    if max_age_days is not None:
+        cutoff = now - max_age_days * 86400.0
+        doomed += [r for r in finished[:max_finished] if (r.finished or r.created) < cutoff]
+    return doomed
+
+
 def is_job_id(text: str) -> bool:
     return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
@@ -60,6 +72,9 @@ class JobRecord:
     ``stage``: what an active job is doing, one line ("unwrapping 81,920 faces", "loading the model",
     "optimizing"). ``cancel_requested``: the user asked to cancel it (kept on disk at once, so a job the
     user cancelled is recorded as cancelled even if the server stops before the job does).
+    ``worker``: the name of the worker that runs (or ran) it. ``retries``: how many times it was queued
+    again after its worker was lost (a Ray actor or node that died, a server restart under the Ray
+    executor); kept on disk so that a job is re-run automatically once at most.
     """
 
     id: str
@@ -83,6 +98,8 @@ class JobRecord:
     resubmitted_from: str | None = None
     stage: str | None = None
     cancel_requested: bool = False
+    worker: str | None = None
+    retries: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,7 +15,7 @@ parent -> child
     ``("unload",)``   free the cached models (answered by ``unloaded``)
     ``("exit",)``     cancel the running job and exit
 child -> parent
-    ``("info", {device, gpu_name, gpu_free_bytes, models})``  after start-up, after each job and unload
+    ``("info", {device, gpu_name, gpu_free_bytes, models, model_loads})``  after start-up, after each job and unload
     ``("device", {device, gpu_name, gpu_free_bytes})``  every ~5 s while a job runs (for /health)
     ``("stage", text | None, elapsed)``  preparing the mesh ("unwrapping N faces"); None: that stage ended
     ``("uvs",)``      ``uvs.npz`` is in the job folder
@@ -312,9 +312,9 @@ class WorkerProcess:
 
 def _child_info() -> dict:
     from ..distill.engine import device_info
-    from ..priors.prior import loaded_models
+    from ..priors.prior import load_count, loaded_models
 
-    return dict(device_info(), models=loaded_models())
+    return dict(device_info(), models=loaded_models(), model_loads=load_count())
 
 
 
@@ -332,6 +332,8 @@ def _child_main(conn, default_model: str, device: str, preview_interval: float, 
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
+    if device.startswith("cuda:"):  # one of `nfsd serve --devices`: its reports (device_info) are of that GPU
+        torch.cuda.set_device(torch.device(device))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     send_lock = threading.Lock()
 

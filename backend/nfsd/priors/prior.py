@@ -207,6 +207,7 @@ class Prior:
 
 _CACHE: dict[tuple, Prior] = {}
 _CACHE_LOCK = threading.Lock()
+_LOADS = {"count": 0}  # models this process has loaded into the cache (what warm workers save)
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -279,6 +280,7 @@ def load_prior(model: str = "builtin", device: str | torch.device = "cpu", dtype
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelError(f"could not load model {model!r}: {exc}") from exc
         _CACHE[key] = prior
+        _LOADS["count"] += 1
         return prior
 
 
@@ -286,6 +288,13 @@ def loaded_models() -> list[str]:
     """Model ids currently held in the cache."""
     with _CACHE_LOCK:
         return [key[0] for key in _CACHE]
+
+
+def load_count() -> int:
+    """How many times this process has loaded a model into the cache (cache hits not counted): a warm
+    worker (a server's worker process, a Ray actor) loads a model once for all the jobs that use it."""
+    with _CACHE_LOCK:
+        return _LOADS["count"]
 
 
 def unload_all() -> bool:
@@ -301,4 +310,4 @@ def unload_all() -> bool:
     return had
 
 
-__all__ = ["Prior", "load_prior", "assemble", "loaded_models", "unload_all", "default_dtype"]
+__all__ = ["Prior", "load_prior", "assemble", "loaded_models", "load_count", "unload_all", "default_dtype"]

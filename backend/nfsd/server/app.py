@@ -35,6 +35,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             data_dir=data_dir, default_model=config.model, device=config.device, max_finished=config.max_jobs,
             max_age_days=config.max_age_days, status_interval=config.status_interval,
             preview_interval=config.preview_interval, torch_threads=config.torch_threads,
+            executor=config.executor, devices=tuple(config.devices), ray_address=config.ray_address,
+            ray_workers=config.ray_workers,
         ))
     except OSError as exc:
         raise ConfigError(f"cannot use the data dir {data_dir} ({exc}); pass a writable folder with --data-dir") from exc
@@ -124,6 +126,8 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None =
 
     if options.get("allow_hosts") is not None:
         options["allow_hosts"] = tuple(options["allow_hosts"])
+    if options.get("devices") is not None:
+        options["devices"] = tuple(options["devices"])
     if options.get("models_dir") is not None:
         options["models_dir"] = Path(options["models_dir"])
     options = {k: v for k, v in options.items() if v is not None or k == "max_age_days"}

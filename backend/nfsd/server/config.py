@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..jobs.executors import check_executor
 from ..limits import LIMITS
 
 DEFAULT_PORT = 7870
@@ -47,6 +48,10 @@ class ServerConfig:
         torch_threads: CPU threads of torch in the worker process (0: torch's default).
         models_dir: diffusers folders and single files offered besides ``builtin`` and ``model``, LoRAs
             in its ``loras/``; jobs may name only offered models (``nfsd.priors.catalog``, ``GET /models``).
+        executor: ``local`` (worker processes here) | ``ray`` (long-lived actors on a Ray cluster).
+        devices: local executor: one worker process per device (``("cuda:0", "cuda:1")``); empty: one on ``device``.
+        ray_address: ray executor: the cluster to join (None: a local Ray).
+        ray_workers: ray executor: how many workers (0: one per GPU, or per CPU of a CPU-only cluster).
 
     The defaults of the limits are :data:`nfsd.limits.LIMITS` (docs/API.md lists them).
     """
@@ -71,6 +76,10 @@ class ServerConfig:
     status_interval: float = 0.5
     torch_threads: int = 0
     models_dir: Path | None = None
+    executor: str = "local"
+    devices: tuple[str, ...] = ()
+    ray_address: str | None = None
+    ray_workers: int = 0
 
     def catalog(self):
         from ..priors.catalog import Catalog
@@ -102,6 +111,7 @@ class ServerConfig:
         for name in self.allow_hosts:
             if not name or any(c in name for c in "/: @"):
                 raise ConfigError(f"--allow-host takes a bare host name such as 'studio-pc.local', got {name!r}")
+        check_executor(self.executor, tuple(self.devices), self.ray_address, int(self.ray_workers))
         self.catalog().check()
 
     def resolved_data_dir(self) -> Path:

@@ -94,7 +94,8 @@ def listed(rec: JobRecord, position: int) -> dict:
                 "eta_seconds": None, "elapsed_seconds": 0.0, "steps_per_second": None, "loss": None,
                 "error": "this job's record on the server cannot be read; delete the job (DELETE /jobs/{id})",
                 "created": 0.0, "started": None, "finished": None, "settings": {}, "preview_step": None,
-                "has_result": False, "has_uvs": False, "resubmit_hint": None, "resubmitted_from": None, "stage": None}
+                "has_result": False, "has_uvs": False, "resubmit_hint": None, "resubmitted_from": None, "stage": None,
+                "worker": None, "retries": 0}
 
 
 def _submitted(manager: JobManager, rec: JobRecord) -> SubmitResponse:
@@ -121,7 +122,7 @@ async def health(request: Request, manager: Manager, config: Config,
         gpu_free_bytes=info.get("gpu_free_bytes"), model_loaded=loaded[0] if loaded else None,
         model_loading=loading,
         default_model=config.model, queue_length=manager.queue_length(), running_job=manager.running_id(),
-        auth_required=bool(config.token),
+        auth_required=bool(config.token), workers=manager.workers(),
     )
 
 

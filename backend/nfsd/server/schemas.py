@@ -80,10 +80,29 @@ class JobStatus(BaseModel):
     resubmitted_from: str | None
     stage: str | None = Field(None, description="what an active job does now: 'unwrapping 81,920 faces', "
                                                 "'loading the model' or 'optimizing'")
+    worker: str | None = Field(None, description="the worker that runs or ran it (/health's workers[].name)")
+    retries: int = Field(0, description="times it was queued again after its worker was lost (Ray executor; at "
+                                        "most once)")
 
 
 class JobList(BaseModel):
     jobs: list[JobStatus]
+
+
+class WorkerHealth(BaseModel):
+    """One worker of the server (``nfsd serve --devices`` or ``--executor ray``): a slot of the one queue."""
+
+    name: str = Field(..., description="local-0, local-1... or ray-0, ray-1...")
+    executor: Literal["local", "ray"]
+    device: str | None = None
+    gpu_name: str | None = None
+    gpu_free_bytes: int | None = None
+    models: list[str] = Field(default_factory=list, description="models it holds in memory")
+    model_loads: int | None = Field(None, description="models its process has loaded so far (a warm worker "
+                                                      "loads a model once for all the jobs that use it)")
+    running_job: str | None = None
+    jobs_done: int = Field(0, description="jobs it ended (any end state) since the server started")
+    ready: bool = Field(True, description="false while the worker starts (a Ray actor waiting to be placed)")
 
 
 class Health(BaseModel):
@@ -99,7 +118,9 @@ class Health(BaseModel):
     model_loading: str | None = Field(None, description="model being loaded by the running job, if any")
     default_model: str | None = None
     queue_length: int | None = Field(None, description="jobs waiting (the running one not counted)")
-    running_job: str | None = None
+    running_job: str | None = Field(None, description="the first worker's running job (workers[] for each)")
+    workers: list[WorkerHealth] | None = Field(None, description="every worker, each with its device, models "
+                                                                 "and running job")
 
 
 class Unloaded(BaseModel):
@@ -126,6 +147,8 @@ def status_dict(rec: JobRecord, position: int) -> dict:
         "resubmit_hint": hint,
         "resubmitted_from": rec.resubmitted_from,
         "stage": rec.stage,
+        "worker": rec.worker,
+        "retries": rec.retries,
     }
 
 
