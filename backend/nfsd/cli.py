@@ -15,39 +15,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from .cli_args import BENCHMARKS, build_parser, config_from_args
-
-
-class _CtrlC:
-    """SIGINT while a run is on: the first asks the job to stop after its current step (what exists is
-    still written), a second stops at once. Installed in the main thread only (Python's rule)."""
-
-    def __init__(self):
-        self.count = 0
-        self.job = None
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-    def _handle(self, signum, frame):
-        self.count += 1
-        if self.count > 1:
-            raise KeyboardInterrupt
-        if self.job is not None:
-            self.job.cancel()  # no printing here: the handler may have interrupted tqdm mid-write
+from .processes.interrupts import CtrlC
 
 
 def run_texture(mesh, config, out_dir, init_texture=None, stream=None, texture_size_given=True):
@@ -61,7 +33,7 @@ def run_texture(mesh, config, out_dir, init_texture=None, stream=None, texture_s
     """
     from tqdm import tqdm
 
-    with _CtrlC() as ctrl_c, tqdm(total=config.steps, desc="preparing", unit="step", file=stream or sys.stderr,
+    with CtrlC() as ctrl_c, tqdm(total=config.steps, desc="preparing", unit="step", file=stream or sys.stderr,
                                   dynamic_ncols=True) as bar:
         try:
             return _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_size_given)

@@ -7,39 +7,12 @@ marker, so the next run does it again) and leaves the rows after it not run; a s
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from pathlib import Path
 
 from ..errors import Cancelled, ConfigError, NfsdError
+from ..processes.interrupts import CtrlC
 from .plan import CANCELLED, DONE, FAILED, NOT_RUN, TODO, Row, clear_marker, write_marker
-
-
-class CtrlC:
-    """SIGINT while the batch runs: counted, the job in progress asked to stop (main thread only)."""
-
-    def __init__(self):
-        self.count = 0
-        self.job = None
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-    def _handle(self, signum, frame):
-        self.count += 1
-        if self.count > 1:
-            raise KeyboardInterrupt
-        if self.job is not None:
-            self.job.cancel()
 
 
 def check_local_settings(request: dict) -> dict:
