@@ -12,6 +12,9 @@ import pytest
 
 from server_kit import LiveServer, config, cube, npz, wait_for
 
+from nfsd.batch.command import run_batch
+from nfsd.geometry.builtin_meshes import builtin_mesh
+from nfsd.geometry.wire import write_wire_npz
 from nfsd.jobs.events import Outcome
 from nfsd.jobs.outcomes import REQUEUE, after_restart, settle
 from nfsd.jobs.queue import JobManager, ManagerConfig
@@ -168,6 +171,28 @@ def test_a_server_restarted_with_the_ray_executor_runs_what_was_running_again_on
         assert s["state"] == "interrupted" and s["retries"] == 1 and f"/jobs/{again.id}/resubmit" in s["error"]
         [worker] = c.get("/health").json()["workers"]
         assert worker["executor"] == "ray" and worker["name"] == "ray-0" and worker["model_loads"] == 1
+
+
+def test_nfsd_batch_textures_a_manifest_through_a_ray_backed_server_on_both_workers(ray_cluster, tiny_model,
+                                                                                   tmp_path, capsys):
+    write_wire_npz(builtin_mesh("cube"), tmp_path / "cube.npz")
+    rows = [{"mesh": "cube.npz", "prompt": "red brick wall", "seed": i, "name": f"prop{i}"} for i in range(4)]
+    manifest = tmp_path / "set.json"
+    manifest.write_text(json.dumps({"defaults": {k: v for k, v in JOB.items() if k != "prompt"}, "rows": rows}))
+    with LiveServer(config(str(tiny_model), tmp_path / "data", executor="ray", ray_workers=2)) as live:
+        deadline = time.monotonic() + 120  # both actors started, so that neither takes the whole queue
+        while not all(w["ready"] for w in live.client.get("/health").json()["workers"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert run_batch(manifest, tmp_path / "out", server=live.url, jobs=4) == 0, capsys.readouterr().err
+        jobs = live.client.get("/jobs").json()["jobs"]
+    assert len(jobs) == 4 and {j["state"] for j in jobs} == {"done"}
+    assert {j["worker"] for j in jobs} == {"ray-0", "ray-1"}  # the queue went to both workers
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["state"] for r in summary["rows"]] == ["done"] * 4
+    for i in range(4):
+        with np.load(tmp_path / "out" / f"prop{i}" / "result.npz", allow_pickle=False) as z:
+            assert z["texture"].shape == (32, 32, 4)
 
 
 def test_the_cluster_bench_prints_jobs_per_hour_for_each_worker_count_and_the_load_saved(ray_cluster, tiny_model,
