@@ -32,7 +32,8 @@
 #      wall time of the whole command, report.json's timings and peak_gpu_memory_gb.
 #   4. `nfsd serve` on the GPU: a job through HTTP cancelled halfway, then a second one completed.
 #   5. torch.profiler over a few engine steps at SD-1.5 shapes: the ops that dominate a step.
-#   6. The default job again with `--encoder tiny` (a random TAESD-shaped vae_tiny/ in the model).
+#   6. The default job again with `--encoder tiny` (a random TAESD-shaped vae_tiny/ in the model),
+#      then with `--material pbr` (GGX shading of base colour, roughness and metallic on this rasterizer).
 #   7. `nfsd bench speed ... --compile`.
 #   8. SDXL shapes at 1024 and 512 (`nfsd bench speed --arch sdxl`; also `--encoder tiny` once bench
 #      speed has that option; each skipped, saying so, while bench speed lacks it).
@@ -194,6 +195,12 @@ texture_job_tiny_encoder() {
     run_texture "$WORK/texture" out_tiny $JOB_ARGS --encoder tiny
 }
 
+texture_job_pbr() {  # the default job with --material pbr: GGX shading and 5-channel textures on this rasterizer
+    if ! $PY -m nfsd texture --help | grep -q -- "--material"; then echo "nfsd texture has no --material yet: skipped"; return 0; fi
+    [[ -d $WORK/texture/model ]] || { echo "no model from the texture job"; return 1; }
+    run_texture "$WORK/texture" out_pbr $JOB_ARGS --material pbr
+}
+
 run_texture() {  # $1 work folder (model/, blob.ply), $2 output folder name, then `nfsd texture` options
     local work=$1 out=$2; shift 2
     local t0; t0=$(date +%s.%N)
@@ -345,7 +352,7 @@ optional_bench() {  # `nfsd bench speed --arch $1 ...` only if its --help knows 
 checks() {
     export OUT PY DEVICE ARCH RENDER_SIZE WORK RENDERER_ARGS SPEED_ARGS COMPILE_ARGS SDXL_1024_ARGS SDXL_512_ARGS JOB_ARGS \
         SERVE_STEPS SERVE_SIZES ARCH_OVERRIDE
-    export -f nvdiffrast_build texture_job texture_job_tiny_encoder run_texture serve_job profile_steps optional_bench
+    export -f nvdiffrast_build texture_job texture_job_tiny_encoder texture_job_pbr run_texture serve_job profile_steps optional_bench
     RESULTS=()
     echo "=== environment ($(date -u))"
     $PY -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
@@ -364,6 +371,7 @@ checks() {
     step "serve: cancel then complete" 40 150 serve_job
     step "profile" 30 90 profile_steps
     step "texture job --encoder tiny" 45 120 texture_job_tiny_encoder
+    step "texture job --material pbr" 45 120 texture_job_pbr
     step "bench speed --compile" 90 240 $PY -m nfsd bench speed --device "$DEVICE" $COMPILE_ARGS --compile
     step "bench speed sdxl 1024" 60 150 optional_bench sdxl $SDXL_1024_ARGS
     step "bench speed sdxl 512" 45 120 optional_bench sdxl $SDXL_512_ARGS
