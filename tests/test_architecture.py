@@ -146,7 +146,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_lazy_and_relative_imports():
     known = modules()
     edges = graph(known)
-    assert "nfsd.errors" in edges["nfsd.jobs.worker"]  # from ..errors import Cancelled, ...
+    assert "nfsd.errors" in edges["nfsd.jobs.job_run"]  # from ..errors import Cancelled, ...
     assert "nfsd.priors.prior" in edges["nfsd.jobs.worker"]  # inside a function
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -166,7 +166,7 @@ def test_no_private_name_imported_from_another_module():
 
 
 def test_every_name_is_imported_from_the_module_that_defines_it():
-    """No re-export shims: ``from nfsd.jobs.queue import make_texture_job`` (defined in jobs.worker) hides
+    """No re-export shims: ``from nfsd.jobs.queue import make_texture_job`` (defined in jobs.job_run) hides
     where a name lives and keeps an edge the graph does not need. A package's ``__init__`` may offer
     its public names (``from nfsd.server import create_app``)."""
     known = modules()

@@ -14,7 +14,7 @@ from nfsd.render.cameras import orbit_cameras
 from nfsd.distill.engine import TextureJob
 from nfsd.settings import TextureConfig
 from nfsd.errors import ConfigError, OutOfMemory
-from nfsd.jobs.worker import is_cuda_oom
+from nfsd.jobs.job_run import is_cuda_oom
 from nfsd.geometry.builtin_meshes import builtin_mesh
 from nfsd.render.nvdiffrast_rasterizer import NvdiffrastRasterizer, nvdiffrast_available
 from nfsd.render.torch_rasterizer import TorchRasterizer

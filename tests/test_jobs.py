@@ -19,7 +19,7 @@ from server_kit import BACKEND, free_port, icosphere_npz, wait_until_serving
 
 from nfsd.jobs.store import JobRecord, JobStore
 from nfsd.jobs.queue import JobManager, ManagerConfig
-from nfsd.jobs.worker import make_texture_job
+from nfsd.jobs.job_run import make_texture_job
 
 
 FAST = {"prompt": "red brick wall", "steps": 3, "render_size": 32, "texture_size": 32}

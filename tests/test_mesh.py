@@ -13,9 +13,10 @@ from PIL import Image
 
 from nfsd.errors import Cancelled, ConfigError, MeshError
 from nfsd.geometry.builtin_meshes import BUILTIN_MESHES, builtin_mesh
+from nfsd.geometry.glb_export import save_textured_glb
 from nfsd.geometry.mesh import Mesh, check_mesh, framing_transform, render_offsets_to_object, unit_sphere_transform
+from nfsd.geometry.mesh_files import load_mesh
 from nfsd.geometry.unwrap import ensure_uvs
-from nfsd.geometry.mesh_files import load_mesh, save_textured_glb
 from nfsd.geometry.wire import read_wire_npz, write_wire_npz
 
 # A lopsided closed double pyramid in Blender's axes (Z up), one UV per vertex so every format

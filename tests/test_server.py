@@ -290,7 +290,7 @@ def test_worker_process_that_dies_fails_its_job_and_the_next_job_runs(server):
 
 def test_out_of_memory_fails_the_job_with_the_setting_to_lower(tiny_model, tmp_path):
     from nfsd.jobs.queue import JobManager, ManagerConfig
-    from nfsd.jobs.worker import make_texture_job
+    from nfsd.jobs.job_run import make_texture_job
 
     class OutOfMemoryJob:
         def run(self, on_progress):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..distill.image_files import atomic_write_bytes, grid, save_png
 from ..geometry.mesh import Mesh
-from ..geometry.mesh_files import save_textured_glb
+from ..geometry.glb_export import save_textured_glb
 
 MAPS = ("roughness", "metallic", "normal")
 

@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from ..geometry import mesh as mesh_lib
-from ..geometry.mesh_files import orm_image, save_textured_glb
+from ..geometry.glb_export import orm_image, save_textured_glb
 from ..geometry.udim import split_atlas
 from ..render.cameras import orbit_cameras
 from ..errors import NfsdError

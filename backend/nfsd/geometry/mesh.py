@@ -1,8 +1,8 @@
 """The ``Mesh`` container, its checks, and normalization to render space.
 
-File readers and the GLB writer are in ``nfsd.geometry.mesh_files``, the UV unwrap in
-``nfsd.geometry.unwrap``, the generated meshes in ``nfsd.geometry.builtin_meshes``, the add-on's
-wire .npz in ``nfsd.geometry.wire``.
+File readers are in ``nfsd.geometry.mesh_files`` (and its parsers in ``mesh_readers``), the GLB writer
+in ``nfsd.geometry.glb_export``, the UV unwrap in ``nfsd.geometry.unwrap``, the generated meshes in
+``nfsd.geometry.builtin_meshes``, the add-on's wire .npz in ``nfsd.geometry.wire``.
 
 Conventions (see docs/ARCHITECTURE.md):
 

@@ -1,5 +1,5 @@
 """What one running job is given and gives back: its cancel signal, the callbacks it reports through,
-and how it ended. Shared by ``nfsd.jobs.worker.run_job`` (which runs a job, in the worker process or in
+and how it ended. Shared by ``nfsd.jobs.job_run.run_job`` (which runs a job, in the worker process or in
 a test's thread), the runners and the monitor; it imports nothing of theirs.
 """
 

@@ -29,7 +29,7 @@ class JobMonitor:
         store: the job folders.
         current: returns the running jobs' records.
         status_interval: seconds between ``status.json`` writes (previews arrive from the job's runner,
-            ``nfsd.jobs.worker.run_job``, every ``preview_interval`` s).
+            ``nfsd.jobs.job_run.run_job``, every ``preview_interval`` s).
     """
 
     def __init__(self, store: JobStore, current: Callable[[], list[JobRecord]], status_interval: float):

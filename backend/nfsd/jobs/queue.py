@@ -25,12 +25,12 @@ from typing import Callable
 from .dispatch import SlotWorkers
 from .events import CancelSignal
 from .executors import make_executor
+from .job_run import OOM_HINT
 from .monitor import JobMonitor
 from .outcomes import REQUEUE, after_restart, settle
 from .slots import JobQueue, Slot
 from .speeds import SpeedBook
 from .store import ACTIVE, CANCELLED, DONE, FAILED, INTERRUPTED, LOADING, QUEUED, JobRecord, JobStore, new_job_id, prunable
-from .worker import OOM_HINT
 
 log = logging.getLogger("nfsd.jobs")
 

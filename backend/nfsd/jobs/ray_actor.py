@@ -3,7 +3,7 @@
 
 One actor per GPU (or per CPU slot of a CPU-only cluster) lives as long as the server: it holds the model
 cache (``nfsd.priors.prior``, in the actor's process) across jobs, so a model loads once per worker.
-Nothing is shared through files: a job's inputs arrive as bytes, the actor runs ``nfsd.jobs.worker.run_job``
+Nothing is shared through files: a job's inputs arrive as bytes, the actor runs ``nfsd.jobs.job_run.run_job``
 (the code the local worker process runs) in a temporary folder of its own, and everything the job
 reports is queued as messages the server collects with ``poll`` (a long poll):
 
@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 
 from .events import CancelSignal, JobEvents
-from .worker import JobDefaults, run_job
+from .job_run import JobDefaults, run_job
 
 log = logging.getLogger("nfsd.jobs")
 

@@ -1,7 +1,7 @@
 """Running the server's jobs: in the worker process (``ProcessRunner``, the server), or in a thread of the
 server's own process when a ``make_job`` factory is given (``ThreadRunner``: tests' fake engines).
 
-Both run a job with the one :func:`nfsd.jobs.worker.run_job` (the worker process calls it too), so a
+Both run a job with the one :func:`nfsd.jobs.job_run.run_job` (the worker process calls it too), so a
 test of cancel, out-of-memory or a late result goes through the code that runs in production. Both take
 a job's folder and settings and return an :class:`~nfsd.jobs.events.Outcome`; progress, the early UVs
 and preview PNGs arrive through :class:`~nfsd.jobs.events.JobEvents` while the job runs.
@@ -14,7 +14,8 @@ from typing import Callable
 
 from ..distill.config import Progress
 from .events import CancelSignal, JobEvents, Outcome
-from .worker import WorkerProcess, guess_device, make_texture_job, run_job
+from .job_run import make_texture_job, run_job
+from .worker import WorkerProcess, guess_device
 
 class ThreadRunner:
     """Runs ``make_job(mesh_npz, settings, init_png, config, on_stage=, cancelled=)`` jobs in the calling

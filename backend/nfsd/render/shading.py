@@ -153,7 +153,7 @@ def corner_normals(positions: torch.Tensor, triangles: torch.Tensor, crease_deg:
 
     positions [V,3], triangles [F,3] int. Each corner gets its vertex's area-weighted normal, except where
     that is more than ``crease_deg`` off the face's own normal (a cube's edges): there the face normal, as
-    textured.glb writes them (``nfsd.geometry.mesh_files.save_textured_glb``)."""
+    textured.glb writes them (``nfsd.geometry.glb_export.save_textured_glb``)."""
     tri = triangles.long()
     p = positions.float()[tri]
     face_n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0], dim=-1)  # area-weighted
