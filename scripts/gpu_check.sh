@@ -7,7 +7,7 @@
 #                                  way the device does, then every check below at tiny sizes on the CPU
 #                                  (run it inside the project's venv: its `python` runs the checks; PY312
 #                                  names a Python 3.12 if `python3.12` is not on PATH, e.g. with pyenv
-#                                  PYENV_VERSION="3.11.7:3.12.1"). Last dry run (2026-12-07, after the package move and the settings declaration): all checks ok in 270 s on a loaded 2-core machine
+#                                  PYENV_VERSION="3.11.7:3.12.1"). Last dry run (2026-12-08, after the executors, batch and pbr): all checks ok in 141 s on a loaded 2-core machine
 #                                  but the nvdiffrast build (no CUDA here, as expected).
 #   scripts/gpu_check.sh           on the GPU machine: install, then the checks; all output goes to
 #                                  $OUT/gpu_check.log (and stdout), plus the texture job's report.json
