@@ -1,0 +1,97 @@
+"""A pbr run continued from its maps: the engine starts from the given roughness / metallic / normal (and keeps
+them outside a face mask), and POST /jobs takes them as init_roughness / init_metallic / init_normal."""
+
+import numpy as np
+import pytest
+import torch
+
+from nfsd.distill.engine import texture_mesh
+from nfsd.errors import ConfigError
+from nfsd.geometry.mesh import Mesh
+from nfsd.priors.analytic import AnalyticPrior
+from nfsd.settings import TextureConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def octahedron() -> Mesh:
+    pos = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float32)
+    tri = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]], np.int32)
+    return Mesh(positions=pos, triangles=tri, uvs=(pos[tri][:, :, :2] * 0.45 + 0.5).astype(np.float32))
+
+
+def cfg(**kw) -> TextureConfig:
+    return TextureConfig(**{**dict(prompt="solid red", model="analytic", mode="sds", steps=1, render_size=32,
+                                   texture_size=32, batch=1, device="cpu", material="pbr", lr=0.0), **kw})
+
+
+def init_maps(size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    rough = rng.integers(20, 230, (size, size), dtype=np.uint8)
+    metal = rng.integers(0, 255, (size, size), dtype=np.uint8)
+    xy = rng.uniform(-0.5, 0.5, (size, size, 2))
+    n = np.concatenate([xy, np.sqrt(1 - (xy ** 2).sum(-1, keepdims=True))], -1)
+    normal = np.round((n + 1) / 2 * 255).astype(np.uint8)
+    return {"roughness": rough, "metallic": metal, "normal": normal}
+
+
+def covered(mesh, size=32):
+    from nfsd.distill.texels import uv_coverage
+
+    return uv_coverage(torch.from_numpy(mesh.uvs), size).numpy()
+
+
+@pytest.mark.parametrize("parametrization", ["pixels", "pyramid"])
+def test_a_run_with_no_learning_returns_its_init_maps(parametrization):
+    maps, init = init_maps(), np.full((32, 32, 3), 120, np.uint8)
+    result = texture_mesh(octahedron(), cfg(parametrization=parametrization, normal_map=True), prior=AnalyticPrior(),
+                          init_texture=init, init_maps=maps)
+    seen = covered(octahedron())  # the result is dilated beyond the UV islands
+    for name in ("roughness", "metallic"):
+        assert np.abs(result.maps[name][seen].astype(int) - maps[name][seen]).max() <= 1, name
+    # the normal's x, y round-trip; z is derived from them, within a step of rounding
+    assert np.abs(result.maps["normal"][seen].astype(int) - maps["normal"][seen]).max() <= 2
+    # without maps: the constants, as before
+    plain = texture_mesh(octahedron(), cfg(), prior=AnalyticPrior(), init_texture=init)
+    assert np.abs(plain.maps["roughness"].astype(int) - 128).max() <= 1
+
+
+def test_a_map_given_alone_leaves_the_others_at_their_start():
+    maps = init_maps()
+    result = texture_mesh(octahedron(), cfg(), prior=AnalyticPrior(), init_texture=np.full((32, 32, 3), 9, np.uint8),
+                          init_maps={"metallic": maps["metallic"]})
+    seen = covered(octahedron())
+    assert np.abs(result.maps["metallic"][seen].astype(int) - maps["metallic"][seen]).max() <= 1
+    assert np.abs(result.maps["roughness"].astype(int) - 128).max() <= 1
+
+
+def test_a_face_mask_keeps_the_init_maps_outside_bit_exactly():
+    from nfsd.bench.materials import toy_sphere
+    from nfsd.distill.texture import face_region
+
+    mesh, init, maps = toy_sphere(), np.full((32, 32, 3), 90, np.uint8), init_maps()
+    mask = mesh.positions[mesh.triangles].mean(1)[:, 0] < 0  # the left half
+    result = texture_mesh(mesh, cfg(steps=4, lr=0.2, normal_map=True), prior=AnalyticPrior(), init_texture=init,
+                          face_mask=mask, init_maps=maps)
+    region = face_region(torch.from_numpy(mesh.uvs), torch.from_numpy(mask), 32).numpy()
+    assert np.array_equal(result.texture[~region], init[~region])
+    for name in ("roughness", "metallic", "normal"):
+        assert np.array_equal(result.maps[name][~region], maps[name][~region]), name
+    assert (result.maps["roughness"][region] != maps["roughness"][region]).any()  # inside, it learned
+
+
+@pytest.mark.parametrize("kw, init_kw, words", [
+    (dict(material="albedo"), {}, "material 'pbr'"),
+    (dict(), {"normal": None}, "normal_map"),
+    (dict(), {"init": None}, "initial texture"),
+    (dict(), {"size": 16}, "roughness map: expected uint8 32x32"),
+])
+def test_unusable_init_maps_are_refused_naming_the_problem(kw, init_kw, words):
+    from nfsd.distill.engine import TextureJob
+
+    maps = init_maps(init_kw.get("size", 32))
+    if "normal" not in init_kw:
+        maps.pop("normal")
+    init = None if "init" in init_kw else np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ConfigError, match=words):
+        TextureJob(octahedron(), cfg(**kw), prior=AnalyticPrior(), init_texture=init, init_maps=maps)
