@@ -95,3 +95,86 @@ def test_unusable_init_maps_are_refused_naming_the_problem(kw, init_kw, words):
     init = None if "init" in init_kw else np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(ConfigError, match=words):
         TextureJob(octahedron(), cfg(**kw), prior=AnalyticPrior(), init_texture=init, init_maps=maps)
+
+
+# ---------------------------------------------------------------------------------------------
+# POST /jobs: init_roughness, init_metallic, init_normal
+
+def png_of(arr) -> bytes:
+    """uint8 ``[H, W]`` or ``[H, W, 3]`` with row 0 at the bottom -> PNG bytes (top row first)."""
+    from nfsd.distill.image_files import encode_png
+
+    arr = np.asarray(arr)
+    return encode_png(np.repeat(arr[..., None], 3, 2) if arr.ndim == 2 else arr)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from server_kit import PROMPT, LiveServer, config
+
+    from nfsd.priors.tiny import build_tiny_model
+
+    torch.set_num_threads(1)
+    model = str(build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", prompt_words=(PROMPT,)))
+    with LiveServer(config(model, tmp_path_factory.mktemp("data"))) as live:
+        yield live
+
+
+def post(server, settings, init=True, size=16, **maps):
+    import json
+
+    from server_kit import cube, npz
+
+    files = {"mesh": ("mesh.npz", npz(**cube()), "application/octet-stream")}
+    if init:
+        files["init_texture"] = ("init.png", png_of(np.full((size, size, 3), 120, np.uint8)), "image/png")
+    for field, data in maps.items():
+        files[field] = (f"{field}.png", data, "image/png")
+    return server.client.post("/jobs", files=files, data={"settings": json.dumps(settings)})
+
+
+PBR = {"prompt": "red brick wall", "steps": 1, "render_size": 32, "texture_size": 16, "material": "pbr",
+       "normal_map": True, "lr": 0.0}
+
+
+def test_a_job_with_init_maps_returns_them_and_keeps_them_for_resubmit(server):
+    import io
+
+    from server_kit import wait_for
+
+    maps = init_maps(16, seed=3)
+    r = post(server, PBR, init_roughness=png_of(maps["roughness"]), init_metallic=png_of(maps["metallic"]),
+             init_normal=png_of(maps["normal"]))
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    folder = server.app.state.manager.store.dir(job_id)
+    s = wait_for(server.client, job_id)
+    assert s["state"] == "done", s
+    z = np.load(io.BytesIO(server.client.get(f"/jobs/{job_id}/result").content), allow_pickle=False)
+    for name in ("roughness", "metallic"):  # the cube's UVs cover every texel: no dilation
+        assert np.abs(z[name].astype(int) - maps[name]).max() <= 1, name
+    assert np.abs(z["normal"].astype(int) - maps["normal"]).max() <= 2
+    assert {p.name for p in folder.glob("init_*.png")} == {"init_texture.png", "init_roughness.png",
+                                                         "init_metallic.png", "init_normal.png"}
+    # a re-submitted job (here: straight from the manager, as POST /jobs/{id}/resubmit) carries them too
+    from nfsd.jobs.store import FAILED
+
+    manager = server.app.state.manager
+    manager.get(job_id).state = FAILED
+    again = manager.resubmit(job_id)
+    assert (manager.store.dir(again.id) / "init_normal.png").read_bytes() == (folder / "init_normal.png").read_bytes()
+    wait_for(server.client, again.id)
+
+
+@pytest.mark.parametrize("settings, init, size, maps, words", [
+    (PBR, True, 16, {"init_roughness": png_of(np.zeros((8, 8), np.uint8))}, "init_roughness is 8x8; it must be the size of init_texture (16x16)"),
+    (PBR, True, 16, {"init_metallic": b"\xff\xd8\xff\xe0 not a png"}, "init_metallic must be a PNG image"),
+    (PBR, False, 16, {"init_roughness": png_of(np.zeros((16, 16), np.uint8))}, "init_roughness continues a pbr texture"),
+    ({**PBR, "material": "albedo", "normal_map": False}, True, 16, {"init_metallic": png_of(np.zeros((16, 16), np.uint8))},
+     "init_metallic is a map of the pbr material"),
+    ({**PBR, "normal_map": False}, True, 16, {"init_normal": png_of(np.zeros((16, 16, 3), np.uint8))},
+     "init_normal is a normal map"),
+])
+def test_bad_init_maps_get_a_422_naming_the_field(server, settings, init, size, maps, words):
+    r = post(server, settings, init=init, size=size, **maps)
+    assert r.status_code == 422 and words in r.json()["detail"], r.text
