@@ -178,3 +178,25 @@ def test_a_job_with_init_maps_returns_them_and_keeps_them_for_resubmit(server):
 def test_bad_init_maps_get_a_422_naming_the_field(server, settings, init, size, maps, words):
     r = post(server, settings, init=init, size=size, **maps)
     assert r.status_code == 422 and words in r.json()["detail"], r.text
+
+
+def test_the_cli_continues_a_pbr_run_from_its_map_files(tmp_path, capsys, tiny_model):
+    from nfsd.cli import main
+    from nfsd.distill.image_files import load_png, save_png
+
+    quad = tmp_path / "quad.obj"  # two triangles covering the whole UV square: no texel is dilated
+    quad.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
+                    "f 1/1 2/2 3/3\nf 1/1 3/3 4/4\n")
+    maps = init_maps(16, seed=5)
+    save_png(np.full((16, 16, 3), 99, np.uint8), tmp_path / "base.png")
+    save_png(np.repeat(maps["roughness"][..., None], 3, 2), tmp_path / "rough.png")
+    save_png(maps["normal"], tmp_path / "normal.png")
+    out = tmp_path / "out"
+    code = main(["texture", str(quad), "red", "--out", str(out), "--model", str(tiny_model), "--material", "pbr",
+                 "--normal-map", "--steps", "1", "--lr", "0", "--render-size", "32", "--texture-size", "16",
+                 "--init-texture", str(tmp_path / "base.png"), "--init-roughness", str(tmp_path / "rough.png"),
+                 "--init-normal", str(tmp_path / "normal.png")])
+    assert code == 0, capsys.readouterr().err
+    assert np.abs(load_png(out / "roughness.png")[..., 0].astype(int) - maps["roughness"]).max() <= 1
+    assert np.abs(load_png(out / "normal.png").astype(int) - maps["normal"]).max() <= 2
+    assert np.abs(load_png(out / "metallic.png")[..., 0].astype(int) - 89).max() <= 1  # not given: its start
