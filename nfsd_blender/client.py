@@ -120,11 +120,15 @@ class Client:
         """``GET /health``: status, version, device, gpu_name, gpu_free_bytes, model_loaded, ..."""
         return self._json("GET", "/health")
 
-    def submit(self, mesh_npz: bytes, settings: dict, init_texture_png: bytes | None = None) -> str:
-        """``POST /jobs``: queue a job; returns its id."""
+    def submit(self, mesh_npz: bytes, settings: dict, init_texture_png: bytes | None = None,
+               init_maps: dict | None = None) -> str:
+        """``POST /jobs``: queue a job; returns its id. ``init_maps``: a pbr run's map name (roughness,
+        metallic, normal) -> PNG, sent as ``init_<name>`` beside ``init_texture``."""
         files = {"mesh": ("mesh.npz", mesh_npz, "application/octet-stream")}
         if init_texture_png is not None:
             files["init_texture"] = ("init_texture.png", init_texture_png, "image/png")
+        for name, png in (init_maps or {}).items():
+            files[f"init_{name}"] = (f"init_{name}.png", png, "image/png")
         body, content_type = encode_multipart({"settings": json.dumps(settings)}, files)
         answer = self._json("POST", "/jobs", body=body, content_type=content_type,
                             timeout=self.transfer_timeout)

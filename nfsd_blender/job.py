@@ -59,7 +59,7 @@ class Job:
     def __init__(self, obj_uid: int | None, object_key: str, object_name: str, settings: dict,
                  connection: Connection, *, mesh_npz: bytes = b"", uv_map: str = "",
                  init_texture: np.ndarray | None = None, base_key: str = "", loops: np.ndarray | None = None,
-                 watch: str = "", resubmit: str = "", turns: SubmitTurns | None = None):
+                 watch: str = "", resubmit: str = "", turns: SubmitTurns | None = None, init_maps: dict | None = None):
         self.object_uid = obj_uid
         self.object_key = object_key
         self.object_name = object_name
@@ -68,7 +68,7 @@ class Job:
         self.base_key = base_key  # the shape key whose positions were sent; "" = the basis
         self.loops = loops  # int32 [F, 3] loop of each sent triangle corner (mesh_io.loop_triangles)
         self.worker = Worker(object_name, settings, connection, mesh_npz=mesh_npz, init_texture=init_texture,
-                             watch=watch, resubmit=resubmit, want_uvs=not uv_map, turns=turns)
+                             init_maps=init_maps, watch=watch, resubmit=resubmit, want_uvs=not uv_map, turns=turns)
         self.cleanup = SceneCleanup()
         self.reattached = bool(watch)
 

@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from . import backend_status, duplicates, image_io, mesh_io, mesh_write, preview, results, scene_state
+from . import (backend_status, duplicates, image_io, material_maps, mesh_io, mesh_write, preview, results,
+               scene_state)
 from .job import Job
 from .submit_turns import SubmitTurns
 from .worker import Connection  # noqa: F401  (the add-on's public name for it)
@@ -110,6 +111,7 @@ def prepare_job(obj, settings: dict, connection: Connection, *, continue_from=No
 
 def _prepare(obj, settings, connection, continue_from, unwrap, apply_into, faces_only, turns) -> Job:
     init_texture = None
+    init_maps: dict = {}
     base_key = ""
     uv_map = mesh_io.active_uv_name(obj)
     if continue_from is not None:
@@ -125,6 +127,8 @@ def _prepare(obj, settings, connection, continue_from, unwrap, apply_into, faces
         init_texture = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         # The new texture keeps the old one's size: that is what the backend starts from.
         settings = dict(settings, texture_size=int(pixels.shape[1]))
+        # A pbr run continues its whole material: its maps go along (material_maps.init_maps).
+        init_maps = material_maps.init_maps(continue_from, settings, pixels.shape)
         if settings.get("mode") == "dds":  # Edit: from what the continued run shows to the new prompt
             settings["source_prompt"] = continue_from.prompt
 
@@ -147,8 +151,8 @@ def _prepare(obj, settings, connection, continue_from, unwrap, apply_into, faces
         mesh_write.show_offsets_key(obj, base_key)  # the live preview goes on the shape that was sent
     loops = mesh_io.loop_triangles(obj.data)[1]
     job = Job(scene_state.session_uid(obj), scene_state.object_key(obj), obj.name, settings, connection,
-              mesh_npz=wire, uv_map=uv_map, init_texture=init_texture, base_key=base_key, loops=loops,
-              turns=turns)
+              mesh_npz=wire, uv_map=uv_map, init_texture=init_texture, init_maps=init_maps, base_key=base_key,
+              loops=loops, turns=turns)
     preview.begin(obj, job, uv_map=uv_map, base_key=base_key, created_uv_map=created_uv_map,
                   evaluated=evaluated, apply_into=apply_into)
     _jobs[job.object_key] = job

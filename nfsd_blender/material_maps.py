@@ -107,6 +107,27 @@ def run_images(run) -> dict:
     return {name: image for name, image in found.items() if image is not None}
 
 
+def init_maps(run, settings: dict, shape: tuple) -> dict[str, np.ndarray]:
+    """What a run continuing ``run`` (Continue, Edit, Selected Faces) sends beside its texture as
+    ``init_roughness`` / ``init_metallic`` / ``init_normal`` (docs/API.md): map name -> uint8 RGBA
+    ``[H, W, 4]``, row 0 = bottom, of each of ``run``'s map images that still exists and has the texture's
+    ``shape`` ``[H, W, ...]``; only when the new run's API ``settings`` are pbr (the normal only with
+    ``normal_map``). ``{}`` for an albedo run, a pbr run whose maps are gone, or a new albedo run."""
+    if settings.get("material") != "pbr":
+        return {}
+    maps = {}
+    for name, image in run_images(run).items():
+        if name == "normal" and not settings.get("normal_map"):
+            continue
+        pixels = image_io.image_pixels(image)
+        if pixels.ndim != 3 or tuple(pixels.shape[:2]) != tuple(shape[:2]):
+            continue  # a tiled or resized image: the backend wants the texture's own size
+        if pixels.shape[2] < 4:
+            pixels = np.concatenate([pixels[..., :3], np.ones(pixels.shape[:2] + (1,), np.float32)], axis=2)
+        maps[name] = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return maps
+
+
 def keep_in_run(run, images: dict) -> None:
     for name in MAPS:
         setattr(run, f"{name}_image", images.get(name))

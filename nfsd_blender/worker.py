@@ -53,18 +53,20 @@ class Connection:
 class Worker:
     """One job's HTTP thread. ``watch``: the id of a job already on the backend (reattaching after
     a reload); ``resubmit``: the id of an interrupted job to run again; otherwise ``mesh_npz`` (and
-    ``init_texture``, uint8 [H, W, 4], row 0 = bottom) is submitted with ``settings``.
+    ``init_texture``, uint8 [H, W, 4], row 0 = bottom, and a pbr run's ``init_maps``, map name -> the same)
+    is submitted with ``settings``.
     ``want_uvs``: fetch the backend's unwrap once it is known (a mesh sent without UVs). ``turns``:
     shared by the jobs of one press of Texture, which submit one after the other."""
 
     def __init__(self, name: str, settings: dict, connection: Connection, *, mesh_npz: bytes = b"",
                  init_texture: np.ndarray | None = None, watch: str = "", resubmit: str = "",
-                 want_uvs: bool = False, turns: SubmitTurns | None = None):
+                 want_uvs: bool = False, turns: SubmitTurns | None = None, init_maps: dict | None = None):
         self.settings = dict(settings)
         self.connection = connection
         self.events: queue.Queue = queue.Queue()
         self._mesh_npz = mesh_npz
         self._init_texture = init_texture
+        self._init_maps = dict(init_maps or {})
         self._watch = watch
         self._resubmit = resubmit
         self._want_uvs = want_uvs
@@ -139,8 +141,9 @@ class Worker:
                 if waits:
                     self._post("phase", "Uploading mesh")
             init_png = image_io.encode_png(self._init_texture) if self._init_texture is not None else None
+            maps = {name: image_io.encode_png(m) for name, m in self._init_maps.items()} if init_png else {}
             try:
-                return self._submit(client, init_png)
+                return self._submit(client, init_png, maps)
             except BackendError as error:
                 if error.status != 429:
                     raise
@@ -152,9 +155,10 @@ class Worker:
             if turns is not None and ticket >= 0:
                 turns.done(ticket)
 
-    def _submit(self, client: Client, init_png: bytes | None) -> str:
+    def _submit(self, client: Client, init_png: bytes | None, maps: dict) -> str:
+        """``maps``: a pbr run's init maps, name -> PNG (sent only with ``init_png``)."""
         try:
-            return client.submit(self._mesh_npz, self.settings, init_png)
+            return client.submit(self._mesh_npz, self.settings, init_png, maps)
         except BackendError as error:
             if error.kind != "unreachable" or not self.connection.start_command:
                 raise
@@ -162,7 +166,7 @@ class Worker:
         local_backend.start(self.connection.start_command, client.url)
         local_backend.wait_until_up(client.url, client.token, timeout=180.0, cancel=self._cancel)
         self._post("phase", "Uploading mesh")
-        return client.submit(self._mesh_npz, self.settings, init_png)
+        return client.submit(self._mesh_npz, self.settings, init_png, maps)
 
     def _poll(self, client: Client, job_id: str) -> None:
         seen = {"preview_at": time.monotonic(), "snapshot": None, "want_uvs": self._want_uvs}

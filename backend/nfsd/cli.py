@@ -22,27 +22,28 @@ from .cli_args import BENCHMARKS, build_parser, config_from_args
 from .processes.interrupts import CtrlC
 
 
-def run_texture(mesh, config, out_dir, init_texture=None, stream=None, texture_size_given=True):
+def run_texture(mesh, config, out_dir, init_texture=None, stream=None, texture_size_given=True, init_maps=None):
     """Run a job with a tqdm bar and write its outputs into ``out_dir``.
 
     Ctrl-C drops the step in progress and still writes what the last whole step made. Returns ``(paths, result)``:
     name -> path of each file written, and the ``TextureResult`` (``result.cancelled`` after Ctrl-C).
     Raises ``nfsd.errors.Cancelled`` when Ctrl-C came before the job existed (while unwrapping).
     ``texture_size_given=False``: a mesh without UVs gets the texture size of the texel-density rule
-    (``nfsd.geometry.texel_density``); otherwise a too-small size is only warned about.
+    (``nfsd.geometry.texel_density``); otherwise a too-small size is only warned about. ``init_maps``: a pbr
+    run's maps to continue from (``nfsd.distill.init_maps``).
     """
     from tqdm import tqdm
 
     with CtrlC() as ctrl_c, tqdm(total=config.steps, desc="preparing", unit="step", file=stream or sys.stderr,
                                   dynamic_ncols=True) as bar:
         try:
-            return _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_size_given)
+            return _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_size_given, init_maps)
         except BaseException:
             bar.leave = False  # an error's line stands alone, without a stale "preparing 0%" bar above it
             raise
 
 
-def _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_size_given):
+def _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_size_given, init_maps=None):
     from .distill.outputs import write_outputs
     from .distill.tiles import make_job
 
@@ -50,7 +51,8 @@ def _run_texture_in(bar, ctrl_c, mesh, config, out_dir, init_texture, texture_si
     # --uvs unwrap, texel density, the unwrap of a mesh without UVs, and UDIM tiles (an atlas, split after)
     job = ctrl_c.job = make_job(mesh, config, init_texture,
                                 on_progress=lambda text, elapsed: bar.set_description(f"{text} ({elapsed:.0f} s)"),
-                                cancelled=lambda: ctrl_c.count > 0, texture_size_given=texture_size_given)
+                                cancelled=lambda: ctrl_c.count > 0, texture_size_given=texture_size_given,
+                                init_maps=init_maps)
     for warning in job.mesh.warnings[known:]:
         bar.write(f"nfsd: warning: {warning}", file=bar.fp)
     if job.config.texture_size != config.texture_size and getattr(job, "layout", None) is None:
@@ -185,10 +187,12 @@ def main(argv=None) -> int:
 
                 torch.set_num_threads(args.threads)
             init = load_png(args.init_texture) if args.init_texture else None
+            maps = {name: load_png(getattr(args, f"init_{name}")) for name in ("roughness", "metallic", "normal")
+                    if getattr(args, f"init_{name}", None)}
             if args.faces:
                 mesh.face_mask = _read_faces(args.faces, mesh.num_faces)
             given = getattr(args, "texture_size", None) is not None or init is not None
-            paths, result = run_texture(mesh, config, args.out, init, texture_size_given=given)
+            paths, result = run_texture(mesh, config, args.out, init, texture_size_given=given, init_maps=maps or None)
             out = Path(args.out).resolve()
             for path in paths.values():
                 print(path)

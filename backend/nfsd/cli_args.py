@@ -82,6 +82,11 @@ def add_setting_options(p: argparse.ArgumentParser, family: str | None = None, d
     p.add_argument("--faces", default=None, metavar="FILE.npy",
                    help="re-texture only these triangles: bool [F] or integer indices; needs --init-texture")
     p.add_argument("--init-texture", default=None, help="PNG to continue from (resized to --texture-size)")
+    for name, what in (("roughness", "grey PNG, linear"), ("metallic", "grey PNG, linear"),
+                       ("normal", "RGB PNG, tangent space, OpenGL")):
+        p.add_argument(f"--init-{name}", default=None, metavar="PNG",
+                       help=f"--material pbr: the {name} map to continue from ({what}; the --init-texture's size, "
+                            f"as a pbr run writes it{', needs --normal-map' if name == 'normal' else ''})")
     # One thread by default: torch's default (one per core) spin-waits as soon as another program wants the
     # cores, ~6x slower on a shared 2-core machine (BENCHMARKS.md, "Threads"); 0 asks for torch's default.
     p.add_argument("--threads", type=int, default=1,

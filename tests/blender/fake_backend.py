@@ -55,7 +55,8 @@ from nfsd.server.config import ServerConfig
 from nfsd.server.routes import refuse_when_queue_full
 from nfsd.server.schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, ResolvedSettings, SubmitResponse,
                                  Unloaded, status_dict)
-from nfsd.server.validation import model_defaults, read_request, resolve_request
+from nfsd.server.uploads import MAP_FIELDS
+from nfsd.server.validation import check_init_maps, model_defaults, read_request, resolve_request
 
 FAIL_MESSAGE = "CUDA out of memory at render_size 512: lower render_size or texture_size"
 AUTH_MESSAGE = ("missing or wrong token: send 'Authorization: Bearer <token>' with the token the server was "
@@ -188,7 +189,7 @@ class FakeBackend:
         job = {"id": uuid.uuid4().hex, "seq": self._seq, "created": time.time(), "state": "queued", "step": 0,
                "total": self.total_steps, "error": None, "started": None, "finished": None, "settings": settings,
                "request": request, "mesh": mesh, "init_texture": init_texture, "previews": 0, "uvs_requests": 0,
-               "resubmitted_from": None}
+               "resubmitted_from": None, "init_maps": {}}
         job.update(extra)
         self.jobs[job["id"]] = job
         return job
@@ -312,14 +313,19 @@ class FakeBackend:
         init = fields.get("init_texture")
         if settings.get("mode") == "dds" and init is None:
             raise HTTPException(422, "mode dds edits a texture: send the current texture as init_texture")
+        maps = {f: fields[f] for f in MAP_FIELDS if f in fields}  # a pbr run's init maps, as routes.submit
+        check_init_maps(settings, init is not None, list(maps))
         spool = Path(tempfile.mkdtemp(dir=self._dir))
         try:
             (spool / "mesh.npz").write_bytes(fields["mesh"])
             if init is not None:
                 (spool / "init.png").write_bytes(init)
+            for f, data in maps.items():
+                (spool / f"{f}.png").write_bytes(data)
             problem = inputcheck.check_files(str(spool / "mesh.npz"), str(spool / "init.png") if init else None,
                                              self.config.max_faces, self.config.max_vertices,
-                                             int(LIMITS["max_init_texture_side"]))
+                                             int(LIMITS["max_init_texture_side"]),
+                                             {f: str(spool / f"{f}.png") for f in maps})
         finally:
             shutil.rmtree(spool, ignore_errors=True)
         if problem:
@@ -327,7 +333,7 @@ class FakeBackend:
         with np.load(io.BytesIO(fields["mesh"]), allow_pickle=False) as npz:
             mesh = {key: npz[key] for key in npz.files}
         with self.lock:
-            job = self._new_job(settings, json.loads(text), mesh, init)
+            job = self._new_job(settings, json.loads(text), mesh, init, init_maps={MAP_FIELDS[f]: d for f, d in maps.items()})
             return SubmitResponse(id=job["id"], state=job["state"], queue_position=self._position(job)).model_dump()
 
     def _handler(self):
@@ -431,7 +437,8 @@ class FakeBackend:
                             raise HTTPException(409, f"job {job['id']} is {job['state']}: only failed, cancelled "
                                                      "or interrupted jobs run again")
                         new = backend._new_job(job["settings"], job["request"], job["mesh"], job["init_texture"],
-                                               total=job["total"], resubmitted_from=job["id"])
+                                               total=job["total"], resubmitted_from=job["id"],
+                                               init_maps=job["init_maps"])
                         return 202, SubmitResponse(id=new["id"], state=new["state"],
                                                    queue_position=backend._position(new)).model_dump()
                 if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "cancel":

@@ -240,3 +240,55 @@ def test_a_map_of_the_wrong_size_is_refused_naming_it(addon):
     np.savez(buffer, texture=np.zeros((8, 8, 4), np.uint8), roughness=np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match=r"roughness map is uint8 \[4, 4\], expected uint8 \[8, 8\]"):
         addon.material_maps.read_maps(buffer.getvalue(), (8, 8, 4))
+
+
+def sent_map(sent, name):
+    """A map PNG the backend received (top row first) as uint8 RGBA rows, row 0 = bottom."""
+    return np.array(Image.open(io.BytesIO(sent[name])).convert("RGBA"))[::-1]
+
+
+def test_continue_on_a_pbr_run_sends_its_maps_beside_the_texture(addon, scene, fast_connection, fake_backend):
+    from fake_backend import result_maps
+
+    pbr(scene)
+    obj = add_mesh("cube")
+    first = run_job(addon, scene, obj, fast_connection)
+    run_job(addon, scene, obj, fast_connection, continue_from=first)
+    sent = fake_backend.jobs[obj.nfsd_runs[1].job_id]
+    assert sent["init_texture"] is not None and set(sent["init_maps"]) == {"roughness", "metallic", "normal"}
+    size = first.image.size[0]
+    want = result_maps(size, normal_map=True)
+    for name, image in addon.material_maps.run_images(first).items():
+        got = sent_map(sent["init_maps"], name)
+        assert got.shape == (size, size, 4)
+        pixels = addon.image_io.image_pixels(image)  # the run's image as Blender holds it, row 0 bottom
+        assert np.array_equal(got, (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)), name
+        rgb = want[name] if name == "normal" else np.repeat(want[name][..., None], 3, -1)
+        assert np.array_equal(got[..., :3], rgb), name  # = the result's own maps, rows in order
+
+    # without a normal map now: roughness and metallic only (the backend would refuse init_normal)
+    pbr(scene, normal_map=False)
+    run_job(addon, scene, obj, fast_connection, continue_from=first)
+    assert set(fake_backend.jobs[obj.nfsd_runs[2].job_id]["init_maps"]) == {"roughness", "metallic"}
+
+
+def test_continue_sends_no_maps_from_an_albedo_run_or_a_pbr_run_whose_maps_are_gone(addon, scene, fast_connection,
+                                                                                 fake_backend):
+    obj = add_mesh("cube")
+    albedo = run_job(addon, scene, obj, fast_connection)
+    pbr(scene)
+    run_job(addon, scene, obj, fast_connection, continue_from=albedo)
+    assert fake_backend.jobs[obj.nfsd_runs[1].job_id]["init_maps"] == {}
+
+    first = obj.nfsd_runs[1]
+    for name in ("roughness", "metallic", "normal"):
+        bpy.data.images.remove(getattr(first, f"{name}_image"))
+    run_job(addon, scene, obj, fast_connection, continue_from=first)
+    sent = fake_backend.jobs[obj.nfsd_runs[2].job_id]
+    assert sent["init_maps"] == {} and sent["init_texture"] is not None
+
+    scene.nfsd.material = "albedo"  # a pbr run continued as albedo: its maps stay home
+    second = obj.nfsd_runs[2]
+    assert addon.material_maps.run_images(second)
+    run_job(addon, scene, obj, fast_connection, continue_from=second)
+    assert fake_backend.jobs[obj.nfsd_runs[3].job_id]["init_maps"] == {}

@@ -26,6 +26,7 @@ from ..geometry.unwrap import ensure_uvs
 from ..priors.prior import Prior
 from .config import Progress, TextureResult
 from .image_files import to_uint8
+from .init_maps import checked_init_maps
 from .optimize import finish, prepare, sync_losses, take_step
 from ..settings import TextureConfig
 from .texture import as_face_mask
@@ -48,6 +49,9 @@ class TextureJob:
         prior: an already loaded prior; default ``load_prior(config.model)`` (cached).
         init_texture: uint8 ``[H, W, 3]`` (row 0 bottom) to continue from, resized to ``texture_size``;
             required by the edit modes (``dds``) and by ``face_mask``.
+        init_maps: a pbr run's initial ``roughness`` / ``metallic`` / ``normal`` maps (uint8, row 0 bottom, the
+            size of ``init_texture``; ``nfsd.distill.init_maps``): the maps start from them, not from
+            constants, and outside a face mask's region they come back bit-identical.
         face_mask: ``[F]`` bool, re-texture only these faces (default ``mesh.face_mask``): every texel
             outside ``texture.face_region`` of them comes back bit-identical to ``init_texture``
             (which then sets the texture size), and only their vertices move. The renders show the
@@ -55,12 +59,13 @@ class TextureJob:
     """
 
     def __init__(self, mesh, config: TextureConfig, prior: Prior | None = None, init_texture: np.ndarray | None = None,
-                 face_mask: np.ndarray | None = None):
+                 face_mask: np.ndarray | None = None, init_maps: dict | None = None):
         config.validate()
         self.config = config
         self.mesh = ensure_uvs(mesh)
         self.prior = prior
         self.init_texture = init_texture
+        self.init_maps = checked_init_maps(init_maps, init_texture, config.material, config.normal_map)
         if face_mask is None:
             face_mask = getattr(mesh, "face_mask", None)
         self.face_mask = None if face_mask is None else as_face_mask(face_mask, self.mesh.num_faces)
@@ -150,14 +155,15 @@ class TextureJob:
             raise Cancelled(f"cancelled after {step} of {c.steps} steps")
         run.timings["optimize_s"] = time.perf_counter() - run.t_opt
         run.timings["steps_per_s"] = step / run.timings["optimize_s"] if run.timings["optimize_s"] > 0 else 0.0
-        return finish(run, step, last_loss, self.init_texture, self.face_mask, report)
+        return finish(run, step, last_loss, self.init_texture, self.face_mask, report, self.init_maps)
 
 
 def texture_mesh(mesh, config: TextureConfig, prior: Prior | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 init_texture: np.ndarray | None = None, face_mask: np.ndarray | None = None) -> TextureResult:
+                 init_texture: np.ndarray | None = None, face_mask: np.ndarray | None = None,
+                 init_maps: dict | None = None) -> TextureResult:
     """Texture ``mesh`` from ``config.prompt``: ``TextureJob(...).run(on_progress)``."""
-    return TextureJob(mesh, config, prior, init_texture, face_mask).run(on_progress)
+    return TextureJob(mesh, config, prior, init_texture, face_mask, init_maps).run(on_progress)
 
 
 __all__ = ["TextureJob", "texture_mesh", "device_info"]

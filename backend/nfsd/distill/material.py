@@ -20,16 +20,19 @@ START_ROUGHNESS = 0.5
 START_METALLIC = 0.35
 
 
-def initial_material(colour: torch.Tensor | None, size: int, normal_map: bool) -> torch.Tensor:
+def initial_material(colour: torch.Tensor | None, size: int, normal_map: bool, maps: dict | None = None) -> torch.Tensor:
     """The texture a pbr run starts from: ``colour`` ``[size, size, 3]`` (the initial texture, sRGB; None:
     mid-grey, as an albedo run starts), roughness ``START_ROUGHNESS``, metallic ``START_METALLIC``, a flat
-    normal. Returns ``[size, size, C]`` float32 in [0, 1], on ``colour``'s device."""
+    normal; ``maps`` (``nfsd.distill.init_maps.start_channels``: channel name -> ``[size, size, k]``) replace
+    those it names. Returns ``[size, size, C]`` float32 in [0, 1], on ``colour``'s device."""
     device = colour.device if colour is not None else None
     out = torch.full((size, size, material_channels(normal_map)), 0.5, device=device)
     if colour is not None:
         out[..., MATERIAL_CHANNELS["base_color"]] = colour.float()
     out[..., MATERIAL_CHANNELS["roughness"]] = START_ROUGHNESS
     out[..., MATERIAL_CHANNELS["metallic"]] = START_METALLIC
+    for name, channels in (maps or {}).items():  # a continued run: the maps it had
+        out[..., MATERIAL_CHANNELS[name]] = channels.to(out.device)
     return out
 
 

@@ -32,6 +32,7 @@ from .cancel_points import CancelPoints
 from .config import Progress, TextureResult
 from ..settings import TextureConfig
 from .image_files import from_uint8, to_uint8
+from .init_maps import keep_outside, start_channels
 from . import material as material_lib
 from .offsets import NormalOffsets
 from .texels import dilate, uv_coverage
@@ -121,7 +122,7 @@ def prepare(job, report: Callable[[Progress], None]) -> Run:
     init = from_uint8(job.init_texture, size).to(device) if job.init_texture is not None else None
     pbr = c.material == "pbr"
     if pbr:  # one texture of base colour, roughness, metallic (, normal): the initial texture is the base colour
-        init = material_lib.initial_material(init, size, c.normal_map).to(device)
+        init = material_lib.initial_material(init, size, c.normal_map, start_channels(job.init_maps, size)).to(device)
     torch.manual_seed(c.seed)
     texture = make_texture(c.parametrization, size, init, surface=(base, triangles, uvs),
                            channels=material_channels(c.normal_map) if pbr else 3).to(device)
@@ -237,9 +238,10 @@ def sync_losses(run: Run) -> float | None:
 
 
 def finish(run: Run, step: int, last_loss: float | None, init_texture, face_mask,
-           report: Callable[[Progress], None]) -> TextureResult:
+           report: Callable[[Progress], None], init_maps: dict | None = None) -> TextureResult:
     """The result after ``step`` steps: dilated uint8 texture (the input's own bytes outside a face
-    mask's region), object-space offsets, timings and the report's info."""
+    mask's region, and ``init_maps``' bytes in a pbr run's maps), object-space offsets, timings and the
+    report's info."""
     c, prior, timings, mesh, region = run.config, run.prior, run.timings, run.mesh, run.region
     t_fin = time.perf_counter()
     with torch.no_grad():
@@ -247,6 +249,8 @@ def finish(run: Run, step: int, last_loss: float | None, init_texture, face_mask
         if region is not None:  # composited in uint8: the texels outside are the input's own bytes
             keep = ~region.cpu().numpy()
             final[keep, :3] = np.asarray(init_texture)[:, :, :3][keep]  # (a pbr run's other maps: their start)
+        else:
+            keep = None
         offsets_obj = None
         if run.offsets is not None:
             offsets_obj = mesh_lib.render_offsets_to_object(mesh, run.transform, run.offsets().cpu().numpy()).astype(np.float32)
@@ -266,6 +270,8 @@ def finish(run: Run, step: int, last_loss: float | None, init_texture, face_mask
     if region is not None:
         info.update(masked_faces=int(face_mask.sum()), region_texels=int(region.sum()))
     final, maps = material_lib.split_maps(final) if c.material == "pbr" else (final, {})
+    if keep is not None and maps:  # initial maps outside the region: their own bytes, exactly
+        maps = keep_outside(maps, init_maps, keep)
     if maps:
         info["material"] = {"kind": "pbr", "maps": sorted(maps)}
     return TextureResult(

@@ -126,7 +126,7 @@ class UdimJob:
 
 
 def make_job(mesh, config, init_texture=None, on_progress: Callable[[str, float], None] | None = None,
-             cancelled: Callable[[], bool] | None = None, texture_size_given: bool = True):
+             cancelled: Callable[[], bool] | None = None, texture_size_given: bool = True, init_maps=None):
     """The job for ``mesh`` as it came: ``prepare_mesh``, then a ``TextureJob``, on the atlas of a UDIM
     mesh (a ``UdimJob``). ``on_progress``/``cancelled``: the unwrap's (``ensure_uvs``);
     ``texture_size_given=False``: the texel-density rule may choose the size (``prepare_mesh``)."""
@@ -135,5 +135,5 @@ def make_job(mesh, config, init_texture=None, on_progress: Callable[[str, float]
     config.validate()  # before a long unwrap, not after it
     mesh, config = prepare_mesh(mesh, config, on_progress, cancelled, texture_size_given)
     engine_mesh, engine_config, layout = atlas_plan(mesh, config, init_texture)
-    job = TextureJob(engine_mesh, engine_config, init_texture=init_texture)
+    job = TextureJob(engine_mesh, engine_config, init_texture=init_texture, init_maps=init_maps)
     return job if layout is None else UdimJob(job, mesh, config, layout)

@@ -29,8 +29,10 @@ def png_size(head: bytes) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def check_png(path: str | Path, max_side: int = LIMITS["max_init_texture_side"]) -> str | None:
-    """None when ``path`` is a PNG of at most ``max_side`` pixels a side that decodes; else the reason."""
+def check_png(path: str | Path, max_side: int = LIMITS["max_init_texture_side"], name: str = "init_texture",
+              size: tuple[int, int] | None = None) -> str | None:
+    """None when ``path`` is a PNG of at most ``max_side`` pixels a side (exactly ``size`` ``(w, h)`` when
+    given) that decodes; else the reason, naming the form field ``name``."""
     from PIL import Image
 
     with open(path, "rb") as f:
@@ -38,14 +40,16 @@ def check_png(path: str | Path, max_side: int = LIMITS["max_init_texture_side"])
     try:
         w, h = png_size(head)
     except ValueError as exc:
-        return f"init_texture must be a PNG image: {exc}"
+        return f"{name} must be a PNG image: {exc}"
     if not (1 <= w <= max_side and 1 <= h <= max_side):
-        return f"init_texture is {w}x{h}; at most {max_side}x{max_side} is accepted (resize it)"
+        return f"{name} is {w}x{h}; at most {max_side}x{max_side} is accepted (resize it)"
+    if size is not None and (w, h) != tuple(size):
+        return f"{name} is {w}x{h}; it must be the size of init_texture ({size[0]}x{size[1]})"
     try:
         with Image.open(path, formats=["PNG"]) as img:
             img.load()
     except Exception as exc:  # PIL raises many kinds for corrupt data
-        return f"init_texture is not a readable PNG image ({type(exc).__name__}: {str(exc)[:80]})"
+        return f"{name} is not a readable PNG image ({type(exc).__name__}: {str(exc)[:80]})"
     return None
 
 
@@ -62,11 +66,17 @@ def check_mesh(path: str | Path, max_faces: int = LIMITS["max_faces"],
 
 
 def check_files(mesh_path: str, init_path: str | None, max_faces: int, max_vertices: int,
-                max_side: int) -> str | None:
-    """Both checks, as one call of the server's checker process; the first reason found, or None."""
+                max_side: int, map_paths: dict[str, str] | None = None) -> str | None:
+    """The checks, as one call of the server's checker process; the first reason found, or None.
+    ``map_paths``: form field (``init_roughness``, ...) -> PNG that must be the size of ``init_path``."""
     problem = check_mesh(mesh_path, max_faces, max_vertices)
     if problem is None and init_path is not None:
         problem = check_png(init_path, max_side)
+    for name, path in (map_paths or {}).items():
+        if problem is None and init_path is not None:
+            with open(init_path, "rb") as f:
+                size = png_size(f.read(24))
+            problem = check_png(path, max_side, name, size)
     if problem is None and init_path is None and _has_face_mask(mesh_path):
         problem = "face_mask re-textures part of a texture: send the current texture as init_texture"
     return problem

@@ -25,7 +25,7 @@ from ..distill.image_files import decode_png
 from ..errors import Cancelled, NfsdError, OutOfMemory
 from .events import CancelSignal, JobEvents, Outcome
 from .results import encode_png, result_npz, store_job_uvs
-from .store import atomic_write
+from .store import atomic_write, read_init_maps
 
 log = logging.getLogger("nfsd.jobs")
 
@@ -73,12 +73,13 @@ def failure_message(exc: Exception, job_id: str) -> str:
 
 def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, config,
                      on_stage: Callable[[str, float], None] | None = None,
-                     cancelled: Callable[[], bool] | None = None):
+                     cancelled: Callable[[], bool] | None = None, init_maps: dict[str, bytes] | None = None):
     """The engine's TextureJob for a job's stored inputs (the default ``make_job`` of JobManager).
 
     ``config``: anything with ``default_model`` and ``device`` (a ``ManagerConfig``). A mesh without
     UVs (or with ``uvs: unwrap``) is unwrapped here (``nfsd.geometry.unwrap.ensure_uvs``: ``on_stage("unwrapping N faces", elapsed)``
-    while it runs; ``cancelled()`` polled, raising ``nfsd.errors.Cancelled`` within 50 ms)."""
+    while it runs; ``cancelled()`` polled, raising ``nfsd.errors.Cancelled`` within 50 ms). ``init_maps``: a pbr
+    job's init maps (map name -> PNG bytes, ``nfsd.jobs.store.INIT_MAPS``), decoded as the init texture is."""
     from ..distill.tiles import make_job
     from ..settings import resolve
     from ..geometry.wire import read_wire_npz
@@ -89,15 +90,16 @@ def make_texture_job(mesh_npz: bytes, settings: dict, init_png: bytes | None, co
     # records of older servers, which stored only what the request named.
     cfg = resolve(settings, default_model=config.default_model, overrides={"device": config.device})
     init = decode_png(init_png) if init_png is not None else None
+    maps = {name: decode_png(data) for name, data in (init_maps or {}).items()} or None
     if cancelled is not None and cancelled():
         raise Cancelled("cancelled before the job started")
     # uvs: unwrap drops the mesh's UVs before the unwrap; a UDIM mesh runs on an atlas (nfsd.distill.tiles)
-    return make_job(mesh, cfg, init, on_progress=on_stage, cancelled=cancelled)
+    return make_job(mesh, cfg, init, on_progress=on_stage, cancelled=cancelled, init_maps=maps)
 
 
 def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: CancelSignal, events: JobEvents,
             config, make_job: Callable = make_texture_job) -> Outcome:
-    """Run one job from its folder (``mesh.npz``, ``init_texture.png`` when ``has_init``) to its ``Outcome``,
+    """Run one job from its folder (``mesh.npz``, ``init_texture.png`` and any init maps when ``has_init``) to its ``Outcome``,
     writing ``uvs.npz`` once the UVs are final and ``result.npz`` when it is done.
 
     ``make_job(mesh_npz, settings, init_png, config, on_stage=, cancelled=)`` builds the job (default: the
@@ -112,8 +114,9 @@ def run_job(job_id: str, folder: Path, settings: dict, has_init: bool, cancel: C
     job = snapshot = None
     try:
         init_png = (folder / "init_texture.png").read_bytes() if has_init else None
-        job = make_job((folder / "mesh.npz").read_bytes(), settings, init_png, config,
-                       on_stage=events.stage, cancelled=cancel.is_set)
+        maps = read_init_maps(folder) if has_init else {}
+        job = make_job((folder / "mesh.npz").read_bytes(), settings, init_png, config, on_stage=events.stage,
+                       cancelled=cancel.is_set, **({"init_maps": maps} if maps else {}))
         events.stage(None, time.monotonic() - t0)  # the mesh is ready: no stage line outlives its stage
         # The UVs are final once the job exists (unwrapped if the mesh had none): clients can lay the
         # live preview on the mesh from now on, long before the result.

@@ -30,7 +30,8 @@ from .monitor import JobMonitor
 from .outcomes import REQUEUE, after_restart, settle
 from .slots import JobQueue, Slot
 from .speeds import SpeedBook
-from .store import ACTIVE, CANCELLED, DONE, FAILED, INTERRUPTED, LOADING, QUEUED, JobRecord, JobStore, new_job_id, prunable
+from .store import (ACTIVE, CANCELLED, DONE, FAILED, INTERRUPTED, LOADING, QUEUED, JobRecord, JobStore, new_job_id,
+                    prunable, read_init_maps)
 
 log = logging.getLogger("nfsd.jobs")
 
@@ -129,13 +130,13 @@ class JobManager:
 
     # -- requests ----------------------------------------------------------------------------------
     def submit(self, mesh_npz: bytes, settings: dict, init_png: bytes | None = None,
-               resubmitted_from: str | None = None) -> JobRecord:
+               resubmitted_from: str | None = None, init_maps: dict[str, bytes] | None = None) -> JobRecord:
         with self._lock:
             rec = JobRecord(id=new_job_id(), seq=self._seq, created=time.time(), settings=dict(settings),
                             total=int(settings.get("steps") or 0), has_init_texture=init_png is not None,
                             resubmitted_from=resubmitted_from)
             self._seq += 1
-            self.store.create(rec, mesh_npz, init_png)
+            self.store.create(rec, mesh_npz, init_png, init_maps)
             self._records[rec.id] = rec
             self._queue.add(rec.id)
             self._workers.notify()
@@ -150,8 +151,9 @@ class JobManager:
                                  "re-submitted (a done job: submit its mesh again with new settings)")
             mesh = self.store.read_bytes(job_id, "mesh.npz")
             init = self.store.read_bytes(job_id, "init_texture.png") if rec.has_init_texture else None
+            maps = read_init_maps(self.store.dir(job_id)) if rec.has_init_texture else None
             settings = json.loads(self.store.read_bytes(job_id, "settings.json"))
-        return self.submit(mesh, settings, init, resubmitted_from=job_id)
+        return self.submit(mesh, settings, init, resubmitted_from=job_id, init_maps=maps)
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .events import CancelSignal, JobEvents
 from .job_run import JobDefaults, run_job
+from .store import write_init_maps
 
 log = logging.getLogger("nfsd.jobs")
 
@@ -67,13 +68,15 @@ class JobActor:
             node = None
         return dict(device_info(), models=loaded_models(), model_loads=load_count(), pid=os.getpid(), node=node)
 
-    def start(self, job_id: str, mesh_npz: bytes, settings: dict, init_png: bytes | None) -> None:
-        """Start one job in a thread of its own; its messages wait for ``poll``."""
+    def start(self, job_id: str, mesh_npz: bytes, settings: dict, init_png: bytes | None,
+              init_maps: dict[str, bytes] | None = None) -> None:
+        """Start one job in a thread of its own; its messages wait for ``poll``. ``init_maps``: map name -> PNG
+        bytes (``nfsd.jobs.store.INIT_MAPS``)."""
         messages: queue.Queue = queue.Queue()
         cancel = CancelSignal()
         with self._lock:
             self._jobs[job_id] = (messages, cancel)
-        threading.Thread(target=self._run, args=(job_id, mesh_npz, settings, init_png, messages, cancel),
+        threading.Thread(target=self._run, args=(job_id, mesh_npz, settings, init_png, init_maps, messages, cancel),
                          name=f"nfsd-job-{job_id[:8]}", daemon=True).start()
 
     def poll(self, job_id: str, timeout: float) -> list[tuple]:
@@ -113,7 +116,7 @@ class JobActor:
 
         return unload_all(), self.info()
 
-    def _run(self, job_id: str, mesh_npz: bytes, settings: dict, init_png: bytes | None,
+    def _run(self, job_id: str, mesh_npz: bytes, settings: dict, init_png: bytes | None, init_maps: dict | None,
              messages: queue.Queue, cancel: CancelSignal) -> None:
         put = messages.put
         with tempfile.TemporaryDirectory(prefix="nfsd-job-") as tmp:
@@ -122,6 +125,7 @@ class JobActor:
                 (folder / "mesh.npz").write_bytes(mesh_npz)
                 if init_png is not None:
                     (folder / "init_texture.png").write_bytes(init_png)
+                    write_init_maps(folder, init_maps)
                 events = JobEvents(
                     progress=lambda p: put(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction)),
                     uvs=lambda: put(("uvs", (folder / "uvs.npz").read_bytes())),

@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..errors import ConfigError
 from .events import CancelSignal, JobEvents, Outcome
-from .store import atomic_write
+from .store import atomic_write, read_init_maps
 
 log = logging.getLogger("nfsd.jobs")
 
@@ -180,8 +180,9 @@ class RayRunner:
         actor = self.actor
         mesh = (folder / "mesh.npz").read_bytes()
         init = (folder / "init_texture.png").read_bytes() if has_init else None
+        maps = read_init_maps(folder) if has_init else {}
         try:
-            ray.get(actor.start.remote(job_id, mesh, settings, init))
+            ray.get(actor.start.remote(job_id, mesh, settings, init, maps))
             cancel.on_set(lambda: actor.cancel.remote(job_id))
             while True:
                 batch = ray.get(actor.poll.remote(job_id, POLL_S))

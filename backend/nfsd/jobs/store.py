@@ -5,6 +5,8 @@ Every job lives in ``DATA_DIR/jobs/<id>/``::
     mesh.npz           the uploaded wire-format mesh, as received
     settings.json      the validated settings (model resolved to the server's default when absent)
     init_texture.png   optional texture to continue from
+    init_roughness.png, init_metallic.png, init_normal.png
+                       optional maps of a pbr texture to continue from (``INIT_MAPS``), only with init_texture.png
     status.json        JobRecord.to_dict(), rewritten at most every ``status_interval`` seconds while running
     uvs.npz            the per-corner UVs the texture is laid out on (``nfsd.jobs.results.uvs_npz``), written
                        as soon as the job's mesh is prepared (its UVs unwrapped if it had none)
@@ -29,6 +31,24 @@ from pathlib import Path
 from ..distill.image_files import atomic_write_bytes
 
 log = logging.getLogger("nfsd.jobs")
+
+INIT_MAPS = ("roughness", "metallic", "normal")  # a pbr job's optional maps beside its init texture
+
+
+def init_map_file(name: str) -> str:
+    """The file (and the ``POST /jobs`` form field, without ``.png``) of init map ``name``: ``init_<name>.png``."""
+    return f"init_{name}.png"
+
+
+def read_init_maps(folder: Path) -> dict[str, bytes]:
+    """The init maps stored in a job folder: map name -> PNG bytes (empty when none)."""
+    return {name: (Path(folder) / init_map_file(name)).read_bytes() for name in INIT_MAPS
+            if (Path(folder) / init_map_file(name)).is_file()}
+
+
+def write_init_maps(folder: Path, maps: dict[str, bytes] | None) -> None:
+    for name, data in (maps or {}).items():
+        (Path(folder) / init_map_file(name)).write_bytes(data)
 
 QUEUED, LOADING, RUNNING = "queued", "loading", "running"
 DONE, FAILED, CANCELLED, INTERRUPTED = "done", "failed", "cancelled", "interrupted"
@@ -123,8 +143,10 @@ class JobStore:
     def path(self, job_id: str, name: str) -> Path:
         return self.root / job_id / name
 
-    def create(self, record: JobRecord, mesh_npz: bytes, init_png: bytes | None) -> None:
-        """Write a new job's inputs and status under a temporary folder, then rename it into place."""
+    def create(self, record: JobRecord, mesh_npz: bytes, init_png: bytes | None,
+               init_maps: dict[str, bytes] | None = None) -> None:
+        """Write a new job's inputs (``init_maps``: map name -> PNG bytes) and status under a temporary
+        folder, then rename it into place."""
         tmp = self.root / f".new-{record.id}"
         tmp.mkdir()
         try:
@@ -132,6 +154,7 @@ class JobStore:
             (tmp / "settings.json").write_text(json.dumps(record.settings, indent=1))
             if init_png is not None:
                 (tmp / "init_texture.png").write_bytes(init_png)
+                write_init_maps(tmp, init_maps)
             (tmp / "status.json").write_text(json.dumps(record.to_dict(), indent=1))
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:

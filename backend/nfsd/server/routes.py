@@ -21,8 +21,8 @@ from .config import ServerConfig
 from .schemas import (Deleted, ErrorBody, Health, JobList, JobStatus, ResolvedSettings, SubmitResponse, Unloaded,
                       status_dict)
 from .security import bearer, require_token, token_ok
-from .uploads import DISK_FULL, disk_full, read_submission
-from .validation import FileChecker, model_defaults, parse_settings, read_request, resolve_request
+from .uploads import DISK_FULL, MAP_FIELDS, disk_full, read_submission
+from .validation import FileChecker, check_init_maps, model_defaults, parse_settings, read_request, resolve_request
 
 
 def _manager(request: Request) -> JobManager:
@@ -134,6 +134,9 @@ SUBMIT_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
         "settings": {"type": "string", "description": "JSON object, see JobSettings",
                      "example": '{"prompt": "weathered bronze", "steps": 400}'},
         "init_texture": {"type": "string", "format": "binary", "description": "optional PNG"},
+        **{f: {"type": "string", "format": "binary",
+               "description": f"optional PNG, the {name} map of a pbr texture to continue (with init_texture, its size)"}
+           for f, name in MAP_FIELDS.items()},
     }}}}}}
 
 
@@ -149,12 +152,14 @@ async def submit(request: Request, manager: Manager, config: Config, checker: Ch
         settings = await run_in_threadpool(parse_settings, sub.settings_text, config)
         if settings.get("mode") == "dds" and sub.init_path is None:
             raise HTTPException(422, "mode dds edits a texture: send the current texture as init_texture")
-        await checker.check(sub.mesh_path, sub.init_path)
+        check_init_maps(settings, sub.init_path is not None, list(sub.map_paths))
+        await checker.check(sub.mesh_path, sub.init_path, sub.map_paths)
         mesh = await run_in_threadpool(sub.mesh_path.read_bytes)
         init = await run_in_threadpool(sub.init_path.read_bytes) if sub.init_path else None
+        maps = {MAP_FIELDS[f]: await run_in_threadpool(p.read_bytes) for f, p in sub.map_paths.items()}
         refuse_when_queue_full(manager, config)
         try:
-            rec = await run_in_threadpool(manager.submit, mesh, settings, init)
+            rec = await run_in_threadpool(manager.submit, mesh, settings, init, init_maps=maps or None)
         except OSError as exc:
             if exc.errno in DISK_FULL:
                 raise disk_full(exc, manager.store.root) from None

@@ -1,7 +1,7 @@
 """Request bodies: ``POST /jobs`` streamed into a spool folder inside the data dir, and a stall
 timeout for every body.
 
-The multipart body is parsed as it arrives (python-multipart), the mesh and init texture are written
+The multipart body is parsed as it arrives (python-multipart), the mesh, init texture and init maps are written
 to ``DATA_DIR/uploads/<random>/`` (never the system temp folder, which may be small or shared), the
 settings field is kept in memory up to its limit. Writes run in worker threads; a full disk is a 507.
 """
@@ -20,10 +20,13 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from ..jobs.store import INIT_MAPS, init_map_file
 from ..limits import LIMITS, quote
 from .config import ServerConfig
 
-FIELDS = {"mesh": "mesh.npz", "settings": None, "init_texture": "init_texture.png"}
+MAP_FIELDS = {init_map_file(name).removesuffix(".png"): name for name in INIT_MAPS}  # init_roughness -> roughness
+FIELDS = {"mesh": "mesh.npz", "settings": None, "init_texture": "init_texture.png",
+          **{f: init_map_file(name) for f, name in MAP_FIELDS.items()}}
 FLUSH_BYTES = 1 << 20  # written to disk in pieces of about this size
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -41,6 +44,7 @@ class Submission:
     settings_text: str = ""
     mesh_path: Path | None = None
     init_path: Path | None = None
+    map_paths: dict = field(default_factory=dict)  # init map field (init_roughness, ...) -> its file
     sizes: dict = field(default_factory=dict)
 
     def remove(self) -> None:
@@ -114,17 +118,20 @@ class _Reader:
         name = params.get(b"name", b"").decode("utf-8", "replace")
         if name not in FIELDS:
             raise HTTPException(422, f"unknown form field {quote(name)}: send mesh, settings and optionally "
-                                     "init_texture")
+                                     f"init_texture (a pbr run also {', '.join(MAP_FIELDS)})")
         if name in self.sub.sizes:
             raise HTTPException(422, f"form field {name!r} is sent twice; send each field once")
         if name != "settings" and b"filename" not in params:
             raise HTTPException(422, f"form field {name!r} must be a file (the wire-format .npz for mesh, a PNG "
-                                     "for init_texture)")
+                                     f"for {name if name != 'mesh' else 'init_texture'})")
         self.name = name
         self.sub.sizes[name] = 0
         if FIELDS[name]:
             path = self.sub.folder / FIELDS[name]
-            setattr(self.sub, "mesh_path" if name == "mesh" else "init_path", path)
+            if name in MAP_FIELDS:
+                self.sub.map_paths[name] = path
+            else:
+                setattr(self.sub, "mesh_path" if name == "mesh" else "init_path", path)
 
     def part_data(self, data, start, end):
         piece = bytes(data[start:end])

@@ -129,6 +129,22 @@ def resolve_request(request: dict, config: ServerConfig) -> Resolved:
     return Resolved(request_of(resolved, API), family, render_size)
 
 
+def check_init_maps(settings: dict, has_init: bool, fields: list[str]) -> None:
+    """422 when init map form fields (``init_roughness``, ``init_metallic``, ``init_normal``) cannot go with
+    the job's resolved ``settings``: they continue a pbr texture, so they need init_texture and material pbr
+    (``init_normal`` also normal_map)."""
+    for name in sorted(fields):
+        if not has_init:
+            raise HTTPException(422, f"{name} continues a pbr texture: send that texture's base colour as "
+                                     f"init_texture too, or leave {name} out")
+        if settings.get("material") != "pbr":
+            raise HTTPException(422, f"{name} is a map of the pbr material, but settings.material is "
+                                     f"{quote(settings.get('material'))}: send material 'pbr' or leave {name} out")
+        if name == "init_normal" and not settings.get("normal_map"):
+            raise HTTPException(422, "init_normal is a normal map: send settings.normal_map true (with material "
+                                     "'pbr') or leave init_normal out")
+
+
 def model_defaults(entry: dict) -> dict | None:
     """What a job of a ``GET /models`` entry runs when its settings leave the sizes out (the panel's
     presets are relative to these); None for LoRAs and models that cannot be used."""
@@ -158,13 +174,14 @@ class FileChecker:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    async def check(self, mesh_path: Path, init_path: Path | None) -> None:
-        """422 naming the problem of the mesh or init texture; returns when both are fine."""
+    async def check(self, mesh_path: Path, init_path: Path | None, map_paths: dict | None = None) -> None:
+        """422 naming the problem of the mesh, init texture or init maps (``map_paths``: form field -> file);
+        returns when all are fine."""
         if self._pool is None:
             self.start()
         c = self.config
         args = (str(mesh_path), str(init_path) if init_path else None, c.max_faces, c.max_vertices,
-                int(LIMITS["max_init_texture_side"]))
+                int(LIMITS["max_init_texture_side"]), {k: str(v) for k, v in (map_paths or {}).items()})
         try:
             problem = await asyncio.wrap_future(self._pool.submit(inputcheck.check_files, *args))
         except BrokenProcessPool:
