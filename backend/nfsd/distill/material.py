@@ -32,7 +32,8 @@ START_METALLIC_NORMAL_MAP = 0.65
 def initial_material(colour: torch.Tensor | None, size: int, normal_map: bool) -> torch.Tensor:
     """The texture a pbr run starts from: ``colour`` ``[size, size, 3]`` (the initial texture, sRGB; None:
     mid-grey, as an albedo run starts), roughness ``START_ROUGHNESS``, metallic ``START_METALLIC`` (with
-    ``normal_map``: ``START_METALLIC_NORMAL_MAP``), a flat normal. Returns ``[size, size, C]`` float32 in [0, 1], on ``colour``'s device."""
+    ``normal_map``: ``START_METALLIC_NORMAL_MAP``), a flat normal. Returns ``[size, size, C]`` float32 in
+    [0, 1], on ``colour``'s device."""
     device = colour.device if colour is not None else None
     out = torch.full((size, size, material_channels(normal_map)), 0.5, device=device)
     if colour is not None:
