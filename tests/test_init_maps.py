@@ -183,6 +183,7 @@ def test_bad_init_maps_get_a_422_naming_the_field(server, settings, init, size, 
 def test_the_cli_continues_a_pbr_run_from_its_map_files(tmp_path, capsys, tiny_model):
     from nfsd.cli import main
     from nfsd.distill.image_files import load_png, save_png
+    from nfsd.distill.material import START_METALLIC_NORMAL_MAP
 
     quad = tmp_path / "quad.obj"  # two triangles covering the whole UV square: no texel is dilated
     quad.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
@@ -199,4 +200,5 @@ def test_the_cli_continues_a_pbr_run_from_its_map_files(tmp_path, capsys, tiny_m
     assert code == 0, capsys.readouterr().err
     assert np.abs(load_png(out / "roughness.png")[..., 0].astype(int) - maps["roughness"]).max() <= 1
     assert np.abs(load_png(out / "normal.png").astype(int) - maps["normal"]).max() <= 2
-    assert np.abs(load_png(out / "metallic.png")[..., 0].astype(int) - 89).max() <= 1  # not given: its start
+    start = round(255 * START_METALLIC_NORMAL_MAP)  # not given: the start of a run with a normal map
+    assert np.abs(load_png(out / "metallic.png")[..., 0].astype(int) - start).max() <= 1

@@ -157,10 +157,12 @@ def main(argv=None) -> int:
                      f"{albedo['base_mean']} / {pbr['base_mean']} |")
     lines += ["", f"| `--normal-map`, {args.steps} steps, seed 0 | normal x (truth 0.5 / 0.75) | roughness err | "
               "metallic err |", "| --- | --- | --- | --- |"]
-    for binary in (0.05, 0.0):
-        nm = recover_normal_map(args.steps, metallic_binary=binary)
+    for name, overrides in (("as run (metallic_binary 0.05, normal_smoothness 0.01)", {}),
+                            ("metallic_binary 0.0", {"metallic_binary": 0.0}),
+                            ("normal_smoothness 0.0", {"normal_smoothness": 0.0})):
+        nm = recover_normal_map(args.steps, **overrides)
         d, m = nm["dielectric"], nm["metal"]
-        lines.append(f"| metallic_binary {binary} | {d['normal_x']:.3f} / {m['normal_x']:.3f} | {d['roughness']:.3f} "
+        lines.append(f"| {name} | {d['normal_x']:.3f} / {m['normal_x']:.3f} | {d['roughness']:.3f} "
                      f"/ {m['roughness']:.3f} | {d['metallic']:.3f} / {m['metallic']:.3f} |")
     lines += ["", f"| time per step ({args.time_steps} steps, fastest of {args.repeats} alternated runs) | albedo | pbr "
               "| pbr / albedo |", "| --- | --- | --- | --- |"]

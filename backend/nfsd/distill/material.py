@@ -18,45 +18,62 @@ from ..render.shading import MATERIAL_CHANNELS, material_channels
 # a metallic error of 0.75 after 100 steps (0.27 from 0.2), from 0.35 it had 0.05 (`nfsd bench materials`).
 START_ROUGHNESS = 0.5
 START_METALLIC = 0.35
+# With a normal map metallic starts leaning metal instead. The normals start flat, so a tilted surface's highlights
+# land elsewhere than the target's; a misplaced highlight is best removed by a dimmer, diffuse material (metallic
+# down, roughness up), and a weak specular leaves the normals only the diffuse error to learn from, which is
+# metallic's error, not theirs: on the toy with its metal half's normals tilted 30 degrees, from 0.35 the normals
+# took ~140 steps to arrive and the ramped metallic_binary had settled the metal half at 0 by then (error 0.95 at
+# 150 steps). Started at the true metallic (the rest as usual), the normals arrived in ~45 steps; from 0.65 the
+# metal half's error was 0.10 / 0.05 / 0.04 (seeds 0, 1, 2), the flat dielectric half still went to 0 (0.005),
+# from 0.8 it no longer did (0.14) (`nfsd bench materials`, its --normal-map table).
+START_METALLIC_NORMAL_MAP = 0.65
 
 
 def initial_material(colour: torch.Tensor | None, size: int, normal_map: bool, maps: dict | None = None) -> torch.Tensor:
     """The texture a pbr run starts from: ``colour`` ``[size, size, 3]`` (the initial texture, sRGB; None:
-    mid-grey, as an albedo run starts), roughness ``START_ROUGHNESS``, metallic ``START_METALLIC``, a flat
-    normal; ``maps`` (``nfsd.distill.init_maps.start_channels``: channel name -> ``[size, size, k]``) replace
-    those it names. Returns ``[size, size, C]`` float32 in [0, 1], on ``colour``'s device."""
+    mid-grey, as an albedo run starts), roughness ``START_ROUGHNESS``, metallic ``START_METALLIC`` (with
+    ``normal_map``: ``START_METALLIC_NORMAL_MAP``), a flat normal; ``maps``
+    (``nfsd.distill.init_maps.start_channels``: channel name -> ``[size, size, k]``) replace those it names.
+    Returns ``[size, size, C]`` float32 in [0, 1], on ``colour``'s device."""
     device = colour.device if colour is not None else None
     out = torch.full((size, size, material_channels(normal_map)), 0.5, device=device)
     if colour is not None:
         out[..., MATERIAL_CHANNELS["base_color"]] = colour.float()
     out[..., MATERIAL_CHANNELS["roughness"]] = START_ROUGHNESS
-    out[..., MATERIAL_CHANNELS["metallic"]] = START_METALLIC
+    out[..., MATERIAL_CHANNELS["metallic"]] = START_METALLIC_NORMAL_MAP if normal_map else START_METALLIC
     for name, channels in (maps or {}).items():  # a continued run: the maps it had
         out[..., MATERIAL_CHANNELS[name]] = channels.to(out.device)
     return out
 
 
 def regularization(texture: torch.Tensor, covered: torch.Tensor, smoothness: float, binary: float,
-                   pixels: int = 1) -> torch.Tensor:
+                   pixels: int = 1, normal_smoothness: float = 0.0) -> torch.Tensor:
     """The material's priors on itself, a scalar: ``pixels`` x (``smoothness`` x total variation of roughness and
     metallic (mean absolute difference of UV neighbours, both covered) + ``binary`` x mean ``m (1 - m)`` of
-    metallic: real surfaces are metal or not). texture ``[S, S, C]``, covered ``[S, S]`` bool (``uv_coverage``).
+    metallic: real surfaces are metal or not + ``normal_smoothness`` x total variation of the normal map's x, y,
+    when the texture has one). texture ``[S, S, C]``, covered ``[S, S]`` bool (``uv_coverage``).
 
     ``pixels``: the pixels a step renders (batch x render_size^2). The distillation loss is a sum over the
     rendered image, so a texel's share of it grows with the pixels that see it; scaled so, the weights act the
     same at any texture and render size."""
-    maps = texture[..., 3:5]  # roughness, metallic
-    zero = texture.new_zeros(())
-    total = zero
+    total = texture.new_zeros(())
     if smoothness > 0:
-        c = covered.float()
-        dx = (maps[:, 1:] - maps[:, :-1]).abs().sum(-1) * (c[:, 1:] * c[:, :-1])
-        dy = (maps[1:] - maps[:-1]).abs().sum(-1) * (c[1:] * c[:-1])
-        total = total + smoothness * (dx.sum() + dy.sum()) / c.sum().clamp_min(1)
+        total = total + smoothness * total_variation(texture[..., 3:5], covered)  # roughness, metallic
+    if normal_smoothness > 0 and texture.shape[-1] > 5:
+        total = total + normal_smoothness * total_variation(texture[..., MATERIAL_CHANNELS["normal"]], covered)
     if binary > 0:
         m = texture[..., MATERIAL_CHANNELS["metallic"]][..., 0]
         total = total + binary * (m * (1 - m))[covered].mean()
     return total * pixels
+
+
+def total_variation(maps: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
+    """Mean over covered texels of the absolute differences to their right and upper neighbours (both
+    covered), summed over channels: maps ``[S, S, K]``, covered ``[S, S]`` bool -> a scalar."""
+    c = covered.float()
+    dx = (maps[:, 1:] - maps[:, :-1]).abs().sum(-1) * (c[:, 1:] * c[:, :-1])
+    dy = (maps[1:] - maps[:-1]).abs().sum(-1) * (c[1:] * c[:-1])
+    return (dx.sum() + dy.sum()) / c.sum().clamp_min(1)
 
 
 def split_maps(material: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -83,5 +100,5 @@ def material_texture(base: np.ndarray, maps: dict) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(parts, -1).astype(np.float32) / 255.0)
 
 
-__all__ = ["START_METALLIC", "START_ROUGHNESS", "initial_material", "material_texture", "regularization",
-           "split_maps"]
+__all__ = ["START_METALLIC", "START_METALLIC_NORMAL_MAP", "START_ROUGHNESS", "initial_material", "material_texture",
+           "regularization", "split_maps", "total_variation"]

@@ -224,7 +224,7 @@ def _loss_and_gradients(run: Run, step: int, lock, check: Callable[[], None]) ->
     if run.covered is not None:
         total = total + material_lib.regularization(tex, run.covered, c.material_smoothness,
                                                      c.metallic_binary * step / c.steps,  # ramped in: decide late
-                                                     c.batch * run.render_size ** 2)
+                                                     c.batch * run.render_size ** 2, c.normal_smoothness)
     total.backward()
     return loss.detach()
 
