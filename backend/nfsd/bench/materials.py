@@ -180,15 +180,21 @@ def main(argv=None) -> int:
         from ..geometry.builtin_meshes import builtin_mesh
         from ..settings import resolve
 
-        cfg = resolve({"prompt": "red and white stripes", "steps": args.demo_steps, "material": "pbr",
-                       "device": "cpu"})
-        t0 = time.perf_counter()
-        result = make_job(builtin_mesh("default"), cfg).run()
-        paths = write_outputs(result, Path(args.out))
-        rough, metal = result.maps["roughness"] / 255.0, result.maps["metallic"] / 255.0
-        demo = (f"built-in prior, demo mesh, `--material pbr`, {args.demo_steps} steps: {time.perf_counter() - t0:.0f} s; "
-                f"roughness mean {rough.mean():.2f} (std {rough.std():.2f}), metallic mean {metal.mean():.2f} "
-                f"(std {metal.std():.2f}); files: {', '.join(sorted(p.name for p in paths.values()))}")
+        lines_demo = []
+        for normal_map in (False, True):  # a real prompt must not turn metal because of a start value
+            cfg = resolve({"prompt": "red and white stripes", "steps": args.demo_steps, "material": "pbr",
+                           "normal_map": normal_map, "device": "cpu"})
+            t0 = time.perf_counter()
+            result = make_job(builtin_mesh("default"), cfg).run()
+            out = Path(args.out) / ("normal_map" if normal_map else "pbr")
+            paths = write_outputs(result, out)
+            rough, metal = result.maps["roughness"] / 255.0, result.maps["metallic"] / 255.0
+            lines_demo.append(
+                f"built-in prior, demo mesh, `--material pbr{' --normal-map' if normal_map else ''}`, {args.demo_steps} "
+                f"steps: {time.perf_counter() - t0:.0f} s; roughness mean {rough.mean():.2f} (std {rough.std():.2f}), "
+                f"metallic mean {metal.mean():.2f} (std {metal.std():.2f}, {(metal > 0.5).mean():.0%} of texels "
+                f"over 0.5); files in {out}: {', '.join(sorted(p.name for p in paths.values()))}")
+        demo = "\n\n".join(lines_demo)
         print(demo)
     if args.write:
         from .report import repo_root, write_section
