@@ -18,16 +18,17 @@ from ..render.shading import MATERIAL_CHANNELS, material_channels
 # a metallic error of 0.75 after 100 steps (0.27 from 0.2), from 0.35 it had 0.05 (`nfsd bench materials`).
 START_ROUGHNESS = 0.5
 START_METALLIC = 0.35
-# With a normal map metallic starts at the middle, leaning neither way. The normals start flat, so a tilted
-# surface's highlights land elsewhere than the target's; a misplaced highlight is best removed by a dimmer, diffuse
-# material (metallic down, roughness up), and a weak specular leaves the normals only the diffuse error to learn
-# from, which is metallic's error, not theirs: on the toy with its metal half's normals tilted 30 degrees, from 0.35
-# the normals took ~140 steps to arrive and the ramped metallic_binary had settled the metal half at 0 by then
-# (error 0.89-0.95 at 150 steps). From 0.65 the toy's metal half came out right (error 0.10) but a real prompt
-# went metal: the built-in prior's "red and white stripes" on Suzanne ended 81% metallic (chrome, not plastic),
-# as the 0/1 push carries whatever the prior leaves alone to the side it starts on. From 0.5: toy metal error
-# 0.30 / 0.16 (seeds 0, 1), dielectric half 0.003, and the same Suzanne run 15% metallic (mostly plastic).
-START_METALLIC_NORMAL_MAP = 0.5
+# With a normal map metallic starts where it starts without one. The normals start flat, so a tilted surface's
+# highlights land elsewhere than the target's; a misplaced highlight is best removed by a dimmer, diffuse material
+# (metallic down, roughness up), and a weak specular leaves the normals only the diffuse error to learn from, which
+# is metallic's error, not theirs: on the toy with its metal half's normals tilted 30 degrees, from 0.35 the normals
+# took ~140 steps to arrive and the ramped metallic_binary had settled the metal half at 0 by then (error 0.89-0.95
+# at 150 steps). A higher start recovers the toy but makes real prompts metal, as the 0/1 push carries whatever
+# the prior leaves alone to the side it starts on (built-in prior, "red and white stripes", 300 steps on the demo
+# mesh / 200 on Suzanne): from 0.65 the toy's metal error was 0.10 and Suzanne came out 81% metallic (chrome); from
+# 0.5, 0.30 and 25% of the demo mesh; from 0.4, 0.75 and 1%. Plastic that turns chrome harms every run; a metal
+# region with strong normal detail read as dielectric harms few, and the artist can paint metallic in Blender.
+START_METALLIC_NORMAL_MAP = START_METALLIC
 
 
 def initial_material(colour: torch.Tensor | None, size: int, normal_map: bool, maps: dict | None = None) -> torch.Tensor:
