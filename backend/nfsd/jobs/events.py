@@ -66,3 +66,35 @@ class JobEvents:
     uvs: Callable[[], None]
     preview: Callable[[bytes, int], None]
     stage: Callable[[str | None, float], None] = lambda text, elapsed: None
+
+
+def message_events(send: Callable[[tuple], None], uvs_message: Callable[[], tuple] = lambda: ("uvs",)) -> JobEvents:
+    """``JobEvents`` that turn each report into a message tuple for ``send``: the protocol of the worker
+    process's pipe and of a Ray actor's poll (``deliver`` reads it back)::
+
+        ("progress", phase, step, total, loss, elapsed, eta, fraction)   a Progress
+        ("stage", text | None, elapsed)                                   preparing the mesh; None: ended
+        ("uvs", ...)                                                      uvs.npz is written (``uvs_message()``)
+        ("preview", step, png_bytes)
+    """
+    return JobEvents(
+        progress=lambda p: send(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction)),
+        uvs=lambda: send(uvs_message()),
+        preview=lambda png, step: send(("preview", step, png)),
+        stage=lambda text, elapsed: send(("stage", text, elapsed)),
+    )
+
+
+def deliver(msg: tuple, events: JobEvents) -> None:
+    """A ``message_events`` tuple -> the ``events`` call it stands for (other kinds are ignored)."""
+    kind = msg[0]
+    if kind == "progress":
+        from ..distill.config import Progress
+
+        events.progress(Progress(*msg[1:]))
+    elif kind == "preview":
+        events.preview(msg[2], msg[1])
+    elif kind == "uvs":
+        events.uvs()
+    elif kind == "stage":
+        events.stage(msg[1], msg[2])

@@ -27,7 +27,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .events import CancelSignal, JobEvents
+from .events import CancelSignal, message_events
 from .job_run import JobDefaults, run_job
 from .store import write_init_maps
 
@@ -126,12 +126,8 @@ class JobActor:
                 if init_png is not None:
                     (folder / "init_texture.png").write_bytes(init_png)
                     write_init_maps(folder, init_maps)
-                events = JobEvents(
-                    progress=lambda p: put(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction)),
-                    uvs=lambda: put(("uvs", (folder / "uvs.npz").read_bytes())),
-                    preview=lambda png, step: put(("preview", step, png)),
-                    stage=lambda text, elapsed: put(("stage", text, elapsed)),
-                )
+                # the UVs travel as bytes: the server has no view of this folder
+                events = message_events(put, lambda: ("uvs", (folder / "uvs.npz").read_bytes()))
                 outcome = run_job(job_id, folder, settings, init_png is not None, cancel, events, self.config)
                 result = (folder / "result.npz").read_bytes() if outcome.state == "done" else None
                 put(("end", outcome.state, outcome.payload(), result, self.info()))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
-from .events import CancelSignal, JobEvents, Outcome
+from .events import CancelSignal, JobEvents, Outcome, deliver
 from .store import atomic_write, read_init_maps
 
 log = logging.getLogger("nfsd.jobs")
@@ -198,18 +198,11 @@ class RayRunner:
             return Outcome("died", error=f"the Ray worker running it was lost ({type(exc).__name__})")
 
     def _deliver(self, msg: tuple, folder: Path, events: JobEvents) -> None:
-        from ..distill.config import Progress
-
-        kind = msg[0]
-        if kind == "progress":
-            events.progress(Progress(*msg[1:]))
-        elif kind == "preview":
-            events.preview(msg[2], msg[1])
-        elif kind == "stage":
-            events.stage(msg[1], msg[2])
-        elif kind == "uvs" and folder.is_dir():
+        if msg[0] == "uvs":  # its bytes become the job folder's uvs.npz first
+            if not folder.is_dir():
+                return
             atomic_write(folder / "uvs.npz", msg[1])
-            events.uvs()
+        deliver(msg, events)
 
     def _end(self, job_id: str, folder: Path, state: str, payload: dict, result: bytes | None, info: dict) -> Outcome:
         self._info = info

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..distill.config import Progress
-from .events import CancelSignal, JobEvents, Outcome
+from .events import CancelSignal, JobEvents, Outcome, deliver
 from .job_run import make_texture_job, run_job
 from .worker import WorkerProcess, guess_device
 
@@ -104,23 +103,11 @@ class ProcessRunner:
 
     def run(self, job_id: str, folder: Path, settings: dict, has_init: bool, cancel: CancelSignal,
             events: JobEvents) -> Outcome:
-        from ..distill.config import Progress
-
         child = self._ensure_child()
         child.start_job(job_id, str(folder), settings, has_init)
         cancel.on_set(child.cancel)
 
-        def on_message(msg) -> None:
-            if msg[0] == "progress":
-                events.progress(Progress(*msg[1:]))
-            elif msg[0] == "preview":
-                events.preview(msg[2], msg[1])
-            elif msg[0] == "uvs":
-                events.uvs()
-            elif msg[0] == "stage":
-                events.stage(msg[1], msg[2])
-
-        ended = child.wait_job(on_message)
+        ended = child.wait_job(lambda msg: deliver(msg, events))
         if ended is None:  # the process died: CUDA fatal error, killed for memory, segfault...
             code = child.exitcode()
             self._child = None

@@ -36,7 +36,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .events import CancelSignal, JobEvents
+from .events import CancelSignal, message_events
 from .job_run import JobDefaults, run_job
 
 log = logging.getLogger("nfsd.jobs")
@@ -212,12 +212,7 @@ def _child_run(send, cancel: CancelSignal, config: JobDefaults, job_id: str, job
     """One ``run`` message: ``run_job`` with events that become pipe messages, then ``info`` and ``end``."""
     from ..distill.engine import device_info
 
-    events = JobEvents(
-        progress=lambda p: send(("progress", p.phase, p.step, p.total, p.loss, p.elapsed, p.eta, p.fraction)),
-        uvs=lambda: send(("uvs",)),
-        preview=lambda png, step: send(("preview", step, png)),
-        stage=lambda text, elapsed: send(("stage", text, elapsed)),
-    )
+    events = message_events(send)
     running = threading.Event()
 
     def report_device() -> None:  # free GPU memory for /health, every ~5 s
