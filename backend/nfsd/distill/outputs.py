@@ -75,9 +75,6 @@ def render_material_views(result, size: int = 256, device: str | torch.device = 
                      for k in (0, 1)])
 
 
-MAP_FILES = ("base_color", "roughness", "metallic", "orm", "normal")
-
-
 def map_images(result) -> dict[str, np.ndarray]:
     """A pbr result's map files (name without ``.png`` -> uint8 image, row 0 bottom): ``base_color`` (sRGB, the
     same bytes as ``texture``), ``roughness`` and ``metallic`` (linear grey), ``orm`` (glTF packing: R occlusion
