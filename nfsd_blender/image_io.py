@@ -77,6 +77,15 @@ def image_pixels(image) -> np.ndarray:
     return pixels.reshape(height, width, image.channels)
 
 
+def image_rgba8(image) -> np.ndarray:
+    """A Blender image's pixels as uint8 RGBA ``[H, W, 4]`` (row 0 = bottom; alpha 255 where it has none):
+    what a PNG or the backend's ``init_*`` uploads hold."""
+    pixels = image_pixels(image)
+    if pixels.shape[2] < 4:
+        pixels = np.concatenate([pixels[..., :3], np.ones(pixels.shape[:2] + (1,), np.float32)], axis=2)
+    return (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def set_image_pixels(image, pixels: np.ndarray) -> None:
     """Write float32 ``[H, W, 4]`` (row 0 = bottom, 0..1) into ``image``, resizing it if needed."""
     height, width = pixels.shape[:2]

@@ -123,12 +123,11 @@ def _prepare(obj, settings, connection, continue_from, unwrap, apply_into, faces
         base_key = continue_from.shape_key
         if base_key:
             mesh_io.shape_key_data(obj, base_key)  # ValueError when the artist deleted it
-        pixels = image_io.image_pixels(continue_from.image)
-        init_texture = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        init_texture = image_io.image_rgba8(continue_from.image)
         # The new texture keeps the old one's size: that is what the backend starts from.
-        settings = dict(settings, texture_size=int(pixels.shape[1]))
+        settings = dict(settings, texture_size=int(init_texture.shape[1]))
         # A pbr run continues its whole material: its maps go along (material_maps.init_maps).
-        init_maps = material_maps.init_maps(continue_from, settings, pixels.shape)
+        init_maps = material_maps.init_maps(continue_from, settings, init_texture.shape)
         if settings.get("mode") == "dds":  # Edit: from what the continued run shows to the new prompt
             settings["source_prompt"] = continue_from.prompt
 

@@ -119,12 +119,10 @@ def init_maps(run, settings: dict, shape: tuple) -> dict[str, np.ndarray]:
     for name, image in run_images(run).items():
         if name == "normal" and not settings.get("normal_map"):
             continue
-        pixels = image_io.image_pixels(image)
-        if pixels.ndim != 3 or tuple(pixels.shape[:2]) != tuple(shape[:2]):
+        rgba = image_io.image_rgba8(image)
+        if tuple(rgba.shape[:2]) != tuple(shape[:2]):
             continue  # a tiled or resized image: the backend wants the texture's own size
-        if pixels.shape[2] < 4:
-            pixels = np.concatenate([pixels[..., :3], np.ones(pixels.shape[:2] + (1,), np.float32)], axis=2)
-        maps[name] = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        maps[name] = rgba
     return maps
 
 
@@ -139,10 +137,7 @@ def export_pngs(run, colour_path: str) -> list[str]:
     stem = colour_path[:-4] if colour_path.lower().endswith(".png") else colour_path
     written = []
     for name, image in run_images(run).items():
-        pixels = image_io.image_pixels(image)
-        if pixels.shape[2] < 4:
-            pixels = np.concatenate([pixels[..., :3], np.ones(pixels.shape[:2] + (1,), np.float32)], axis=2)
-        rgba = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        rgba = image_io.image_rgba8(image)
         path = f"{stem}_{name}.png"
         with open(path, "wb") as file:
             file.write(image_io.encode_png(rgba))

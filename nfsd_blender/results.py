@@ -286,8 +286,7 @@ def export_run_png(run, path: str) -> str:
     path = bpy_abspath(path)
     if not path.lower().endswith(".png"):
         path += ".png"
-    pixels = image_io.image_pixels(run.image)
-    rgba = (np.clip(pixels[..., :4], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    rgba = image_io.image_rgba8(run.image)
     folder = os.path.dirname(path)
     if folder and not os.path.isdir(folder):
         raise ValueError(f"The folder {folder} does not exist")
