@@ -15,8 +15,6 @@ import json
 import queue
 import time
 
-import numpy as np
-
 from . import (backend_status, duplicates, image_io, material_maps, mesh_io, mesh_write, preview, results,
                scene_state)
 from .job import Job
